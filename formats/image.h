@@ -1,0 +1,159 @@
+/* The block driver interface: one ops table per image format.
+ *
+ * Drivers are plain blocking code called from worker threads, possibly
+ * concurrently on the same image; each states its locking at the top of
+ * its main file.  Offsets and lengths are bytes.  Every int function
+ * returns 0 or a negative errno.  The server has already checked that a
+ * request lies inside the image and carries only flags it advertised, so
+ * drivers assert those and check only what they read from disk.
+ */
+#ifndef DISKSERVE_IMAGE_H
+#define DISKSERVE_IMAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct image;
+
+/* Flags for write / write_zeroes / trim. */
+#define IMG_FUA        (1u << 0)   /* durable before returning */
+#define IMG_MAY_TRIM   (1u << 1)   /* write_zeroes may deallocate */
+#define IMG_FAST_ZERO  (1u << 2)   /* fail with -ENOTSUP unless cheap */
+
+/* Extent state, as base:allocation reports it. */
+#define IMG_EXT_HOLE   (1u << 0)
+#define IMG_EXT_ZERO   (1u << 1)
+
+/* One extent of block status.  depth: 0 unallocated anywhere in the
+ * chain, 1 allocated in this image, N allocated in backing level N
+ * (qemu:allocation-depth). */
+struct img_extent {
+    uint64_t length;
+    uint32_t flags;
+    uint32_t depth;
+};
+
+/* A list the driver appends to; it stops when full. */
+struct img_extents {
+    struct img_extent *v;
+    size_t n;
+    size_t cap;
+    uint64_t end;           /* offset just past the last extent */
+};
+
+/* Append an extent, merging with the previous one when its state is the
+ * same.  Returns false when the list is full (the extent was not added). */
+bool img_extents_add(struct img_extents *e, uint64_t length, uint32_t flags,
+                     uint32_t depth);
+
+/* Where a range of guest bytes lives, for reads the caller can do
+ * itself without the driver (see map_nowait). */
+enum img_map_kind {
+    IMG_MAP_DATA,           /* read length bytes of fd at host_offset */
+    IMG_MAP_ZERO,           /* reads as zeros */
+};
+
+struct img_map {
+    enum img_map_kind kind;
+    int fd;
+    uint64_t host_offset;
+    uint64_t length;        /* may be shorter than asked */
+};
+
+/* Options given to open. */
+struct img_open_args {
+    const char *path;
+    const char *format;     /* NULL: probe */
+    bool read_only;
+    const char *snapshot;   /* qcow2 internal snapshot, NULL for none */
+    const char *key_file;   /* file holding the passphrase, or NULL */
+    size_t cache_size;      /* metadata cache bytes, 0 for the default */
+    unsigned depth;         /* position in a backing chain (0 = top) */
+};
+
+/* One exported dirty bitmap. */
+struct img_bitmap_info {
+    const char *name;
+    uint64_t granularity;
+};
+
+struct img_ops {
+    const char *name;
+
+    /* Score how well the first bytes of a file match this format: 0 no,
+     * higher is better.  buf holds at least 512 bytes (zero padded). */
+    int (*probe)(const uint8_t *buf, size_t len);
+
+    /* Open an image; on success *out is a new image whose ops, size and
+     * flags are set.  Logs one line naming file, field and value on a
+     * malformed image. */
+    int (*open)(const struct img_open_args *args, struct image **out);
+    void (*close)(struct image *img);
+
+    int (*read)(struct image *img, void *buf, uint64_t len, uint64_t off);
+    int (*write)(struct image *img, const void *buf, uint64_t len,
+                 uint64_t off, unsigned flags);
+    int (*write_zeroes)(struct image *img, uint64_t len, uint64_t off,
+                        unsigned flags);
+    int (*trim)(struct image *img, uint64_t len, uint64_t off,
+                unsigned flags);
+    int (*flush)(struct image *img);
+    int (*cache)(struct image *img, uint64_t len, uint64_t off);
+
+    /* Describe [off, off+len) into e (at least one extent on success). */
+    int (*block_status)(struct image *img, uint64_t len, uint64_t off,
+                        struct img_extents *e);
+
+    /* Map the start of [off, off+len) without blocking: from cached
+     * metadata only.  -EAGAIN when that would need disk I/O (or the range
+     * needs the driver, e.g. compressed or encrypted data); the caller
+     * then falls back to read().  NULL: always fall back. */
+    int (*map_nowait)(struct image *img, uint64_t len, uint64_t off,
+                      struct img_map *m);
+
+    /* Dirty bitmaps: count, names, and status of bitmap i over a range
+     * (flags bit 0 set = dirty). */
+    size_t (*bitmap_count)(struct image *img);
+    int (*bitmap_info)(struct image *img, size_t i,
+                       struct img_bitmap_info *info);
+    int (*bitmap_status)(struct image *img, size_t i, uint64_t len,
+                         uint64_t off, struct img_extents *e);
+};
+
+/* What every driver's image starts with; drivers embed it first. */
+struct image {
+    const struct img_ops *ops;
+    char *path;
+    uint64_t size;          /* guest-visible bytes, exact */
+    bool read_only;
+    bool multi_conn;        /* consistent across connections */
+    bool fast_zero;         /* write_zeroes can honour IMG_FAST_ZERO */
+    bool has_depth;         /* allocation depth is meaningful */
+    uint32_t min_block;     /* smallest efficient unit (1 for raw) */
+    uint32_t pref_block;    /* preferred I/O size */
+    int nowait_reads;       /* 1: data fd reads never block (tmpfs) */
+};
+
+/* Open an image, probing its format unless args->format names one.
+ * Returns 0 or -errno with one line logged. */
+int img_open(const struct img_open_args *args, struct image **out);
+
+/* Close an image opened with img_open (NULL is fine). */
+void img_close(struct image *img);
+
+/* The driver for a format name, or NULL. */
+const struct img_ops *img_find_driver(const char *name);
+
+/* Probe a file's format; returns the driver or NULL with errno set. */
+const struct img_ops *img_probe_file(const char *path);
+
+/* Drivers. */
+extern const struct img_ops raw_ops;
+extern const struct img_ops qcow2_ops;
+
+/* Logging from formats/: one line to stderr (the server redirects
+ * stderr when it logs to a file).  Printf-style. */
+void img_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif /* DISKSERVE_IMAGE_H */

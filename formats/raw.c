@@ -1,0 +1,334 @@
+/* The raw driver: guest byte N is file byte N.
+ *
+ * Locking: none needed.  Every operation is a positioned syscall on one
+ * shared file descriptor, which the kernel serialises as required; the
+ * only shared state is the sticky "a flush failed" flag, an atomic.  The
+ * page cache is shared by all connections, so the export is consistent
+ * across connections (multi-conn).
+ *
+ * Write order: none to keep; FUA and flush are fdatasync.  After a failed
+ * fdatasync the file's state is unknown (a retried fsync can report
+ * success for pages the kernel dropped), so the image refuses every later
+ * write with -EIO.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <linux/magic.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "io.h"
+
+struct raw_image {
+    struct image img;           /* first: the generic part */
+    int fd;
+    bool is_block;
+    atomic_bool failed;         /* a flush failed: refuse writes */
+    atomic_bool no_zero_range;  /* FALLOC_FL_ZERO_RANGE unsupported */
+    atomic_bool no_punch;       /* FALLOC_FL_PUNCH_HOLE unsupported */
+};
+
+static struct raw_image *to_raw(struct image *img)
+{
+    return (struct raw_image *)img;
+}
+
+static int raw_probe(const uint8_t *buf, size_t len)
+{
+    return 1;   /* anything is raw, at the lowest score */
+}
+
+static int raw_open(const struct img_open_args *args, struct image **out)
+{
+    struct raw_image *r = calloc(1, sizeof *r);
+    struct stat st;
+    int err;
+
+    if (!r)
+        return -ENOMEM;
+    r->img.path = strdup(args->path);
+    if (!r->img.path) {
+        err = -ENOMEM;
+        goto out_free;
+    }
+    r->fd = open(args->path, (args->read_only ? O_RDONLY : O_RDWR) |
+                 O_CLOEXEC);
+    if (r->fd < 0) {
+        err = -errno;
+        img_log("raw: %s: %s", args->path, strerror(errno));
+        goto out_free;
+    }
+    if (fstat(r->fd, &st) < 0) {
+        err = -errno;
+        goto out_close;
+    }
+    if (S_ISBLK(st.st_mode)) {
+        uint64_t size;
+        if (ioctl(r->fd, BLKGETSIZE64, &size) < 0) {
+            err = -errno;
+            img_log("raw: %s: cannot read device size: %s", args->path,
+                    strerror(errno));
+            goto out_close;
+        }
+        r->img.size = size;
+        r->is_block = true;
+    } else if (S_ISREG(st.st_mode)) {
+        r->img.size = (uint64_t)st.st_size;
+    } else {
+        img_log("raw: %s: not a regular file or block device", args->path);
+        err = -EINVAL;
+        goto out_close;
+    }
+
+    struct statfs sfs;
+    if (fstatfs(r->fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC)
+        r->img.nowait_reads = 1;
+
+    r->img.ops = &raw_ops;
+    r->img.read_only = args->read_only;
+    r->img.multi_conn = true;
+    r->img.fast_zero = true;
+    r->img.has_depth = true;
+    r->img.min_block = 1;
+    r->img.pref_block = 4096;
+    *out = &r->img;
+    return 0;
+
+out_close:
+    close(r->fd);
+out_free:
+    free(r->img.path);
+    free(r);
+    return err;
+}
+
+static void raw_close(struct image *img)
+{
+    struct raw_image *r = to_raw(img);
+
+    if (!img->read_only && !atomic_load(&r->failed))
+        fdatasync(r->fd);
+    close(r->fd);
+    free(img->path);
+    free(r);
+}
+
+static int raw_read(struct image *img, void *buf, uint64_t len, uint64_t off)
+{
+    struct raw_image *r = to_raw(img);
+    int err = io_pread_full(r->fd, buf, len, off);
+    if (err == -ENODATA) {
+        /* The file shrank under us: what is gone reads as zeros, as
+         * a sparse file's tail would. */
+        return 0;
+    }
+    if (err)
+        img_log("raw: %s: read %llu bytes at %llu: %s", img->path,
+                (unsigned long long)len, (unsigned long long)off,
+                strerror(-err));
+    return err;
+}
+
+static int raw_sync(struct raw_image *r)
+{
+    if (fdatasync(r->fd) < 0) {
+        int err = errno;
+        atomic_store(&r->failed, true);
+        img_log("raw: %s: fdatasync failed, refusing further writes: %s",
+                r->img.path, strerror(err));
+        return -EIO;
+    }
+    return 0;
+}
+
+static int raw_write(struct image *img, const void *buf, uint64_t len,
+                     uint64_t off, unsigned flags)
+{
+    struct raw_image *r = to_raw(img);
+
+    if (atomic_load(&r->failed))
+        return -EIO;
+    int err = io_pwrite_full(r->fd, buf, len, off);
+    if (err) {
+        img_log("raw: %s: write %llu bytes at %llu: %s", img->path,
+                (unsigned long long)len, (unsigned long long)off,
+                strerror(-err));
+        return err;
+    }
+    if (flags & IMG_FUA)
+        return raw_sync(r);
+    return 0;
+}
+
+static bool is_unsupported(int err)
+{
+    return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS ||
+           err == EINVAL;
+}
+
+/* Deallocate a range; 0, -ENOTSUP when the file system cannot, or
+ * another -errno. */
+static int raw_punch(struct raw_image *r, uint64_t len, uint64_t off)
+{
+    if (atomic_load(&r->no_punch))
+        return -ENOTSUP;
+    if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  (off_t)off, (off_t)len) == 0)
+        return 0;
+    if (is_unsupported(errno)) {
+        atomic_store(&r->no_punch, true);
+        return -ENOTSUP;
+    }
+    return -errno;
+}
+
+static int raw_write_zeroes(struct image *img, uint64_t len, uint64_t off,
+                            unsigned flags)
+{
+    struct raw_image *r = to_raw(img);
+    int err;
+
+    if (atomic_load(&r->failed))
+        return -EIO;
+    if (flags & IMG_MAY_TRIM) {
+        err = raw_punch(r, len, off);
+        if (err == 0)
+            goto done;
+        if (err != -ENOTSUP)
+            return err;
+    }
+    if (!atomic_load(&r->no_zero_range)) {
+        if (fallocate(r->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                      (off_t)off, (off_t)len) == 0)
+            goto done;
+        if (!is_unsupported(errno))
+            return -errno;
+        atomic_store(&r->no_zero_range, true);
+    }
+    /* No ZERO_RANGE (tmpfs): punch, then allocate again so the range
+     * stays allocated as NO_HOLE asks. */
+    if (!r->is_block && raw_punch(r, len, off) == 0) {
+        if (fallocate(r->fd, FALLOC_FL_KEEP_SIZE, (off_t)off,
+                      (off_t)len) < 0 && errno == ENOSPC)
+            return -ENOSPC;
+        goto done;
+    }
+    if (flags & IMG_FAST_ZERO)
+        return -ENOTSUP;
+    err = io_write_zeroes(r->fd, len, off);
+    if (err)
+        return err;
+done:
+    if (flags & IMG_FUA)
+        return raw_sync(r);
+    return 0;
+}
+
+static int raw_trim(struct image *img, uint64_t len, uint64_t off,
+                    unsigned flags)
+{
+    struct raw_image *r = to_raw(img);
+
+    if (atomic_load(&r->failed))
+        return -EIO;
+    int err = raw_punch(r, len, off);
+    /* Trim is advisory: a file system that cannot punch keeps the data. */
+    if (err && err != -ENOTSUP)
+        return err;
+    if (flags & IMG_FUA)
+        return raw_sync(r);
+    return 0;
+}
+
+static int raw_flush(struct image *img)
+{
+    struct raw_image *r = to_raw(img);
+
+    if (atomic_load(&r->failed))
+        return -EIO;
+    return raw_sync(r);
+}
+
+static int raw_cache(struct image *img, uint64_t len, uint64_t off)
+{
+    struct raw_image *r = to_raw(img);
+    int err = posix_fadvise(r->fd, (off_t)off, (off_t)len,
+                            POSIX_FADV_WILLNEED);
+    return -err;
+}
+
+static int raw_block_status(struct image *img, uint64_t len, uint64_t off,
+                            struct img_extents *e)
+{
+    struct raw_image *r = to_raw(img);
+    uint64_t end = off + len;
+
+    if (r->is_block)
+        return img_extents_add(e, len, 0, 1) ? 0 : -EIO;
+
+    while (off < end) {
+        off_t data = lseek(r->fd, (off_t)off, SEEK_DATA);
+        if (data < 0 && errno == ENXIO) {
+            /* No data from here to the end of the file. */
+            img_extents_add(e, end - off, IMG_EXT_HOLE | IMG_EXT_ZERO, 1);
+            return 0;
+        }
+        if (data < 0) {
+            /* Cannot tell: report data, which is always safe. */
+            if (e->n == 0)
+                img_extents_add(e, end - off, 0, 1);
+            return 0;
+        }
+        if ((uint64_t)data > off) {
+            uint64_t n = (uint64_t)data - off;
+            if (n > end - off)
+                n = end - off;
+            if (!img_extents_add(e, n, IMG_EXT_HOLE | IMG_EXT_ZERO, 1))
+                return 0;
+            off += n;
+            continue;
+        }
+        off_t hole = lseek(r->fd, (off_t)off, SEEK_HOLE);
+        uint64_t n = hole < 0 || (uint64_t)hole <= off
+                     ? end - off : (uint64_t)hole - off;
+        if (n > end - off)
+            n = end - off;
+        if (!img_extents_add(e, n, 0, 1))
+            return 0;
+        off += n;
+    }
+    return 0;
+}
+
+static int raw_map_nowait(struct image *img, uint64_t len, uint64_t off,
+                          struct img_map *m)
+{
+    m->kind = IMG_MAP_DATA;
+    m->fd = to_raw(img)->fd;
+    m->host_offset = off;
+    m->length = len;
+    return 0;
+}
+
+const struct img_ops raw_ops = {
+    .name = "raw",
+    .probe = raw_probe,
+    .open = raw_open,
+    .close = raw_close,
+    .read = raw_read,
+    .write = raw_write,
+    .write_zeroes = raw_write_zeroes,
+    .trim = raw_trim,
+    .flush = raw_flush,
+    .cache = raw_cache,
+    .block_status = raw_block_status,
+    .map_nowait = raw_map_nowait,
+};

@@ -1,0 +1,12 @@
+# Test suite: each area's fragment adds to TESTS and check_PROGRAMS.
+EXTRA_DIST += tests/functions.sh
+TESTS_LIBNBD_CFLAGS = $(AM_CFLAGS) $(LIBNBD_CFLAGS)
+TESTS_LIBNBD_LIBS = $(LIBNBD_LIBS)
+
+include tests/unit/local.mk
+include tests/protocol/local.mk
+include tests/server/local.mk
+include tests/integration/local.mk
+include tests/interop/local.mk
+include tests/qcow2/local.mk
+include tests/vm/local.mk
