@@ -1,0 +1,366 @@
+/* The fixed newstyle handshake: the greeting and one handler per option.
+ *
+ * conn.c collects an option's header and data (length already capped);
+ * hs_handle_option() answers it and, for GO and EXPORT_NAME, moves the
+ * connection into transmission.  Every reply is small and copied out, so
+ * nothing here outlives the call.  Malformed option data gets
+ * NBD_REP_ERR_INVALID and the handshake goes on; only what the spec says
+ * must end the session (EXPORT_NAME failures) ends it.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server.h"
+
+#define CTX_BASE "base:allocation"
+#define CTX_DEPTH "qemu:allocation-depth"
+#define CTX_BITMAP_PREFIX "qemu:dirty-bitmap:"
+#define CTX_ID_BASE 1u
+#define CTX_ID_DEPTH 2u
+#define CTX_ID_BITMAP0 3u
+#define MAX_BITMAPS 64u
+
+void hs_send_greeting(struct conn *c)
+{
+    uint8_t buf[PROTO_GREETING_LEN];
+    proto_encode_greeting(buf, PROTO_FLAG_FIXED_NEWSTYLE |
+                               PROTO_FLAG_NO_ZEROES);
+    conn_send_copy(c, buf, sizeof buf);
+}
+
+static int send_reply(struct conn *c, uint32_t type, const void *data,
+                      uint32_t len)
+{
+    uint8_t stackbuf[512];
+    uint8_t *buf = stackbuf;
+
+    if (PROTO_OPT_REPLY_HDR_LEN + (size_t)len > sizeof stackbuf) {
+        buf = malloc(PROTO_OPT_REPLY_HDR_LEN + (size_t)len);
+        if (!buf)
+            return -ENOMEM;
+    }
+    proto_encode_option_reply(buf, c->opt.option, type, len);
+    if (len)
+        memcpy(buf + PROTO_OPT_REPLY_HDR_LEN, data, len);
+    int err = conn_send_copy(c, buf, PROTO_OPT_REPLY_HDR_LEN + (size_t)len);
+    if (buf != stackbuf)
+        free(buf);
+    return err;
+}
+
+/* An error reply with a human-readable message. */
+static int send_error(struct conn *c, uint32_t type, const char *msg)
+{
+    srv_debug("client %llu: option %s: %s", (unsigned long long)c->id,
+              proto_opt_name(c->opt.option), msg);
+    return send_reply(c, type, msg, (uint32_t)strlen(msg));
+}
+
+static int send_ack(struct conn *c)
+{
+    return send_reply(c, PROTO_REP_ACK, NULL, 0);
+}
+
+/* Transmission flags for this export on this connection. */
+static uint16_t export_tflags(const struct conn *c, const struct export *e)
+{
+    const struct image *img = e->img;
+    const struct img_ops *ops = img->ops;
+    uint16_t f = PROTO_TFLAG_HAS_FLAGS | PROTO_TFLAG_SEND_FLUSH |
+                 PROTO_TFLAG_SEND_FUA;
+    bool ro = e->read_only || img->read_only || !ops->write;
+
+    if (ro) {
+        f |= PROTO_TFLAG_READ_ONLY;
+    } else {
+        if (ops->trim)
+            f |= PROTO_TFLAG_SEND_TRIM;
+        if (ops->write_zeroes) {
+            f |= PROTO_TFLAG_SEND_WRITE_ZEROES;
+            if (img->fast_zero)
+                f |= PROTO_TFLAG_SEND_FAST_ZERO;
+        }
+    }
+    if (ops->cache)
+        f |= PROTO_TFLAG_SEND_CACHE;
+    if (c->structured)
+        f |= PROTO_TFLAG_SEND_DF;
+    if (img->multi_conn || ro)
+        f |= PROTO_TFLAG_CAN_MULTI_CONN;
+    return f;
+}
+
+/* Enter transmission on export e. */
+static void enter_transmission(struct conn *c, struct export *e)
+{
+    c->exp = e;
+    c->tflags = export_tflags(c, e);
+    c->has_meta = c->meta_export == e &&
+                  (c->meta_base || c->meta_depth || c->meta_bitmaps);
+    if (!c->has_meta) {
+        c->meta_base = c->meta_depth = false;
+        c->meta_bitmaps = 0;
+    }
+    c->state = CONN_REQ_HEADER;
+    srv_debug("client %llu: serving export '%s'%s%s",
+              (unsigned long long)c->id, e->name,
+              c->structured ? ", structured replies" : "",
+              c->extended ? ", extended headers" : "");
+}
+
+static int opt_export_name(struct conn *c)
+{
+    if (c->opt.length > PROTO_MAX_STRING) {
+        srv_log("client %llu: export name too long, dropping",
+                (unsigned long long)c->id);
+        return -EPROTO;
+    }
+    struct export *e = srv_find_export((const char *)c->opt_data,
+                                       c->opt.length);
+    if (!e) {
+        srv_log("client %llu: unknown export '%.*s', dropping",
+                (unsigned long long)c->id, (int)(c->opt.length > 64
+                ? 64 : c->opt.length), (const char *)c->opt_data);
+        return -EPROTO;
+    }
+    enter_transmission(c, e);
+    uint8_t buf[PROTO_EXPORT_NAME_REPLY_LEN];
+    size_t n = proto_encode_export_name_reply(
+        buf, e->img->size, c->tflags,
+        (c->client_flags & PROTO_FLAG_C_NO_ZEROES) != 0);
+    return conn_send_copy(c, buf, n) ? -EPIPE : 0;
+}
+
+static bool go_requested(const struct proto_go *go, uint16_t type)
+{
+    for (uint16_t i = 0; i < go->n_requests; i++)
+        if (proto_go_request(go, i) == type)
+            return true;
+    return false;
+}
+
+static int opt_info_go(struct conn *c)
+{
+    struct proto_go go;
+    uint8_t buf[2 + PROTO_MAX_STRING];
+
+    if (proto_decode_go(c->opt_data, c->opt.length, &go) < 0)
+        return send_error(c, PROTO_REP_ERR_INVALID,
+                          "malformed INFO/GO option data");
+    if (go.name_len > PROTO_MAX_STRING)
+        return send_error(c, PROTO_REP_ERR_INVALID, "export name too long");
+    struct export *e = srv_find_export((const char *)go.name, go.name_len);
+    if (!e) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "export '%.*s' not present",
+                 (int)(go.name_len > 64 ? 64 : go.name_len), go.name);
+        return send_error(c, PROTO_REP_ERR_UNKNOWN, msg);
+    }
+
+    uint16_t tflags = export_tflags(c, e);
+    size_t n = proto_encode_info_export(buf, e->img->size, tflags);
+    int err = send_reply(c, PROTO_REP_INFO, buf, (uint32_t)n);
+    if (!err && go_requested(&go, PROTO_INFO_NAME)) {
+        n = proto_encode_info_string(buf, PROTO_INFO_NAME, e->name,
+                                     (uint32_t)strlen(e->name));
+        err = send_reply(c, PROTO_REP_INFO, buf, (uint32_t)n);
+    }
+    if (!err && e->description && go_requested(&go, PROTO_INFO_DESCRIPTION)) {
+        n = proto_encode_info_string(buf, PROTO_INFO_DESCRIPTION,
+                                     e->description,
+                                     (uint32_t)strlen(e->description));
+        err = send_reply(c, PROTO_REP_INFO, buf, (uint32_t)n);
+    }
+    if (!err) {
+        /* Always sent: it tells clients they may send any alignment. */
+        uint32_t min = e->img->min_block ? e->img->min_block : 1;
+        uint32_t pref = e->img->pref_block ? e->img->pref_block : 4096;
+        if (pref < min)
+            pref = min;
+        n = proto_encode_info_block_size(buf, min, pref, PROTO_MAX_PAYLOAD);
+        err = send_reply(c, PROTO_REP_INFO, buf, (uint32_t)n);
+    }
+    if (!err)
+        err = send_ack(c);
+    if (!err && c->opt.option == PROTO_OPT_GO)
+        enter_transmission(c, e);
+    return err ? -EPIPE : 0;
+}
+
+static int opt_list(struct conn *c)
+{
+    uint8_t buf[4 + PROTO_MAX_STRING];
+
+    if (c->opt.length != 0)
+        return send_error(c, PROTO_REP_ERR_INVALID, "LIST takes no data");
+    for (struct export *e = srv.opts.exports; e; e = e->next) {
+        size_t n = proto_encode_rep_server(buf, e->name,
+                                           (uint32_t)strlen(e->name));
+        if (send_reply(c, PROTO_REP_SERVER, buf, (uint32_t)n))
+            return -EPIPE;
+    }
+    return send_ack(c) ? -EPIPE : 0;
+}
+
+/* ---- meta contexts ------------------------------------------------ */
+
+struct meta_sel {
+    bool base, depth;
+    uint64_t bitmaps;
+};
+
+static int send_context(struct conn *c, uint32_t id, const char *name)
+{
+    uint8_t buf[4 + PROTO_MAX_STRING];
+    size_t len = strlen(name);
+    if (len > PROTO_MAX_STRING)
+        return 0;
+    size_t n = proto_encode_meta_context(buf, id, name, (uint32_t)len);
+    return send_reply(c, PROTO_REP_META_CONTEXT, buf, (uint32_t)n);
+}
+
+static bool query_is(const uint8_t *q, uint32_t len, const char *s)
+{
+    return strlen(s) == len && memcmp(q, s, len) == 0;
+}
+
+/* Match one query against the export's contexts; wildcards (an empty
+ * leaf) only when listing. */
+static void match_query(const struct export *e, const uint8_t *q,
+                        uint32_t len, bool list, struct meta_sel *sel)
+{
+    size_t plen = strlen(CTX_BITMAP_PREFIX);
+
+    if (query_is(q, len, CTX_BASE) || (list && query_is(q, len, "base:")))
+        sel->base = true;
+    if (e->img->has_depth && (query_is(q, len, CTX_DEPTH) ||
+                              (list && query_is(q, len, "qemu:"))))
+        sel->depth = true;
+    if (list && (query_is(q, len, "qemu:") ||
+                 query_is(q, len, CTX_BITMAP_PREFIX))) {
+        for (size_t i = 0; i < e->n_bitmaps && i < MAX_BITMAPS; i++)
+            sel->bitmaps |= 1ull << i;
+        return;
+    }
+    if (len > plen && memcmp(q, CTX_BITMAP_PREFIX, plen) == 0) {
+        for (size_t i = 0; i < e->n_bitmaps && i < MAX_BITMAPS; i++)
+            if (query_is(q, len, e->bitmap_ctx[i]))
+                sel->bitmaps |= 1ull << i;
+    }
+}
+
+static int opt_meta(struct conn *c)
+{
+    bool list = c->opt.option == PROTO_OPT_LIST_META_CONTEXT;
+    struct proto_meta meta;
+    struct meta_sel sel = { false, false, 0 };
+
+    if (!list) {
+        /* SET replaces the selection, even when it fails. */
+        c->meta_export = NULL;
+        c->meta_base = c->meta_depth = false;
+        c->meta_bitmaps = 0;
+    }
+    if (!c->structured)
+        return send_error(c, PROTO_REP_ERR_INVALID,
+                          "structured replies not negotiated");
+    if (proto_decode_meta(c->opt_data, c->opt.length, &meta) < 0)
+        return send_error(c, PROTO_REP_ERR_INVALID,
+                          "malformed meta context option data");
+    if (meta.name_len > PROTO_MAX_STRING)
+        return send_error(c, PROTO_REP_ERR_INVALID, "export name too long");
+    struct export *e = srv_find_export((const char *)meta.name,
+                                       meta.name_len);
+    if (!e)
+        return send_error(c, PROTO_REP_ERR_UNKNOWN, "export not present");
+
+    if (meta.n_queries == 0) {
+        if (list) {
+            sel.base = true;
+            sel.depth = e->img->has_depth;
+            for (size_t i = 0; i < e->n_bitmaps && i < MAX_BITMAPS; i++)
+                sel.bitmaps |= 1ull << i;
+        }
+    } else {
+        uint32_t pos = 0;
+        const uint8_t *q;
+        uint32_t qlen;
+        while (proto_meta_next(&meta, &pos, &q, &qlen)) {
+            if (qlen > PROTO_MAX_STRING)
+                return send_error(c, PROTO_REP_ERR_INVALID,
+                                  "meta context query too long");
+            match_query(e, q, qlen, list, &sel);
+        }
+    }
+
+    int err = 0;
+    if (sel.base)
+        err = send_context(c, list ? 0 : CTX_ID_BASE, CTX_BASE);
+    if (!err && sel.depth)
+        err = send_context(c, list ? 0 : CTX_ID_DEPTH, CTX_DEPTH);
+    for (size_t i = 0; !err && i < e->n_bitmaps && i < MAX_BITMAPS; i++)
+        if (sel.bitmaps & (1ull << i))
+            err = send_context(c, list ? 0 : CTX_ID_BITMAP0 + (uint32_t)i,
+                               e->bitmap_ctx[i]);
+    if (!err)
+        err = send_ack(c);
+    if (!err && !list) {
+        c->meta_export = e;
+        c->meta_base = sel.base;
+        c->meta_depth = sel.depth;
+        c->meta_bitmaps = sel.bitmaps;
+    }
+    return err ? -EPIPE : 0;
+}
+
+int hs_handle_option(struct conn *c)
+{
+    uint32_t len = c->opt.length;
+
+    srv_debug("client %llu: option %s (%u bytes)", (unsigned long long)c->id,
+              proto_opt_name(c->opt.option), len);
+    switch (c->opt.option) {
+    case PROTO_OPT_EXPORT_NAME:
+        return opt_export_name(c);
+    case PROTO_OPT_ABORT:
+        send_ack(c);
+        conn_close(c);
+        return 0;
+    case PROTO_OPT_LIST:
+        return opt_list(c);
+    case PROTO_OPT_STARTTLS:
+        if (len != 0)
+            return send_error(c, PROTO_REP_ERR_INVALID,
+                              "STARTTLS takes no data");
+        return send_error(c, PROTO_REP_ERR_POLICY, "TLS not configured");
+    case PROTO_OPT_INFO:
+    case PROTO_OPT_GO:
+        return opt_info_go(c);
+    case PROTO_OPT_STRUCTURED_REPLY:
+        if (len != 0)
+            return send_error(c, PROTO_REP_ERR_INVALID,
+                              "STRUCTURED_REPLY takes no data");
+        if (c->structured)
+            return send_error(c, PROTO_REP_ERR_INVALID,
+                              "structured replies already negotiated");
+        c->structured = true;
+        return send_ack(c) ? -EPIPE : 0;
+    case PROTO_OPT_EXTENDED_HEADERS:
+        if (len != 0)
+            return send_error(c, PROTO_REP_ERR_INVALID,
+                              "EXTENDED_HEADERS takes no data");
+        if (c->extended)
+            return send_error(c, PROTO_REP_ERR_INVALID,
+                              "extended headers already negotiated");
+        c->extended = true;
+        c->structured = true;
+        return send_ack(c) ? -EPIPE : 0;
+    case PROTO_OPT_LIST_META_CONTEXT:
+    case PROTO_OPT_SET_META_CONTEXT:
+        return opt_meta(c);
+    default:
+        return send_error(c, PROTO_REP_ERR_UNSUP, "option not supported");
+    }
+}

@@ -1,0 +1,16 @@
+bin_PROGRAMS += diskserve
+diskserve_SOURCES = \
+	server/server.h \
+	server/main.c \
+	server/options.c \
+	server/log.c \
+	server/workers.c \
+	server/listen.c \
+	server/activation.c \
+	server/conn.c \
+	server/handshake.c \
+	server/request.c \
+	server/reply.c \
+	server/export.c
+diskserve_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(INIH_CFLAGS)
+diskserve_LDADD = libdsproto.a $(FORMATS_LIBS) $(UV_LIBS) $(INIH_LIBS)

@@ -1,0 +1,286 @@
+/* Replies: simple, structured or extended, built as an iovec over the
+ * request's own header space and data buffer and written with one
+ * vectored write.  A write the socket cannot take at once continues
+ * through uv_write, and the request is released when it completes.
+ *
+ * Structured reads are split into OFFSET_DATA and OFFSET_HOLE chunks
+ * where whole 4 KiB blocks read as zeros, unless the client set DF.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "server.h"
+
+#define HOLE_GRAIN 4096u
+#define MAX_CHUNKS 64u
+
+static void on_written(uv_write_t *w, int status)
+{
+    struct request *r = (struct request *)((char *)w -
+                                           offsetof(struct request, wreq));
+    if (status < 0 && status != UV_ECANCELED)
+        conn_close(r->conn);
+    req_release(r);
+}
+
+static void send_iov(struct request *r)
+{
+    struct conn *c = r->conn;
+    uv_buf_t *iov = r->iov;
+    unsigned n = r->niov;
+
+    int done = uv_try_write(c->out, iov, n);
+    if (done < 0 && done != UV_EAGAIN) {
+        conn_close(c);
+        req_release(r);
+        return;
+    }
+    size_t skip = done > 0 ? (size_t)done : 0;
+    while (n > 0 && skip >= iov->len) {
+        skip -= iov->len;
+        iov++;
+        n--;
+    }
+    if (n == 0) {
+        req_release(r);
+        return;
+    }
+    iov->base += skip;
+    iov->len -= skip;
+    int err = uv_write(&r->wreq, c->out, iov, n, on_written);
+    if (err) {
+        conn_close(c);
+        req_release(r);
+    }
+}
+
+static uint8_t *hdr_space(struct request *r, size_t *used, size_t n)
+{
+    uint8_t *p = r->hdrs + *used;
+    *used += n;
+    return p;
+}
+
+static void add_iov(struct request *r, const void *p, size_t len)
+{
+    r->iov[r->niov++] = uv_buf_init((char *)p, (unsigned)len);
+}
+
+static size_t chunk(struct request *r, uint8_t *buf, uint16_t flags,
+                    uint16_t type, uint64_t payload)
+{
+    return proto_encode_chunk(buf, r->conn->extended, flags, type,
+                              r->hdr.cookie, r->hdr.offset, payload);
+}
+
+static bool block_is_zero(const uint8_t *p, size_t n)
+{
+    /* Data blocks almost always fail on the first word. */
+    if (n >= 16) {
+        uint64_t a, b;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + n - 8, 8);
+        if (a | b)
+            return false;
+    }
+    return p[0] == 0 && memcmp(p, p + 1, n - 1) == 0;
+}
+
+static void add_data_chunk(struct request *r, size_t *used, uint64_t start,
+                           uint64_t len, bool last)
+{
+    uint8_t *h = hdr_space(r, used, PROTO_EXT_REPLY_LEN + 8);
+    size_t n = chunk(r, h, last ? PROTO_REPLY_FLAG_DONE : 0,
+                     PROTO_REPLY_TYPE_OFFSET_DATA,
+                     PROTO_OFFSET_DATA_PREFIX + len);
+    proto_put64(h + n, r->hdr.offset + start);
+    add_iov(r, h, n + 8);
+    add_iov(r, r->buf + start, len);
+}
+
+static void add_hole_chunk(struct request *r, size_t *used, uint64_t start,
+                           uint64_t len, bool last)
+{
+    uint8_t *h = hdr_space(r, used, PROTO_EXT_REPLY_LEN +
+                                    PROTO_OFFSET_HOLE_LEN);
+    size_t n = chunk(r, h, last ? PROTO_REPLY_FLAG_DONE : 0,
+                     PROTO_REPLY_TYPE_OFFSET_HOLE, PROTO_OFFSET_HOLE_LEN);
+    n += proto_encode_hole(h + n, r->hdr.offset + start, (uint32_t)len);
+    add_iov(r, h, n);
+}
+
+/* A structured read reply: data and hole chunks, the last one DONE. */
+static void build_read(struct request *r)
+{
+    uint64_t len = r->hdr.length;
+    size_t used = 0;
+
+    if (r->hdr.flags & PROTO_CMD_FLAG_DF) {
+        add_data_chunk(r, &used, 0, len, true);
+        return;
+    }
+    /* Runs of equal "zero-ness" at HOLE_GRAIN granularity. */
+    uint64_t run_start = 0;
+    bool run_zero = false;
+    unsigned chunks = 0;
+    for (uint64_t pos = 0; pos < len;) {
+        uint64_t n = len - pos < HOLE_GRAIN ? len - pos : HOLE_GRAIN;
+        bool z = chunks + 2 < MAX_CHUNKS && block_is_zero(r->buf + pos, n);
+        if (pos == 0) {
+            run_zero = z;
+        } else if (z != run_zero) {
+            if (run_zero)
+                add_hole_chunk(r, &used, run_start, pos - run_start, false);
+            else
+                add_data_chunk(r, &used, run_start, pos - run_start, false);
+            chunks++;
+            run_start = pos;
+            run_zero = z;
+        }
+        pos += n;
+    }
+    if (run_zero)
+        add_hole_chunk(r, &used, run_start, len - run_start, true);
+    else
+        add_data_chunk(r, &used, run_start, len - run_start, true);
+}
+
+/* Descriptors of one context from the driver's extents: merge by the
+ * bits this context reports.  Returns the payload length. */
+static size_t encode_context(struct request *r, uint8_t *out, uint32_t id,
+                             bool depth)
+{
+    bool ext = r->conn->extended;
+    const struct img_extents *e = &r->ext;
+    size_t n = proto_encode_bs_header(out, ext, id, 0);
+    uint8_t *count_at = out + 4;
+    uint32_t count = 0;
+    uint64_t run = 0;
+    uint32_t val = 0;
+
+    for (size_t i = 0; i < e->n; i++) {
+        uint32_t v = depth ? e->v[i].depth : e->v[i].flags;
+        if (run && v == val && (ext || run + e->v[i].length <= UINT32_MAX)) {
+            run += e->v[i].length;
+            continue;
+        }
+        if (run) {
+            n += proto_encode_bs_desc(out + n, ext, run, val);
+            count++;
+        }
+        run = e->v[i].length;
+        val = v;
+    }
+    if (run) {
+        n += proto_encode_bs_desc(out + n, ext, run, val);
+        count++;
+    }
+    if (ext)
+        proto_put32(count_at, count);
+    return n;
+}
+
+static int build_block_status(struct request *r)
+{
+    struct conn *c = r->conn;
+    bool ext = c->extended;
+    size_t per = (ext ? PROTO_BS_EXT_HDR_LEN : PROTO_BS_HDR_LEN) +
+                 r->ext.n * (ext ? PROTO_BS_EXT_DESC_LEN : PROTO_BS_DESC_LEN);
+    unsigned nctx = (unsigned)c->meta_base + (unsigned)c->meta_depth;
+    size_t used = 0, pos = 0;
+
+    if (nctx == 0 || per * nctx > r->buf_cap) {
+        /* Bitmap-only selections end up here until bitmaps exist. */
+        if (nctx == 0)
+            return -ENOTSUP;
+        return -ENOMEM;
+    }
+    unsigned k = 0;
+    for (unsigned ctx = 0; ctx < 2; ctx++) {
+        bool on = ctx == 0 ? c->meta_base : c->meta_depth;
+        if (!on)
+            continue;
+        k++;
+        size_t plen = encode_context(r, r->buf + pos, ctx == 0 ? 1 : 2,
+                                     ctx == 1);
+        uint8_t *h = hdr_space(r, &used, PROTO_EXT_REPLY_LEN);
+        size_t hn = chunk(r, h, k == nctx ? PROTO_REPLY_FLAG_DONE : 0,
+                          ext ? PROTO_REPLY_TYPE_BLOCK_STATUS_EXT
+                              : PROTO_REPLY_TYPE_BLOCK_STATUS, plen);
+        add_iov(r, h, hn);
+        add_iov(r, r->buf + pos, plen);
+        pos += plen;
+    }
+    return 0;
+}
+
+static void build_error(struct request *r, uint32_t wire, int err)
+{
+    struct conn *c = r->conn;
+    char msg[128];
+
+    if (!c->structured) {
+        add_iov(r, r->hdrs, proto_encode_simple_reply(r->hdrs, r->hdr.cookie,
+                                                      wire));
+        return;
+    }
+    if (err)
+        snprintf(msg, sizeof msg, "%s: %s", proto_cmd_name(r->hdr.type),
+                 strerror(err));
+    else
+        snprintf(msg, sizeof msg, "%s: invalid request",
+                 proto_cmd_name(r->hdr.type));
+    uint16_t mlen = (uint16_t)strlen(msg);
+    size_t n = chunk(r, r->hdrs, PROTO_REPLY_FLAG_DONE, PROTO_REPLY_TYPE_ERROR,
+                     PROTO_ERROR_PREFIX + mlen);
+    n += proto_encode_error(r->hdrs + n, wire, msg, mlen, false, 0);
+    add_iov(r, r->hdrs, n);
+}
+
+void req_reply(struct request *r)
+{
+    struct conn *c = r->conn;
+
+    if (c->state == CONN_CLOSING) {
+        req_release(r);
+        return;
+    }
+    r->niov = 0;
+    uint32_t wire = r->wire_err;
+    int err = -r->err;
+    if (!wire && err)
+        wire = proto_errno_to_wire(err);
+    if (!wire && r->hdr.type == PROTO_CMD_BLOCK_STATUS) {
+        int e = build_block_status(r);
+        if (e) {
+            r->niov = 0;
+            err = -e;
+            wire = proto_errno_to_wire(err);
+        }
+    }
+    if (wire) {
+        build_error(r, wire, err);
+    } else if (r->hdr.type == PROTO_CMD_READ) {
+        if (!c->structured) {
+            add_iov(r, r->hdrs, proto_encode_simple_reply(r->hdrs,
+                                                          r->hdr.cookie, 0));
+            if (r->hdr.length)
+                add_iov(r, r->buf, r->hdr.length);
+        } else if (r->hdr.length == 0) {
+            add_iov(r, r->hdrs, chunk(r, r->hdrs, PROTO_REPLY_FLAG_DONE,
+                                      PROTO_REPLY_TYPE_NONE, 0));
+        } else {
+            build_read(r);
+        }
+    } else if (r->hdr.type == PROTO_CMD_BLOCK_STATUS) {
+        /* built above */
+    } else if (c->extended) {
+        add_iov(r, r->hdrs, chunk(r, r->hdrs, PROTO_REPLY_FLAG_DONE,
+                                  PROTO_REPLY_TYPE_NONE, 0));
+    } else {
+        add_iov(r, r->hdrs, proto_encode_simple_reply(r->hdrs, r->hdr.cookie,
+                                                      0));
+    }
+    send_iov(r);
+}

@@ -1,0 +1,337 @@
+/* Transmission: receive a request, check it, run it, hand it back.
+ *
+ * A request header is validated once, here, against the protocol and
+ * the export (protocol/ does the rules); drivers see only well-formed
+ * in-range operations.  Reads that the driver can map from cached
+ * metadata to data already in memory run inline on the loop thread; the
+ * hand-off to a worker and back costs more than such a read.  Everything
+ * else runs on a worker and its reply is written when it comes back
+ * (reply.c), in completion order.
+ *
+ * Requests and their buffers are pooled: no allocation per request in
+ * steady state for requests up to POOL_BUF bytes.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "server.h"
+
+#define POOL_BUF (256u * 1024)
+#define POOL_MAX 1024
+#define INLINE_MAX (4u * 1024 * 1024)
+#define DISCARD_MAX (2ull * PROTO_MAX_PAYLOAD)
+
+static struct request *free_list;
+static unsigned n_free;
+
+/* Make r->buf hold at least n bytes; 0 or -ENOMEM. */
+static int req_reserve(struct request *r, size_t n)
+{
+    if (r->buf_cap >= n)
+        return 0;
+    size_t cap = n <= POOL_BUF ? POOL_BUF : n;
+    uint8_t *b = malloc(cap);
+    if (!b)
+        return -ENOMEM;
+    srv.buf_used -= r->buf_cap;
+    free(r->buf);
+    r->buf = b;
+    r->buf_cap = cap;
+    srv.buf_used += cap;
+    return 0;
+}
+
+struct request *req_alloc(struct conn *c, size_t payload)
+{
+    struct request *r = free_list;
+
+    if (r) {
+        free_list = r->next_free;
+        n_free--;
+        srv.buf_used += r->buf_cap;
+    } else {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return NULL;
+    }
+    if (payload && req_reserve(r, payload) < 0) {
+        srv.buf_used -= r->buf_cap;
+        free(r->buf);
+        free(r->ext_v);
+        free(r);
+        return NULL;
+    }
+    r->conn = c;
+    r->have = 0;
+    r->err = 0;
+    r->wire_err = 0;
+    r->niov = 0;
+    c->inflight++;
+    return r;
+}
+
+void req_release(struct request *r)
+{
+    struct conn *c = r->conn;
+
+    if (r->buf_cap > POOL_BUF) {
+        srv.buf_used -= r->buf_cap;
+        free(r->buf);
+        r->buf = NULL;
+        r->buf_cap = 0;
+    }
+    srv.buf_used -= r->buf_cap;
+    if (n_free < POOL_MAX) {
+        r->next_free = free_list;
+        free_list = r;
+        n_free++;
+    } else {
+        free(r->buf);
+        free(r->ext_v);
+        free(r);
+    }
+    c->inflight--;
+    conn_request_done(c);
+    if (srv.buf_used < srv.opts.buffer_budget)
+        conn_resume_paused();
+}
+
+/* ---- running ------------------------------------------------------ */
+
+static unsigned write_flags(const struct request *r)
+{
+    unsigned f = 0;
+    if (r->hdr.flags & PROTO_CMD_FLAG_FUA)
+        f |= IMG_FUA;
+    if (r->hdr.type == PROTO_CMD_WRITE_ZEROES) {
+        if (!(r->hdr.flags & PROTO_CMD_FLAG_NO_HOLE))
+            f |= IMG_MAY_TRIM;
+        if (r->hdr.flags & PROTO_CMD_FLAG_FAST_ZERO)
+            f |= IMG_FAST_ZERO;
+    }
+    return f;
+}
+
+static int run_block_status(struct request *r, struct image *img)
+{
+    struct conn *c = r->conn;
+    size_t cap = (r->hdr.flags & PROTO_CMD_FLAG_REQ_ONE) ? 1 : 1024;
+
+    if (!r->ext_v || r->ext_cap < cap) {
+        free(r->ext_v);
+        r->ext_v = calloc(1024, sizeof *r->ext_v);
+        if (!r->ext_v)
+            return -ENOMEM;
+        r->ext_cap = 1024;
+    }
+    r->ext = (struct img_extents){ .v = r->ext_v, .cap = cap };
+    if (!(c->meta_base || c->meta_depth)) {
+        /* Only bitmaps selected; none exist without a driver that
+         * exports them. */
+        return 0;
+    }
+    int err = img->ops->block_status(img, r->hdr.length, r->hdr.offset,
+                                     &r->ext);
+    if (err)
+        return err;
+    if (r->ext.n == 0)
+        return -EIO;
+    return 0;
+}
+
+/* Run the request's operation; called on a worker thread. */
+static void req_run(struct srv_work *w)
+{
+    struct request *r = (struct request *)w;
+    struct image *img = r->conn->exp->img;
+    const struct img_ops *ops = img->ops;
+    uint64_t len = r->hdr.length, off = r->hdr.offset;
+
+    switch (r->hdr.type) {
+    case PROTO_CMD_READ:
+        r->err = ops->read(img, r->buf, len, off);
+        break;
+    case PROTO_CMD_WRITE:
+        r->err = ops->write(img, r->buf, len, off, write_flags(r));
+        break;
+    case PROTO_CMD_FLUSH:
+        r->err = ops->flush ? ops->flush(img) : 0;
+        break;
+    case PROTO_CMD_TRIM:
+        r->err = ops->trim(img, len, off, write_flags(r));
+        break;
+    case PROTO_CMD_WRITE_ZEROES:
+        r->err = ops->write_zeroes(img, len, off, write_flags(r));
+        break;
+    case PROTO_CMD_CACHE:
+        r->err = ops->cache(img, len, off);
+        break;
+    case PROTO_CMD_BLOCK_STATUS:
+        r->err = run_block_status(r, img);
+        break;
+    default:
+        r->err = -EINVAL;
+        break;
+    }
+}
+
+static void req_done(struct srv_work *w)
+{
+    struct request *r = (struct request *)w;
+    r->conn->in_worker--;
+    req_reply(r);
+}
+
+/* Serve a read on the loop thread when every byte is mapped by cached
+ * metadata and already in memory; false means "use a worker". */
+static bool read_inline(struct request *r, struct image *img)
+{
+    uint64_t off = r->hdr.offset, left = r->hdr.length;
+    uint8_t *p = r->buf;
+
+    if (!img->ops->map_nowait || left > INLINE_MAX)
+        return false;
+    while (left > 0) {
+        struct img_map m;
+        if (img->ops->map_nowait(img, left, off, &m) < 0 ||
+            m.length == 0 || m.length > left)
+            return false;
+        if (m.kind == IMG_MAP_ZERO) {
+            memset(p, 0, m.length);
+        } else {
+            ssize_t n;
+            if (img->nowait_reads) {
+                n = pread(m.fd, p, m.length, (off_t)m.host_offset);
+            } else {
+                struct iovec iov = { p, m.length };
+                n = preadv2(m.fd, &iov, 1, (off_t)m.host_offset,
+                            RWF_NOWAIT);
+            }
+            if (n < 0 || (uint64_t)n != m.length)
+                return false;
+        }
+        p += m.length;
+        off += m.length;
+        left -= m.length;
+    }
+    r->err = 0;
+    return true;
+}
+
+void req_dispatch(struct conn *c, struct request *r)
+{
+    struct image *img = c->exp->img;
+
+    if (srv_verbose >= 2)
+        srv_debug("client %llu: %s offset %llu length %llu flags 0x%x",
+                  (unsigned long long)c->id, proto_cmd_name(r->hdr.type),
+                  (unsigned long long)r->hdr.offset,
+                  (unsigned long long)r->hdr.length, r->hdr.flags);
+    if (r->hdr.length == 0 && r->hdr.type != PROTO_CMD_FLUSH) {
+        req_reply(r);   /* nothing to do */
+        return;
+    }
+    if (r->hdr.type == PROTO_CMD_BLOCK_STATUS &&
+        req_reserve(r, 2 * (PROTO_BS_EXT_HDR_LEN +
+                            1024 * PROTO_BS_EXT_DESC_LEN)) < 0) {
+        r->err = -ENOMEM;
+        req_reply(r);
+        return;
+    }
+    if (r->hdr.type == PROTO_CMD_READ) {
+        if (req_reserve(r, r->hdr.length) < 0) {
+            r->err = -ENOMEM;
+            req_reply(r);
+            return;
+        }
+        if (read_inline(r, img)) {
+            req_reply(r);
+            return;
+        }
+    }
+    r->work.run = req_run;
+    r->work.done = req_done;
+    c->in_worker++;
+    srv_workers_submit(&r->work);
+}
+
+/* Answer a request refused before running: its payload (if any) is
+ * skipped, a huge one ends the connection after the reply. */
+static int refuse(struct conn *c, const struct proto_request *hdr,
+                  uint32_t wire_err, uint64_t payload)
+{
+    struct request *r = req_alloc(c, 0);
+    if (!r)
+        return -ENOMEM;
+    r->hdr = *hdr;
+    r->wire_err = wire_err;
+    srv_debug("client %llu: %s refused with error %u",
+              (unsigned long long)c->id, proto_cmd_name(hdr->type),
+              wire_err);
+    req_reply(r);
+    if (payload > DISCARD_MAX) {
+        srv_log("client %llu: %llu-byte payload refused, dropping",
+                (unsigned long long)c->id, (unsigned long long)payload);
+        return -EPROTO;
+    }
+    if (payload) {
+        c->discard_left = payload;
+        c->state = CONN_REQ_DISCARD;
+    }
+    return 1;
+}
+
+int req_receive_header(struct conn *c)
+{
+    struct proto_request hdr;
+    int n = proto_decode_request(conn_in_data(c), c->ibuf_len, c->extended,
+                                 &hdr);
+    if (n == -EAGAIN)
+        return 0;
+    if (n < 0) {
+        srv_log("client %llu: bad request magic, dropping",
+                (unsigned long long)c->id);
+        return -EPROTO;
+    }
+    conn_consume(c, (size_t)n);
+
+    if (hdr.type == PROTO_CMD_DISC) {
+        srv_debug("client %llu: disconnect requested",
+                  (unsigned long long)c->id);
+        c->disc = true;
+        if (c->reading) {
+            uv_read_stop(c->in);
+            c->reading = false;
+        }
+        if (c->inflight == 0)
+            conn_close(c);
+        return 0;
+    }
+
+    uint64_t payload = proto_request_payload(&hdr, c->extended);
+    struct proto_limits lim = {
+        .export_size = c->exp->img->size,
+        .max_payload = PROTO_MAX_PAYLOAD,
+        .tflags = c->tflags,
+        .structured = c->structured,
+        .extended = c->extended,
+        .has_meta = c->has_meta,
+    };
+    uint32_t werr = proto_validate_request(&hdr, &lim);
+    if (werr)
+        return refuse(c, &hdr, werr, payload);
+
+    struct request *r = req_alloc(c, (size_t)payload);
+    if (!r)
+        return refuse(c, &hdr, PROTO_ENOMEM, payload);
+    r->hdr = hdr;
+    if (payload) {
+        c->cur = r;
+        c->state = CONN_REQ_PAYLOAD;
+        return 1;
+    }
+    req_dispatch(c, r);
+    return 1;
+}

@@ -1,0 +1,258 @@
+/* The daemon's shared types: server, export, connection, request.
+ *
+ * Ownership in one place: the loop thread owns every struct conn and every
+ * socket; a struct request belongs to its connection and travels to a
+ * worker thread and back (the worker touches only the request's own
+ * fields and the image); struct export and its image live for the whole
+ * process.
+ */
+#ifndef DISKSERVE_SERVER_H
+#define DISKSERVE_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "image.h"
+#include "protocol.h"
+
+/* ---- configuration ------------------------------------------------ */
+
+struct export {
+    char *name;             /* "" is the default export */
+    char *description;
+    char *image_path;
+    char *format;           /* NULL: probe */
+    char *snapshot;
+    char *key_file;
+    bool read_only;
+    struct image *img;
+    size_t n_bitmaps;
+    char **bitmap_ctx;      /* "qemu:dirty-bitmap:NAME" per bitmap */
+    struct export *next;
+};
+
+struct srv_options {
+    struct export *exports;     /* in the order given */
+    size_t n_exports;
+    char *socket_path;
+    char *bind_addr;            /* NULL: localhost */
+    char *port;                 /* NULL: 10809 unless a socket is given */
+    bool tcp;                   /* listen on TCP */
+    unsigned shared;            /* max clients */
+    unsigned max_negotiating;   /* max clients in the handshake */
+    unsigned threads;
+    unsigned handshake_timeout; /* seconds */
+    unsigned max_inflight;      /* per connection */
+    size_t buffer_budget;       /* bytes of request buffers in use */
+    bool oneshot;
+    bool fork;
+    bool stdio;
+    char *pid_file;
+    char *log_file;
+    int verbose;
+    size_t cache_size;
+};
+
+/* Parse argv into opts; exits 2 with one line on a bad option or value. */
+void srv_parse_args(int argc, char **argv, struct srv_options *opts);
+
+/* ---- logging ------------------------------------------------------ */
+
+void srv_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void srv_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+extern int srv_verbose;
+/* Point stderr at the log file (again, after SIGHUP); 0 or -errno. */
+int srv_log_open(const char *path);
+
+/* ---- worker pool -------------------------------------------------- */
+
+struct srv_work {
+    void (*run)(struct srv_work *w);    /* on a worker thread */
+    void (*done)(struct srv_work *w);   /* back on the loop thread */
+    struct srv_work *next;
+};
+
+int srv_workers_start(uv_loop_t *loop, unsigned n);
+void srv_workers_submit(struct srv_work *w);
+void srv_workers_stop(void);
+
+/* ---- listeners ---------------------------------------------------- */
+
+/* Create the listening sockets (plain fds, before the loop exists, so
+ * --fork can happen after binding).  Returns 0 or exits with a message. */
+int srv_listen_fds(const struct srv_options *opts, int *fds, size_t *n,
+                   size_t max);
+/* Sockets handed over by systemd (LISTEN_PID/LISTEN_FDS); the count. */
+size_t srv_activation_fds(int *fds, size_t max);
+/* Start accepting on the fds inside the loop. */
+int srv_listen_start(uv_loop_t *loop, const int *fds, size_t n);
+/* Stop accepting (shutdown) and close the listeners. */
+void srv_listen_close(void);
+/* A client slot freed: accept clients that waited at the limit. */
+void srv_listen_resume(void);
+
+/* ---- connections -------------------------------------------------- */
+
+enum conn_state {
+    CONN_CLIENT_FLAGS,      /* greeting sent, waiting for client flags */
+    CONN_OPT_HEADER,        /* waiting for an option header */
+    CONN_OPT_DATA,          /* reading option data */
+    CONN_REQ_HEADER,        /* transmission: waiting for a request */
+    CONN_REQ_PAYLOAD,       /* reading a write payload */
+    CONN_REQ_DISCARD,       /* skipping a refused request's payload */
+    CONN_CLOSING,           /* draining in-flight requests, then close */
+};
+
+struct request;
+
+struct conn {
+    uv_stream_t *in;        /* where requests arrive */
+    uv_stream_t *out;       /* where replies go (== in for sockets) */
+    union {
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } h_in, h_out;
+    unsigned open_handles;  /* handles not yet closed */
+    enum conn_state state;
+    uint64_t id;
+    bool reading;
+    bool paused;            /* reads stopped for backpressure */
+    bool negotiating;
+    bool disc;              /* NBD_CMD_DISC seen: close when drained */
+
+    /* input buffer */
+    uint8_t *ibuf;
+    size_t ibuf_cap;
+    size_t ibuf_len;        /* bytes held, starting at ibuf_pos */
+    size_t ibuf_pos;
+
+    /* handshake */
+    uv_timer_t timer;
+    bool timer_open;
+    uint32_t client_flags;
+    unsigned n_options;
+    struct proto_option opt;
+    uint8_t *opt_data;
+    uint32_t opt_have;
+
+    /* negotiated */
+    bool structured;
+    bool extended;
+    struct export *exp;
+    uint16_t tflags;
+    /* meta contexts selected for meta_export */
+    struct export *meta_export;
+    bool meta_base, meta_depth;
+    uint64_t meta_bitmaps;  /* bit i: bitmap i selected (first 64) */
+    bool has_meta;
+
+    /* transmission */
+    struct request *cur;    /* request being received */
+    uint64_t discard_left;
+    unsigned inflight;      /* requests allocated, not yet released */
+    unsigned in_worker;     /* requests running on worker threads */
+    struct conn *next, *prev;
+    struct conn *paused_next;
+};
+
+/* Take over an accepted stream (or stdio streams) and send the greeting.
+ * in and out are initialised handles inside a fresh conn (see
+ * conn_new). */
+struct conn *conn_new(void);
+void conn_start(struct conn *c);
+/* Begin closing: stop reading, close once in-flight requests end. */
+void conn_close(struct conn *c);
+/* Write bytes the connection owns nothing of (copied); handshake use. */
+int conn_send_copy(struct conn *c, const void *data, size_t len);
+void conn_resume_paused(void);
+/* A request of c came back from a worker or was released: a closing
+ * connection may finish, a paused one resume. */
+void conn_request_done(struct conn *c);
+/* Stop reading on every connection (shutdown). */
+void conn_shutdown_all(void);
+/* Close every connection now (shutdown drain timed out). */
+void conn_close_all(void);
+unsigned conn_count(void);
+unsigned conn_negotiating_count(void);
+
+static inline uint8_t *conn_in_data(struct conn *c)
+{
+    return c->ibuf + c->ibuf_pos;
+}
+
+static inline void conn_consume(struct conn *c, size_t n)
+{
+    c->ibuf_pos += n;
+    c->ibuf_len -= n;
+}
+
+/* ---- handshake ---------------------------------------------------- */
+
+/* Handle a complete option in c->opt / c->opt_data; 0 to continue,
+ * -EPROTO to drop the connection. */
+int hs_handle_option(struct conn *c);
+void hs_send_greeting(struct conn *c);
+
+/* ---- requests ----------------------------------------------------- */
+
+#define MAX_CONTEXTS 8
+
+struct request {
+    struct srv_work work;   /* first: worker hand-off */
+    struct conn *conn;
+    struct proto_request hdr;
+    uint8_t *buf;           /* payload or read data */
+    size_t buf_cap;
+    bool buf_pooled;
+    uint64_t have;          /* payload bytes received */
+    int err;                /* -errno from the driver */
+    uint32_t wire_err;      /* validation error, sent without running */
+    /* block status results, one list per selected context */
+    struct img_extents ext;
+    struct img_extent *ext_v;
+    size_t ext_cap;
+    /* reply */
+    uv_write_t wreq;
+    uv_buf_t iov[2 * 64 + 4];
+    unsigned niov;
+    uint8_t hdrs[64 * 48 + 256];
+    struct request *next_free;
+};
+
+/* Handle newly arrived request header bytes; see request.c. */
+int req_receive_header(struct conn *c);
+/* Payload for c->cur complete: run it. */
+void req_dispatch(struct conn *c, struct request *r);
+void req_release(struct request *r);
+struct request *req_alloc(struct conn *c, size_t payload);
+/* Finish a request on the loop thread: build and send its reply. */
+void req_reply(struct request *r);
+
+/* ---- exports ------------------------------------------------------ */
+
+struct srv;
+struct export *srv_find_export(const char *name, size_t len);
+int srv_open_exports(struct srv_options *opts);
+void srv_close_exports(void);
+/* Flush every writable export; used at shutdown. */
+void srv_flush_exports(void);
+
+/* ---- global state ------------------------------------------------- */
+
+struct srv {
+    uv_loop_t *loop;
+    struct srv_options opts;
+    bool shutting_down;
+    bool had_client;
+    size_t buf_used;            /* request buffer bytes in use */
+    uint64_t next_conn_id;
+};
+
+extern struct srv srv;
+
+/* A connection ended: for --oneshot and shutdown bookkeeping. */
+void srv_conn_gone(void);
+
+#endif /* DISKSERVE_SERVER_H */
