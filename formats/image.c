@@ -14,6 +14,7 @@
 #include "image.h"
 
 static const struct img_ops *const drivers[] = {
+    &qcow2_ops,
     &raw_ops,
 };
 

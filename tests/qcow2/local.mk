@@ -1,1 +1,9 @@
-# tests/qcow2
+# tests/qcow2: the qcow2 driver's read side against qemu-img / qemu-io /
+# qemu-nbd as oracles, on images the tests build.
+
+# A driver-level checker the shell tests run on each image they build.
+check_PROGRAMS += tests/qcow2/qcow2-read-check
+tests_qcow2_qcow2_read_check_SOURCES = tests/qcow2/qcow2-read-check.c
+tests_qcow2_qcow2_read_check_LDADD = $(FORMATS_LIBS)
+
+EXTRA_DIST += tests/qcow2/qcow2-functions.sh

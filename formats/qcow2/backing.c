@@ -1,0 +1,160 @@
+/* qcow2 backing chains and external data files: find the files the
+ * header names, open them, and refuse chains that are too deep or loop.
+ *
+ * A relative name is resolved against the directory of the image that
+ * names it, as qemu does.  The backing image is opened through img_open
+ * (read-only, one level deeper), so it can be qcow2 or raw, with the
+ * format from the backing format extension or probed.  Loops are found
+ * by file identity: the images being opened on this thread's chain are
+ * remembered by device and inode, one per depth level, since a chain is
+ * opened recursively on one thread.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "qcow2.h"
+
+struct chain_link {
+    dev_t dev;
+    ino_t ino;
+};
+
+static __thread struct chain_link chain[QCOW2_MAX_CHAIN_DEPTH + 1];
+
+char *qcow2_resolve_path(const char *image_path, const char *name)
+{
+    const char *slash = strrchr(image_path, '/');
+
+    if (name[0] == '/' || !slash)
+        return strdup(name);
+    size_t dir_len = (size_t)(slash - image_path) + 1;
+    size_t name_len = strlen(name);
+    char *p = malloc(dir_len + name_len + 1);
+    if (!p)
+        return NULL;
+    memcpy(p, image_path, dir_len);
+    memcpy(p + dir_len, name, name_len + 1);
+    return p;
+}
+
+/* Whether name looks like a URI or json: pseudo-file we cannot open. */
+static bool is_protocol_name(const char *name)
+{
+    if (strncmp(name, "json:", 5) == 0)
+        return true;
+    const char *colon = strstr(name, "://");
+    if (!colon)
+        return false;
+    for (const char *p = name; p < colon; p++)
+        if (*p == '/')
+            return false;
+    return true;
+}
+
+int qcow2_open_backing(struct qcow2_state *s,
+                       const struct img_open_args *args)
+{
+    const char *path = s->img.path;
+    const char *name = s->h.backing_file;
+    struct stat st;
+    int err;
+
+    if (fstat(s->fd, &st) < 0)
+        return -errno;
+    if (args->depth <= QCOW2_MAX_CHAIN_DEPTH) {
+        chain[args->depth].dev = st.st_dev;
+        chain[args->depth].ino = st.st_ino;
+    }
+    if (!name)
+        return 0;
+    if (args->depth >= QCOW2_MAX_CHAIN_DEPTH) {
+        img_log("qcow2: %s: backing chain deeper than %u images", path,
+                QCOW2_MAX_CHAIN_DEPTH);
+        return -ELOOP;
+    }
+    if (is_protocol_name(name)) {
+        img_log("qcow2: %s: backing file '%s' is not a local file", path,
+                name);
+        return -ENOTSUP;
+    }
+    char *bpath = qcow2_resolve_path(path, name);
+    if (!bpath)
+        return -ENOMEM;
+    if (stat(bpath, &st) < 0) {
+        err = -errno;
+        img_log("qcow2: %s: backing file '%s': %s", path, bpath,
+                strerror(errno));
+        goto out_free;
+    }
+    for (unsigned i = 0; i <= args->depth; i++) {
+        if (chain[i].dev == st.st_dev && chain[i].ino == st.st_ino) {
+            img_log("qcow2: %s: backing file '%s' loops back to an image "
+                    "already in the chain (level %u)", path, bpath, i);
+            err = -ELOOP;
+            goto out_free;
+        }
+    }
+    const char *fmt = s->h.backing_format;
+    if (fmt && strcmp(fmt, "qcow2") != 0 && strcmp(fmt, "raw") != 0) {
+        img_log("qcow2: %s: backing file '%s' has unsupported format '%s'",
+                path, bpath, fmt);
+        err = -ENOTSUP;
+        goto out_free;
+    }
+    struct img_open_args bargs = {
+        .path = bpath,
+        .format = fmt,
+        .read_only = true,
+        .key_file = args->key_file,
+        .cache_size = args->cache_size,
+        .depth = args->depth + 1,
+    };
+    err = img_open(&bargs, &s->backing);
+    if (err)
+        img_log("qcow2: %s: cannot open backing file '%s'", path, bpath);
+out_free:
+    free(bpath);
+    return err;
+}
+
+int qcow2_open_data_file(struct qcow2_state *s, bool read_only)
+{
+    const char *path = s->img.path;
+    struct stat st;
+    int err;
+
+    if (!(s->h.incompatible & QCOW2_INCOMPAT_DATA_FILE)) {
+        s->data_fd = s->fd;
+        s->data_file_size = s->file_size;
+        return 0;
+    }
+    if (is_protocol_name(s->h.data_file)) {
+        img_log("qcow2: %s: data file '%s' is not a local file", path,
+                s->h.data_file);
+        return -ENOTSUP;
+    }
+    s->data_path = qcow2_resolve_path(path, s->h.data_file);
+    if (!s->data_path)
+        return -ENOMEM;
+    s->data_fd = open(s->data_path, (read_only ? O_RDONLY : O_RDWR) |
+                      O_CLOEXEC);
+    if (s->data_fd < 0) {
+        err = -errno;
+        img_log("qcow2: %s: data file '%s': %s", path, s->data_path,
+                strerror(errno));
+        return err;
+    }
+    if (fstat(s->data_fd, &st) < 0) {
+        err = -errno;
+        img_log("qcow2: %s: data file '%s': %s", path, s->data_path,
+                strerror(errno));
+        return err;
+    }
+    s->data_file_size = (uint64_t)st.st_size;
+    return 0;
+}

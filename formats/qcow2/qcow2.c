@@ -1,0 +1,568 @@
+/* The qcow2 driver: open, read, block status and non-blocking mapping of
+ * qcow2 images (versions 2 and 3), with backing chains, external data
+ * files, compressed clusters, extended L2 entries, internal snapshots and
+ * encryption.  The other files of this folder do the parts; this one
+ * ties them into the img_ops table.
+ *
+ * Write order: none yet.  The driver serves images read-only; writes
+ * come with the write path, which will follow DESIGN.md's metadata flush
+ * ordering.
+ *
+ * Locking: after open, everything in struct qcow2_state is immutable (the
+ * header, the L1 table, the snapshot list, the backing image, the keyed
+ * ciphers) except two shared objects with their own short-held mutexes:
+ * the L2 table cache (cache.c) and the pool of decompression scratch
+ * buffers (compress.c).  Neither lock is held across disk I/O, so any
+ * number of worker threads read concurrently, and map_nowait may run on
+ * the event loop thread.
+ */
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/magic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "crypto.h"
+#include "io.h"
+#include "qcow2.h"
+
+/* The largest passphrase file we read. */
+#define MAX_PASSPHRASE  4096
+
+static int qcow2_probe(const uint8_t *buf, size_t len)
+{
+    uint32_t magic;
+
+    if (len < 8)
+        return 0;
+    memcpy(&magic, buf, 4);
+    return be32toh(magic) == QCOW2_MAGIC ? 100 : 0;
+}
+
+/* Read the active or a snapshot's L1 table into s->l1. */
+static int load_l1(struct qcow2_state *s, uint64_t offset, uint32_t size)
+{
+    s->l1_size = size;
+    s->l1_offset = offset;
+    if (size == 0)
+        return 0;
+    s->l1 = malloc((size_t)size * 8);
+    if (!s->l1)
+        return -ENOMEM;
+    int err = io_pread_full(s->fd, s->l1, (uint64_t)size * 8, offset);
+    if (err) {
+        img_log("qcow2: %s: reading L1 table at 0x%" PRIx64 ": %s",
+                s->img.path, offset, strerror(-err));
+        return err == -ENODATA ? -EINVAL : err;
+    }
+    for (uint32_t i = 0; i < size; i++)
+        s->l1[i] = be64toh(s->l1[i]);
+    return 0;
+}
+
+/* Choose the L1 table to serve: the active one or a snapshot's. */
+static int select_l1(struct qcow2_state *s, const char *snapshot)
+{
+    const char *path = s->img.path;
+
+    s->img.size = s->h.size;
+    if (!snapshot)
+        return load_l1(s, s->h.l1_table_offset, s->h.l1_size);
+
+    if (s->h.incompatible & QCOW2_INCOMPAT_DATA_FILE) {
+        img_log("qcow2: %s: internal snapshots are not supported with an "
+                "external data file", path);
+        return -EINVAL;
+    }
+    const struct qcow2_snapshot *sn = qcow2_find_snapshot(s, snapshot);
+    if (!sn) {
+        img_log("qcow2: %s: no snapshot with ID or name '%.64s' (%" PRIu32
+                " snapshots)", path, snapshot, s->nb_snapshots);
+        return -ENOENT;
+    }
+    int err = qcow2_check_table(s, "snapshot L1 table", sn->l1_table_offset,
+                                sn->l1_size, 8, QCOW2_MAX_L1_BYTES);
+    if (err)
+        return err;
+    if (sn->disk_size)
+        s->img.size = sn->disk_size & ~511ull;
+    return load_l1(s, sn->l1_table_offset, sn->l1_size);
+}
+
+/* Read the passphrase file; a single trailing newline is not part of the
+ * passphrase (echo adds one). */
+static int read_passphrase(const char *path, const char *key_file,
+                           char *pass, size_t *len)
+{
+    int fd = open(key_file, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = -errno;
+        img_log("qcow2: %s: key file '%s': %s", path, key_file,
+                strerror(errno));
+        return err;
+    }
+    size_t n = 0;
+    for (;;) {
+        ssize_t r = read(fd, pass + n, MAX_PASSPHRASE - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int err = -errno;
+            img_log("qcow2: %s: key file '%s': %s", path, key_file,
+                    strerror(errno));
+            close(fd);
+            return err;
+        }
+        if (r == 0)
+            break;
+        n += (size_t)r;
+        if (n == MAX_PASSPHRASE) {
+            img_log("qcow2: %s: key file '%s' longer than %d bytes", path,
+                    key_file, MAX_PASSPHRASE);
+            close(fd);
+            return -EINVAL;
+        }
+    }
+    close(fd);
+    if (n > 0 && pass[n - 1] == '\n')
+        n--;
+    if (n > 0 && pass[n - 1] == '\r')
+        n--;
+    *len = n;
+    return 0;
+}
+
+/* Unlock the image's encryption with the key file's passphrase. */
+static int open_crypto(struct qcow2_state *s, const char *key_file)
+{
+    const char *path = s->img.path;
+    const char *method = s->h.crypt_method == QCOW2_CRYPT_AES
+                         ? "AES" : "LUKS";
+    char pass[MAX_PASSPHRASE];
+    size_t len = 0;
+    int err;
+
+    if (!key_file) {
+        img_log("qcow2: %s: image is encrypted (%s): a passphrase file is "
+                "required (--key-file)", path, method);
+        return -EACCES;
+    }
+    err = read_passphrase(path, key_file, pass, &len);
+    if (err)
+        return err;
+    if (s->h.crypt_method == QCOW2_CRYPT_AES) {
+        err = qcow2_crypto_open_aes(pass, len, &s->crypto);
+    } else {
+        err = qcow2_crypto_open_luks(path, s->fd, s->h.fde_offset,
+                                     s->h.fde_length, pass, len,
+                                     &s->crypto);
+    }
+    memset(pass, 0, sizeof pass);
+    __asm__ volatile("" : : "r"(pass) : "memory");
+    if (err)
+        return err;     /* logged by the crypto code */
+    s->iv_is_host = qcow2_crypto_iv_is_host(s->crypto);
+    return 0;
+}
+
+static void qcow2_close(struct image *img)
+{
+    struct qcow2_state *s = qcow2_from_img(img);
+
+    if (!s)
+        return;
+    img_close(s->backing);
+    qcow2_cache_destroy(s->cache);
+    qcow2_scratch_pool_destroy(s->scratch);
+    qcow2_crypto_free(s->crypto);
+    qcow2_free_snapshots(s);
+    qcow2_header_free(&s->h);
+    free(s->l1);
+    if (s->data_fd >= 0 && s->data_fd != s->fd)
+        close(s->data_fd);
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s->data_path);
+    free(s->img.path);
+    free(s);
+}
+
+/* Default cache: every L2 table of the served L1, up to 32 MiB. */
+static size_t default_cache_size(const struct qcow2_state *s)
+{
+    uint64_t all = (uint64_t)s->l1_size * s->cluster_size;
+    return all < QCOW2_DEFAULT_CACHE ? (size_t)all : QCOW2_DEFAULT_CACHE;
+}
+
+/* Whether every file a read may touch is on tmpfs. */
+static bool all_on_tmpfs(const struct qcow2_state *s)
+{
+    struct statfs sfs;
+
+    if (fstatfs(s->data_fd, &sfs) != 0 || sfs.f_type != TMPFS_MAGIC)
+        return false;
+    if (s->data_fd != s->fd &&
+        (fstatfs(s->fd, &sfs) != 0 || sfs.f_type != TMPFS_MAGIC))
+        return false;
+    return !s->backing || s->backing->nowait_reads;
+}
+
+static int qcow2_open(const struct img_open_args *args, struct image **out)
+{
+    struct qcow2_state *s = calloc(1, sizeof *s);
+    bool read_only = args->read_only || args->snapshot;
+    int err;
+
+    if (!s)
+        return -ENOMEM;
+    s->fd = s->data_fd = -1;
+    s->img.path = strdup(args->path);
+    if (!s->img.path) {
+        err = -ENOMEM;
+        goto out_close;
+    }
+    s->fd = open(args->path, O_RDONLY | O_CLOEXEC);
+    if (s->fd < 0) {
+        err = -errno;
+        img_log("qcow2: %s: %s", args->path, strerror(errno));
+        goto out_close;
+    }
+    err = qcow2_read_header(s, read_only);
+    if (err)
+        goto out_close;
+    if (!read_only) {
+        img_log("qcow2: %s: writing is not supported yet", args->path);
+        err = -EROFS;
+        goto out_close;
+    }
+    err = qcow2_read_snapshots(s);
+    if (err)
+        goto out_close;
+    err = select_l1(s, args->snapshot);
+    if (err)
+        goto out_close;
+    err = qcow2_open_data_file(s, true);
+    if (err)
+        goto out_close;
+    if (s->h.crypt_method != QCOW2_CRYPT_NONE) {
+        err = open_crypto(s, args->key_file);
+        if (err)
+            goto out_close;
+    }
+    size_t cache = args->cache_size ? args->cache_size
+                                    : default_cache_size(s);
+    s->cache = qcow2_cache_create(s->img.path, s->fd, s->cluster_size,
+                                  cache);
+    s->scratch = qcow2_scratch_pool_create(s->cluster_size);
+    if (!s->cache || !s->scratch) {
+        err = -ENOMEM;
+        goto out_close;
+    }
+    err = qcow2_open_backing(s, args);
+    if (err)
+        goto out_close;
+
+    s->img.ops = &qcow2_ops;
+    s->img.read_only = true;
+    s->img.multi_conn = true;
+    s->img.fast_zero = false;
+    s->img.has_depth = true;
+    s->img.min_block = s->crypto ? QCOW2_CRYPTO_SECTOR : 1;
+    s->img.pref_block = s->cluster_size < 4096 ? 4096 : s->cluster_size;
+    s->img.nowait_reads = all_on_tmpfs(s);
+    *out = &s->img;
+    return 0;
+
+out_close:
+    qcow2_close(&s->img);
+    return err;
+}
+
+/* Read from the backing image, or zeros past its end or without one. */
+static int read_backing(struct qcow2_state *s, uint8_t *buf, uint64_t len,
+                        uint64_t off)
+{
+    struct image *b = s->backing;
+    uint64_t n = 0;
+
+    if (b && off < b->size) {
+        n = b->size - off < len ? b->size - off : len;
+        int err = b->ops->read(b, buf, n, off);
+        if (err)
+            return err;
+    }
+    if (n < len)
+        memset(buf + n, 0, len - n);
+    return 0;
+}
+
+/* Read and decrypt whole sectors at host offset `host` into buf; iv is
+ * the IV offset of buf[0]. */
+static int read_sectors(struct qcow2_state *s, uint8_t *buf, uint64_t len,
+                        uint64_t host, uint64_t iv)
+{
+    int err = io_pread_full(s->data_fd, buf, len, host);
+    if (err && err != -ENODATA)
+        return err;
+    return qcow2_crypto_decrypt(s->crypto, iv, buf, len);
+}
+
+/* Read encrypted data: whole sectors in place, partial ones through a
+ * sector on the stack. */
+static int read_encrypted(struct qcow2_state *s, uint8_t *buf, uint64_t len,
+                          uint64_t host, uint64_t guest)
+{
+    const uint64_t sec = QCOW2_CRYPTO_SECTOR;
+    uint8_t tmp[QCOW2_CRYPTO_SECTOR];
+    uint64_t iv = s->iv_is_host ? host : guest;
+    int err;
+
+    while (len > 0) {
+        uint64_t head = host & (sec - 1);
+        if (head == 0 && len >= sec) {
+            uint64_t n = len & ~(sec - 1);
+            err = read_sectors(s, buf, n, host, iv);
+            if (err)
+                return err;
+            buf += n, len -= n, host += n, iv += n;
+            continue;
+        }
+        err = read_sectors(s, tmp, sec, host - head, iv - head);
+        if (err)
+            return err;
+        uint64_t n = sec - head < len ? sec - head : len;
+        memcpy(buf, tmp + head, n);
+        buf += n, len -= n, host += n, iv += n;
+    }
+    return 0;
+}
+
+/* Read host data for guest offset off. */
+static int read_data(struct qcow2_state *s, uint8_t *buf, uint64_t len,
+                     uint64_t host, uint64_t off)
+{
+    int err;
+
+    if (s->crypto)
+        err = read_encrypted(s, buf, len, host, off);
+    else
+        err = io_pread_full(s->data_fd, buf, len, host);
+    /* Past the end of the file reads as zeros, as in qemu; the
+     * cluster's start was checked to be inside the file. */
+    if (err == -ENODATA)
+        err = 0;
+    if (err)
+        img_log("qcow2: %s: read %" PRIu64 " bytes at host offset 0x%"
+                PRIx64 " (guest 0x%" PRIx64 "): %s", s->img.path, len, host,
+                off, strerror(-err));
+    return err;
+}
+
+static int qcow2_read(struct image *img, void *buf, uint64_t len,
+                      uint64_t off)
+{
+    struct qcow2_state *s = qcow2_from_img(img);
+    uint8_t *p = buf;
+    struct qcow2_run run;
+    int err;
+
+    while (len > 0) {
+        err = qcow2_map(s, off, len, 0, &run);
+        if (err)
+            return err;
+        uint64_t n = run.length;
+        switch (run.kind) {
+        case QCOW2_UNALLOCATED:
+            err = read_backing(s, p, n, off);
+            break;
+        case QCOW2_ZERO:
+            memset(p, 0, n);
+            break;
+        case QCOW2_DATA:
+            err = read_data(s, p, n, run.host_offset, off);
+            break;
+        case QCOW2_COMPRESSED:
+            err = qcow2_read_compressed(s, &run, off - run.cluster_guest,
+                                        p, n);
+            break;
+        }
+        if (err)
+            return err;
+        p += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int qcow2_flush(struct image *img)
+{
+    return 0;       /* read-only: nothing to make durable */
+}
+
+/* Describe an unallocated range from the backing chain.  Returns 0,
+ * 1 when e is full, or -errno. */
+static int status_backing(struct qcow2_state *s, uint64_t off, uint64_t len,
+                          struct img_extents *e)
+{
+    struct image *b = s->backing;
+    uint64_t end = off + len;
+
+    if (!b)
+        return img_extents_add(e, len, IMG_EXT_HOLE | IMG_EXT_ZERO, 0)
+               ? 0 : 1;
+    while (off < end && off < b->size) {
+        struct img_extent tmp[64];
+        struct img_extents be = { tmp, 0, 64, off };
+        uint64_t n = end < b->size ? end - off : b->size - off;
+        int err = b->ops->block_status(b, n, off, &be);
+        if (err)
+            return err;
+        uint64_t got = 0;
+        for (size_t i = 0; i < be.n && got < n; i++) {
+            uint64_t l = tmp[i].length < n - got ? tmp[i].length : n - got;
+            uint32_t depth = tmp[i].depth ? tmp[i].depth + 1 : 0;
+            if (!img_extents_add(e, l, tmp[i].flags, depth))
+                return 1;
+            got += l;
+        }
+        if (got == 0)
+            return -EIO;    /* the backing driver described nothing */
+        off += got;
+    }
+    /* Past the end of a shorter backing file: zeros that qemu counts as
+     * allocated in that backing file. */
+    if (off < end &&
+        !img_extents_add(e, end - off, IMG_EXT_HOLE | IMG_EXT_ZERO, 2))
+        return 1;
+    return 0;
+}
+
+static int qcow2_block_status(struct image *img, uint64_t len, uint64_t off,
+                              struct img_extents *e)
+{
+    struct qcow2_state *s = qcow2_from_img(img);
+    uint64_t end = off + len;
+    struct qcow2_run run;
+    int err;
+
+    while (off < end) {
+        err = qcow2_map(s, off, end - off, QCOW2_MAP_STATUS, &run);
+        if (err)
+            return e->n > 0 ? 0 : err;
+        if (run.kind == QCOW2_UNALLOCATED) {
+            /* Gather the whole unallocated stretch for one backing
+             * query. */
+            uint64_t start = off;
+            off += run.length;
+            while (off < end) {
+                err = qcow2_map(s, off, end - off, QCOW2_MAP_STATUS, &run);
+                if (err || run.kind != QCOW2_UNALLOCATED)
+                    break;
+                off += run.length;
+            }
+            err = status_backing(s, start, off - start, e);
+            if (err)
+                return err < 0 && e->n == 0 ? err : 0;
+            continue;
+        }
+        uint32_t flags = run.kind == QCOW2_ZERO
+                         ? IMG_EXT_HOLE | IMG_EXT_ZERO : 0;
+        if (!img_extents_add(e, run.length, flags, 1))
+            return 0;
+        off += run.length;
+    }
+    return 0;
+}
+
+static int qcow2_map_nowait_op(struct image *img, uint64_t len,
+                               uint64_t off, struct img_map *m)
+{
+    struct qcow2_state *s = qcow2_from_img(img);
+    struct qcow2_run run;
+
+    int err = qcow2_map(s, off, len, QCOW2_MAP_NOWAIT, &run);
+    if (err)
+        return err;
+    switch (run.kind) {
+    case QCOW2_DATA:
+        if (s->crypto || run.host_offset >= s->data_file_size)
+            return -EAGAIN;
+        m->kind = IMG_MAP_DATA;
+        m->fd = s->data_fd;
+        m->host_offset = run.host_offset;
+        m->length = run.length;
+        if (m->length > s->data_file_size - run.host_offset)
+            m->length = s->data_file_size - run.host_offset;
+        return 0;
+    case QCOW2_ZERO:
+        m->kind = IMG_MAP_ZERO;
+        m->length = run.length;
+        return 0;
+    case QCOW2_UNALLOCATED: {
+        struct image *b = s->backing;
+        if (!b || off >= b->size) {
+            uint64_t n = run.length;
+            if (b && off < b->size && n > b->size - off)
+                n = b->size - off;
+            m->kind = IMG_MAP_ZERO;
+            m->length = n;
+            return 0;
+        }
+        if (!b->ops->map_nowait)
+            return -EAGAIN;
+        uint64_t n = run.length < b->size - off ? run.length
+                                                : b->size - off;
+        return b->ops->map_nowait(b, n, off, m);
+    }
+    case QCOW2_COMPRESSED:
+    default:
+        return -EAGAIN;
+    }
+}
+
+static int qcow2_cache_op(struct image *img, uint64_t len, uint64_t off)
+{
+    struct qcow2_state *s = qcow2_from_img(img);
+    struct qcow2_run run;
+
+    while (len > 0) {
+        int err = qcow2_map(s, off, len, 0, &run);
+        if (err)
+            return err;
+        if (run.kind == QCOW2_DATA)
+            posix_fadvise(s->data_fd, (off_t)run.host_offset,
+                          (off_t)run.length, POSIX_FADV_WILLNEED);
+        else if (run.kind == QCOW2_COMPRESSED)
+            posix_fadvise(s->fd, (off_t)run.coffset, (off_t)run.csize,
+                          POSIX_FADV_WILLNEED);
+        else if (run.kind == QCOW2_UNALLOCATED && s->backing &&
+                 s->backing->ops->cache && off < s->backing->size) {
+            struct image *b = s->backing;
+            uint64_t n = run.length < b->size - off ? run.length
+                                                    : b->size - off;
+            err = b->ops->cache(b, n, off);
+            if (err)
+                return err;
+        }
+        off += run.length;
+        len -= run.length;
+    }
+    return 0;
+}
+
+const struct img_ops qcow2_ops = {
+    .name = "qcow2",
+    .probe = qcow2_probe,
+    .open = qcow2_open,
+    .close = qcow2_close,
+    .read = qcow2_read,
+    .flush = qcow2_flush,
+    .cache = qcow2_cache_op,
+    .block_status = qcow2_block_status,
+    .map_nowait = qcow2_map_nowait_op,
+};
