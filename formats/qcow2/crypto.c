@@ -11,6 +11,7 @@
  * The contexts are written only while keying, so a finished object may be
  * used from many threads at once (see crypto.h).
  */
+#include <endian.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,7 @@
 #include <nettle/cbc.h>
 #include <nettle/hmac.h>
 #include <nettle/pbkdf2.h>
-#include <nettle/xts.h>
+#include <nettle/memxor.h>
 
 #include "crypto-int.h"
 
@@ -219,6 +220,35 @@ static void make_iv(const struct qcow2_crypto *c, uint64_t sector,
         c->essiv->encrypt(c->essiv_ctx, BLOCK, iv, iv);
 }
 
+/* XTS over one sector of whole blocks.  nettle's xts_*_message feeds the
+ * cipher one block at a time; computing the sector's tweaks first lets
+ * the cipher take all 32 blocks in one call, which AES-NI pipelines:
+ * several times faster. */
+static void xts_sector(const struct qcow2_crypto *c, const uint8_t *iv,
+                       uint8_t *buf, size_t len, bool encrypt)
+{
+    /* Tweak i is the first one times x^i in GF(2^128); each 128-bit value
+     * is two little-endian halves. */
+    uint64_t t[QCOW2_CRYPTO_SECTOR / 8];
+    size_t words = len / 8;
+
+    c->cipher->encrypt(c->twk, BLOCK, (uint8_t *)t, iv);
+    uint64_t lo = le64toh(t[0]), hi = le64toh(t[1]);
+    for (size_t i = 2; i < words; i += 2) {
+        uint64_t carry = hi >> 63;
+        hi = hi << 1 | lo >> 63;
+        lo = lo << 1 ^ (carry * 0x87);
+        t[i] = htole64(lo);
+        t[i + 1] = htole64(hi);
+    }
+    memxor(buf, t, len);
+    if (encrypt)
+        c->cipher->encrypt(c->enc, len, buf, buf);
+    else
+        c->cipher->decrypt(c->dec, len, buf, buf);
+    memxor(buf, t, len);
+}
+
 /* Run the cipher over whole and last partial sectors. */
 void qcow2_crypto_run(const struct qcow2_crypto *c, uint64_t sector,
                       uint8_t *buf, size_t len, bool encrypt)
@@ -231,12 +261,7 @@ void qcow2_crypto_run(const struct qcow2_crypto *c, uint64_t sector,
         make_iv(c, sector, iv);
         switch (c->mode) {
         case QCOW2_MODE_XTS:
-            if (encrypt)
-                xts_encrypt_message(c->enc, c->twk, ci->encrypt, iv, n,
-                                    buf, buf);
-            else
-                xts_decrypt_message(c->dec, c->twk, ci->decrypt,
-                                    ci->encrypt, iv, n, buf, buf);
+            xts_sector(c, iv, buf, n, encrypt);
             break;
         case QCOW2_MODE_CBC:
             if (encrypt)

@@ -13,6 +13,8 @@
  *       i.e. the cluster's file offset plus the offset inside the cluster.
  *       A cluster moved by a rewrite must therefore be re-encrypted.
  *   legacy AES (crypt_method 1): the GUEST offset.
+ * (Checked against qemu-io, and what the qcow2 spec says: "physical disk
+ * sector" for LUKS, "virtual disk sector" for AES.)
  * qcow2_crypto_iv_is_host() tells the caller which one to pass.  Compressed
  * clusters are never encrypted in qcow2, so they need no call.
  *
@@ -47,8 +49,11 @@ int qcow2_crypto_open_luks(const char *name, int fd, uint64_t hdr_off,
                            uint64_t hdr_len, const char *passphrase,
                            size_t pass_len, struct qcow2_crypto **out);
 
-/* Open legacy AES-CBC encryption (crypt_method 1): the key is the first 16
- * bytes of the passphrase, zero padded.  Returns 0 or -ENOMEM. */
+/* Open legacy AES-CBC encryption (crypt_method 1): AES-128 keyed by the
+ * first 16 bytes of the passphrase, zero padded (the qcow2 spec says 256
+ * bits; QEMU has always used 128), IVs plain64.  The format stores no
+ * check value, so a wrong passphrase is not detected: data reads as
+ * garbage.  Returns 0 or -ENOMEM. */
 int qcow2_crypto_open_aes(const char *passphrase, size_t pass_len,
                           struct qcow2_crypto **out);
 
@@ -83,11 +88,13 @@ struct qcow2_crypto_luks_params {
 };
 
 /* Make a LUKS1 header with a random master key in key slot 0 unlocked by
- * passphrase, for a new image.  *hdr (malloc'd, caller frees) holds the
- * *hdr_len bytes to write at the offset the caller stores in the FDE
- * header extension, with that length rounded up to the cluster size;
- * *out encrypts the image's data.  Returns 0, -EINVAL/-ENOTSUP for bad
- * parameters, -ENOMEM, or the -errno of the random source. */
+ * passphrase, for a new image.  *hdr (malloc'd, caller frees) holds
+ * *hdr_len bytes for the caller to write at a cluster-aligned offset it
+ * allocates (*hdr_len rounded up to whole clusters, the rest zero); the
+ * FDE extension then records that offset and *hdr_len itself, as
+ * qemu-img does.  *out encrypts the image's data.  Returns 0,
+ * -EINVAL/-ENOTSUP for bad parameters (logged), -ENOMEM, or the -errno of
+ * the random source. */
 int qcow2_crypto_create_luks(const struct qcow2_crypto_luks_params *p,
                              const char *passphrase, size_t pass_len,
                              uint8_t **hdr, size_t *hdr_len,
