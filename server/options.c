@@ -309,7 +309,15 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
     o->max_inflight = 256;
     o->buffer_budget = 1024u << 20;
 
+    /* The config file first, so the command line overrides it. */
     opterr = 0;
+    while ((c = getopt_long(argc, argv, ":f:x:D:rk:b:p:e:l:svh", long_opts,
+                            NULL)) != -1)
+        if (c == OPT_CONFIG)
+            config = optarg;
+    if (config)
+        read_config(o, config);
+    optind = 0;
     while ((c = getopt_long(argc, argv, ":f:x:D:rk:b:p:e:l:svh", long_opts,
                             NULL)) != -1) {
         switch (c) {
@@ -371,7 +379,6 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
             o->threads = (unsigned)parse_uint("--threads", optarg, 1, 1024);
             break;
         case OPT_CONFIG:
-            config = optarg;
             break;
         case OPT_KEY_FILE:
             key_file = optarg;
@@ -405,7 +412,6 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
         if (format || snapshot || key_file || desc || read_only || *name)
             usage_error("export options belong in the config file with "
                         "--config");
-        read_config(o, config);
     } else {
         if (optind >= argc)
             usage_error("no image given");

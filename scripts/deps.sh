@@ -1,0 +1,22 @@
+#!/bin/bash
+# Install what diskserve needs to build and test on Debian 12, skipping
+# what is already there.  Needs root (or sudo).
+set -eu
+pkgs=(
+    build-essential autoconf automake pkg-config
+    libuv1-dev zlib1g-dev libzstd-dev nettle-dev libinih-dev
+    libnbd-dev libnbd-bin python3-libnbd
+    qemu-utils qemu-system-x86 nbdkit fio nbd-client
+    linux-image-amd64 busybox-static e2fsprogs socat
+)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+        missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+echo "installing: ${missing[*]}"
+$sudo apt-get update -q
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
