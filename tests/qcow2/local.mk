@@ -7,3 +7,8 @@ tests_qcow2_qcow2_read_check_SOURCES = tests/qcow2/qcow2-read-check.c
 tests_qcow2_qcow2_read_check_LDADD = $(FORMATS_LIBS)
 
 EXTRA_DIST += tests/qcow2/qcow2-functions.sh
+
+QCOW2_TESTS = \
+	tests/qcow2/qcow2-cluster-sizes-match-qemu.sh
+TESTS += $(QCOW2_TESTS)
+EXTRA_DIST += $(QCOW2_TESTS)
