@@ -133,6 +133,7 @@ struct image {
     uint32_t min_block;     /* smallest efficient unit (1 for raw) */
     uint32_t pref_block;    /* preferred I/O size */
     int nowait_reads;       /* 1: data fd reads never block (tmpfs) */
+    int nowait_writes;      /* 1: write() without FUA never blocks */
 };
 
 /* Open an image, probing its format unless args->format names one.

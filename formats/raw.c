@@ -89,8 +89,11 @@ static int raw_open(const struct img_open_args *args, struct image **out)
     }
 
     struct statfs sfs;
-    if (fstatfs(r->fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC)
+    if (fstatfs(r->fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC) {
+        /* Memory-backed: reads and plain writes are copies. */
         r->img.nowait_reads = 1;
+        r->img.nowait_writes = 1;
+    }
 
     r->img.ops = &raw_ops;
     r->img.read_only = args->read_only;

@@ -251,6 +251,14 @@ void req_dispatch(struct conn *c, struct request *r)
             return;
         }
     }
+    if (r->hdr.type == PROTO_CMD_WRITE && img->nowait_writes &&
+        !(r->hdr.flags & PROTO_CMD_FLAG_FUA) && r->hdr.length <= INLINE_MAX) {
+        /* Memory-backed image: the copy is cheaper than a hand-off. */
+        r->err = img->ops->write(img, r->buf, r->hdr.length, r->hdr.offset,
+                                 0);
+        req_reply(r);
+        return;
+    }
     r->work.run = req_run;
     r->work.done = req_done;
     c->in_worker++;
