@@ -2,7 +2,9 @@
  * header names, open them, and refuse chains that are too deep or loop.
  *
  * A relative name is resolved against the directory of the image that
- * names it, as qemu does.  The backing image is opened through img_open
+ * names it, as qemu does for backing files; a relative data file name
+ * that is not there is tried in the working directory, where qemu 7.2
+ * looks for it.  The backing image is opened through img_open
  * (read-only, one level deeper), so it can be qcow2 or raw, with the
  * format from the backing format extension or probed.  Loops are found
  * by file identity: the images being opened on this thread's chain are
@@ -141,6 +143,15 @@ int qcow2_open_data_file(struct qcow2_state *s, bool read_only)
     s->data_path = qcow2_resolve_path(path, s->h.data_file);
     if (!s->data_path)
         return -ENOMEM;
+    if (access(s->data_path, F_OK) != 0 &&
+        access(s->h.data_file, F_OK) == 0) {
+        /* qemu (7.2) looks in its working directory; so do we when the
+         * image's directory has no such file. */
+        free(s->data_path);
+        s->data_path = strdup(s->h.data_file);
+        if (!s->data_path)
+            return -ENOMEM;
+    }
     s->data_fd = open(s->data_path, (read_only ? O_RDONLY : O_RDWR) |
                       O_CLOEXEC);
     if (s->data_fd < 0) {

@@ -9,6 +9,12 @@ tests_qcow2_qcow2_read_check_LDADD = $(FORMATS_LIBS)
 EXTRA_DIST += tests/qcow2/qcow2-functions.sh
 
 QCOW2_TESTS = \
-	tests/qcow2/qcow2-cluster-sizes-match-qemu.sh
+	tests/qcow2/qcow2-cluster-sizes-match-qemu.sh \
+	tests/qcow2/qcow2-compressed-match-qemu.sh \
+	tests/qcow2/qcow2-subclusters-match-qemu.sh \
+	tests/qcow2/qcow2-backing-chain-matches-qemu.sh \
+	tests/qcow2/qcow2-data-file-matches-qemu.sh \
+	tests/qcow2/qcow2-snapshot-exports-old-data.sh \
+	tests/qcow2/qcow2-encrypted-matches-qemu.sh
 TESTS += $(QCOW2_TESTS)
 EXTRA_DIST += $(QCOW2_TESTS)
