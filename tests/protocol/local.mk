@@ -1,1 +1,14 @@
-# tests/protocol
+# tests/protocol: the wire protocol driven byte by byte by our own client
+# (nbdraw.py), for what libnbd cannot send: extended headers, malformed
+# options and requests, stalled and vanishing clients, --stdio.
+EXTRA_DIST += tests/protocol/nbdraw.py
+PROTOCOL_TESTS = \
+	tests/protocol/extended-headers-round-trip.py \
+	tests/protocol/extended-headers-zero-beyond-4g.py \
+	tests/protocol/handshake-refuses-malformed-options.py \
+	tests/protocol/requests-malformed-get-errors.py \
+	tests/protocol/handshake-times-out.py \
+	tests/protocol/client-dropping-mid-write-spares-others.py \
+	tests/protocol/stdio-serves-one-client.py
+TESTS += $(PROTOCOL_TESTS)
+EXTRA_DIST += $(PROTOCOL_TESTS)
