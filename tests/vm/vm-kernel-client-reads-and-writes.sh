@@ -25,13 +25,16 @@
 require /usr/bin/python3
 vm_prepare
 
-seed=${DSVM_SEED:-$(($(date +%s) % 100000))}
+seed=${DSVM_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 echo "seed=$seed (replay with DSVM_SEED=$seed)"
+# Both ranges come from the seed's digits in mixed radix: O_DIRECT in
+# [1 MiB, 3.2 MiB), 32 to 128 KiB; buffered in [5 MiB, 7 MiB), 0.5 to
+# 7.5 KiB, 512-aligned and so usually not page-aligned.
 size=$((8 * 1024 * 1024))
 direct_off=$((4096 * (256 + seed % 512)))
-direct_len=$((4096 * (8 + seed % 25)))
-buffered_off=$((512 * (10240 + seed / 7 % 4096)))
-buffered_len=$((512 * (1 + seed / 3 % 15)))
+direct_len=$((4096 * (8 + seed / 512 % 25)))
+buffered_off=$((512 * (10240 + seed / 12800 % 4096)))
+buffered_len=$((512 * (1 + seed / 52428800 % 15)))
 echo "O_DIRECT write: $direct_len bytes at $direct_off;" \
     "buffered write: $buffered_len bytes at $buffered_off"
 
