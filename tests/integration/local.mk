@@ -22,8 +22,14 @@ INTEGRATION_C_TESTS = \
 	tests/integration/config-serves-several-exports \
 	tests/integration/sigterm-keeps-acknowledged-writes
 
+INTEGRATION_SH_TESTS = \
+	tests/integration/fork-detaches-once-listening.sh \
+	tests/integration/oneshot-exits-after-last-client.sh \
+	tests/integration/socket-activation-serves-inherited-socket.sh
+
 check_PROGRAMS += $(INTEGRATION_C_TESTS)
-TESTS += $(INTEGRATION_C_TESTS)
+TESTS += $(INTEGRATION_C_TESTS) $(INTEGRATION_SH_TESTS)
+EXTRA_DIST += $(INTEGRATION_SH_TESTS)
 
 tests_integration_handshake_negotiates_every_variant_SOURCES = \
 	tests/integration/handshake-negotiates-every-variant.c \

@@ -1,8 +1,10 @@
 /* Claim: a read-only export (-r) says so in its transmission flags, and
  * answers every kind of write that a client sends anyway (libnbd's
  * client-side checks turned off) with EPERM: WRITE, WRITE with FUA,
- * WRITE_ZEROES and TRIM.  Reads still work, the connection stays usable,
- * and the image file is not changed by a single byte.  Checked with
+ * WRITE_ZEROES and TRIM, and a WRITE whose payload is larger than the
+ * socket buffers (so the refusal must not overtake the payload).  Reads
+ * still work, the connection stays usable, and the image file is not
+ * changed by a single byte.  Checked with
  * structured and simple replies, over a Unix socket and TCP.
  */
 #include <errno.h>
@@ -12,7 +14,7 @@
 
 #include "harness.h"
 
-#define SIZE (1 * MiB)
+#define SIZE (16 * MiB)
 
 static char image[256];
 static unsigned char *contents;
@@ -51,6 +53,12 @@ static void exercise(const struct ds_server *s, bool structured)
     DS_NBD_ERRNO(nbd_zero(h, 64 * KiB, 64 * KiB, LIBNBD_CMD_FLAG_NO_HOLE),
                  EPERM);
     DS_NBD_ERRNO(nbd_trim(h, 64 * KiB, 128 * KiB, 0), EPERM);
+    check_unchanged(h, "after small refused writes");
+
+    unsigned char *big = ds_malloc(SIZE);
+    memset(big, 0xa5, SIZE);
+    DS_NBD_ERRNO(nbd_pwrite(h, big, SIZE, 0, 0), EPERM);
+    free(big);
 
     check_unchanged(h, "after refused writes");
     nbd_close(h);
@@ -63,7 +71,7 @@ int main(void)
     ds_create_file(image, SIZE);
     contents = ds_malloc(SIZE);
     ds_fill(contents, SIZE, 7);
-    memset(contents + 512 * KiB, 0, 128 * KiB);   /* a run of zeros too */
+    memset(contents + 5 * MiB, 0, 1 * MiB);   /* a run of zeros too */
     ds_write_file(image, contents, SIZE, 0);
 
     for (int t = 0; t < DS_NR_TRANSPORTS; t++) {
