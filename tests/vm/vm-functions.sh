@@ -54,12 +54,20 @@ vm_boot()
     fi
 }
 
-# vm_show_log LOG: copy the end of a serial log to stderr (the test log).
+# vm_show_log LOG: copy the end of a serial log to stderr (the test log),
+# and the other non-empty logs in $T (servers, relay).
 vm_show_log()
 {
+    local f
     echo "--- last lines of the guest's console ($1) ---" >&2
     tail -n 60 "$1" >&2 || true
-    echo "--- end of console ---" >&2
+    for f in "$T"/*.log; do
+        if [ "$f" != "$1" ] && [ -s "$f" ]; then
+            echo "--- $f ---" >&2
+            tail -n 20 "$f" >&2
+        fi
+    done
+    echo "--- end of logs ---" >&2
 }
 
 # vm_check LOG MARKER: fail unless the guest printed the line MARKER and

@@ -27,8 +27,8 @@ vm_prepare
 
 seed=${DSVM_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 echo "seed=$seed (replay with DSVM_SEED=$seed)"
-# Both ranges come from the seed's digits in mixed radix: O_DIRECT in
-# [1 MiB, 3.2 MiB), 32 to 128 KiB; buffered in [5 MiB, 7 MiB), 0.5 to
+# Both ranges come from the seed's digits in mixed radix: O_DIRECT from
+# [1 MiB, 3 MiB), 32 to 128 KiB; buffered from [5 MiB, 7 MiB), 0.5 to
 # 7.5 KiB, 512-aligned and so usually not page-aligned.
 size=$((8 * 1024 * 1024))
 direct_off=$((4096 * (256 + seed % 512)))
