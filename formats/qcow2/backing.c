@@ -75,8 +75,8 @@ int qcow2_open_backing(struct qcow2_state *s,
     if (!name)
         return 0;
     if (args->depth >= QCOW2_MAX_CHAIN_DEPTH) {
-        img_log("qcow2: %s: backing chain deeper than %u images", path,
-                QCOW2_MAX_CHAIN_DEPTH);
+        img_log("qcow2: %s: backing chain has more than %u backing files",
+                path, QCOW2_MAX_CHAIN_DEPTH);
         return -ELOOP;
     }
     if (is_protocol_name(name)) {
@@ -116,9 +116,8 @@ int qcow2_open_backing(struct qcow2_state *s,
         .cache_size = args->cache_size,
         .depth = args->depth + 1,
     };
+    /* A failure was logged where it was found, naming that file. */
     err = img_open(&bargs, &s->backing);
-    if (err)
-        img_log("qcow2: %s: cannot open backing file '%s'", path, bpath);
 out_free:
     free(bpath);
     return err;

@@ -454,15 +454,15 @@ int qcow2_read_header(struct qcow2_state *s, bool read_only)
     }
     uint32_t cluster_size = 1u << h->cluster_bits;
     if (h->version == 3) {
-        if (h->header_length < QCOW2_V3_HEADER_LEN) {
-            img_log("qcow2: %s: header_length %" PRIu32 " too short "
-                    "(min %u)", path, h->header_length, QCOW2_V3_HEADER_LEN);
-            return -EINVAL;
-        }
         if (s->file_size < QCOW2_V3_HEADER_LEN) {
             img_log("qcow2: %s: truncated header: file is %" PRIu64
                     " bytes (header needs %u)", path, s->file_size,
                     QCOW2_V3_HEADER_LEN);
+            return -EINVAL;
+        }
+        if (h->header_length < QCOW2_V3_HEADER_LEN) {
+            img_log("qcow2: %s: header_length %" PRIu32 " too short "
+                    "(min %u)", path, h->header_length, QCOW2_V3_HEADER_LEN);
             return -EINVAL;
         }
         if (h->header_length > cluster_size) {

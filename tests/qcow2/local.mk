@@ -6,7 +6,7 @@ check_PROGRAMS += tests/qcow2/qcow2-read-check
 tests_qcow2_qcow2_read_check_SOURCES = tests/qcow2/qcow2-read-check.c
 tests_qcow2_qcow2_read_check_LDADD = $(FORMATS_LIBS)
 
-EXTRA_DIST += tests/qcow2/qcow2-functions.sh
+EXTRA_DIST += tests/qcow2/qcow2-functions.sh tests/qcow2/qcow2poke.py
 
 QCOW2_TESTS = \
 	tests/qcow2/qcow2-cluster-sizes-match-qemu.sh \
@@ -15,6 +15,7 @@ QCOW2_TESTS = \
 	tests/qcow2/qcow2-backing-chain-matches-qemu.sh \
 	tests/qcow2/qcow2-data-file-matches-qemu.sh \
 	tests/qcow2/qcow2-snapshot-exports-old-data.sh \
-	tests/qcow2/qcow2-encrypted-matches-qemu.sh
+	tests/qcow2/qcow2-encrypted-matches-qemu.sh \
+	tests/qcow2/qcow2-refuses-malformed-images.sh
 TESTS += $(QCOW2_TESTS)
 EXTRA_DIST += $(QCOW2_TESTS)
