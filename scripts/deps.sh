@@ -7,7 +7,7 @@ pkgs=(
     libuv1-dev zlib1g-dev libzstd-dev nettle-dev libinih-dev
     libnbd-dev libnbd-bin python3-libnbd
     qemu-utils qemu-system-x86 nbdkit fio nbd-client
-    linux-image-amd64 busybox-static e2fsprogs socat
+    linux-image-amd64 busybox-static e2fsprogs cpio gzip util-linux python3
 )
 missing=()
 for p in "${pkgs[@]}"; do
