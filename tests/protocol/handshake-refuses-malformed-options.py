@@ -317,6 +317,25 @@ def meta_context_before_structured_replies_is_invalid():
     c.close()
 
 
+def options_after_go_are_bad_requests():
+    # After GO's ACK the connection is in transmission: an option header
+    # is a request with a bad magic.
+    for structured in (False, True):
+        c = srv.connect()
+        c.connect_export(structured=structured)
+        c.send_option(OPT_LIST)
+        junk = c.wait_closed(15)
+        check(junk == b"", "option after GO answered with %r" % junk[:40])
+    # Likewise after EXPORT_NAME.
+    c = srv.connect()
+    c.handshake()
+    c.send_option(OPT_EXPORT_NAME, b"")
+    c.recv_exact(10)
+    c.send_option(OPT_GO, go_data())
+    check(c.wait_closed(15) == b"", "option after EXPORT_NAME answered")
+    still_serving()
+
+
 img = make_image("disk.raw", SIZE, pattern(0, SIZE))
 srv = Server(img, "-f", "raw", "-D", "protocol test disk", name="opts")
 run(greeting_offers_fixed_newstyle_and_no_zeroes,
@@ -334,4 +353,5 @@ run(greeting_offers_fixed_newstyle_and_no_zeroes,
     export_name_honours_no_zeroes,
     info_and_go_describe_the_export,
     abort_is_acknowledged_then_closed,
-    meta_context_before_structured_replies_is_invalid)
+    meta_context_before_structured_replies_is_invalid,
+    options_after_go_are_bad_requests)

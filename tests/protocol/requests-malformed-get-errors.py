@@ -223,6 +223,33 @@ def bad_request_magic_disconnects_only_that_client():
     bystander.close()
 
 
+def disc_handles_requests_in_flight():
+    # Writes sent just before NBD_CMD_DISC are still carried out; replies
+    # to them, if sent, are well-formed.
+    for mode, c in each_mode():
+        base = 32 * MIB
+        datas = {}
+        for i in range(16):
+            off = base + i * 65536
+            datas[off] = pattern(off, 65536, seed=0xd15c + i)
+            c.send_request(CMD_WRITE, off, 65536, 0, datas[off])
+        c.disconnect()
+        try:
+            while c.pending:
+                res = c.read_message()
+                check(res.error == 0, "write before DISC: error %d" %
+                      res.error)
+        except Closed:
+            pass
+        check(c.wait_closed(15) == b"", "%s: bytes after DISC" % mode)
+        other = srv.connect()
+        other.connect_export()
+        for off, data in datas.items():
+            check(other.read(off, 65536).data == data,
+                  "%s: write at %d before DISC lost" % (mode, off))
+        other.close()
+
+
 img = make_image("disk.raw", SIZE, pattern(0, 1 * MIB))
 srv = Server(img, "-f", "raw", name="req")
 run(unknown_commands_get_einval,
@@ -232,4 +259,5 @@ run(unknown_commands_get_einval,
     oversize_requests_get_einval_and_the_connection_survives,
     ranges_past_the_end_are_refused,
     writes_to_a_read_only_export_get_eperm,
-    bad_request_magic_disconnects_only_that_client)
+    bad_request_magic_disconnects_only_that_client,
+    disc_handles_requests_in_flight)
