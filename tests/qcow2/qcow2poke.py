@@ -18,7 +18,10 @@ import sys
 
 
 def num(s):
-    return int(s, 0)
+    # Shell arithmetic is signed 64-bit: take negatives as two's
+    # complement, so $(( (1 << 63) | x )) means what it says.
+    v = int(s, 0)
+    return v + (1 << 64) if v < 0 else v
 
 
 def header(f):
