@@ -48,11 +48,15 @@ for _ in $(seq 100); do
     kill -0 "$DS_PID" 2>/dev/null || break
     sleep 0.1
 done
-kill -0 "$DS_PID" 2>/dev/null && fail "--oneshot still running 10 s after the last client left"
+! kill -0 "$DS_PID" 2>/dev/null ||
+    fail "--oneshot still running 10 s after the last client left"
 wait "$DS_PID" || rc=$?
-[ "$rc" -eq 0 ] || { cat "$T/oneshot.log" >&2; fail "--oneshot exited with $rc"; }
+[ "$rc" -eq 0 ] || {
+    cat "$T/oneshot.log" >&2
+    fail "--oneshot exited with $rc"
+}
 
-/usr/bin/python3 - "$T/disk.img" <<'PY' || fail "client A's write is not in the image"
+/usr/bin/python3 - "$T/disk.img" <<'PY' || fail "A's write is not in the image"
 import sys
 with open(sys.argv[1], "rb") as f:
     f.seek(65536)
