@@ -74,8 +74,9 @@ class Server:
 
 class Scenario:
     def __init__(self, name, desc, servers, jobs, fresh_per_run=False,
-                 check=False):
+                 check=False, read_only=False):
         self.name = name
+        self.read_only = read_only  # every server exports read-only
         self.desc = desc
         self.servers = servers
         self.jobs = jobs
@@ -97,15 +98,16 @@ SCENARIOS = [
          Job('seqread', 'read', '1M', 8,
              desc='1M sequential read, QD8')]),
     Scenario(
-        'qcow2-read', 'qcow2 with its first part allocated; '
-        'reads restricted to the allocated part',
+        'qcow2-read', 'qcow2 with its first part allocated, exported '
+        'read-only; reads restricted to the allocated part',
         [Server('diskserve', 'diskserve', 'qcow2', 'qcow2'),
          Server('qemu-nbd', 'qemu-nbd', 'qcow2', 'qcow2'),
          Server('diskserve-raw', 'diskserve', 'raw', 'raw')],
         [Job('randread', 'randread', '4k', 32, limit='data',
              desc='4k random read, QD32, allocated range'),
          Job('seqread', 'read', '1M', 8, limit='data',
-             desc='1M sequential read, QD8, allocated range')]),
+             desc='1M sequential read, QD8, allocated range')],
+        read_only=True),
     Scenario(
         'qcow2-write', 'qcow2 writes; a fresh image copy per run, '
         'checked with qemu-img check afterwards',
@@ -395,15 +397,17 @@ class Bench:
             return '%s not installed' % prog
         return None
 
-    def server_argv(self, srv, image, sock):
+    def server_argv(self, srv, image, sock, read_only):
         a = self.args
+        ro = ['-r'] if read_only else []
         if srv.program == 'diskserve':
-            argv = [a.diskserve, '-k', sock, '-f', srv.fmt]
+            argv = [a.diskserve, '-k', sock, '-f', srv.fmt] + ro
             if a.threads:
                 argv += ['--threads', str(a.threads)]
             return argv + shlex.split(a.diskserve_args) + [image]
         if srv.program == 'nbdkit-file':
-            return ['nbdkit', '-f', '-U', sock, 'file', 'file=' + image]
+            return ['nbdkit', '-f', '-U', sock] + ro + ['file',
+                                                       'file=' + image]
         if srv.program == 'nbdkit-null':
             return ['nbdkit', '-f', '-U', sock, 'null',
                     'size=%d' % a.raw_size]
@@ -411,16 +415,18 @@ class Bench:
             # -t: fio connects twice (once to size the device, once for the
             # job); without it qemu-nbd exits after the first disconnect.
             return ['qemu-nbd', '-k', sock, '-f', srv.fmt, '-e', '16',
-                    '--cache=writeback', '--aio=threads', '-t', image]
+                    '--cache=writeback', '--aio=threads', '-t'] + ro + [image]
         raise AssertionError(srv.program)
 
-    def tail(self, logpath, n=6):
+    def tail(self, logpath, n=4):
+        """The last n lines of a log, joined, for an error message."""
         try:
             with open(logpath, errors='replace') as f:
                 lines = f.read().strip().splitlines()
-            return ' | '.join(lines[-n:])
         except OSError:
             return ''
+        text = ' | '.join(lines[-n:]).replace(self.tmp + '/', '')
+        return text[-300:]
 
     def wait_ready(self, p, sock, logpath, timeout=30):
         """Wait until the server at sock sends the NBD greeting."""
@@ -441,42 +447,51 @@ class Bench:
             time.sleep(0.05)
         raise RunError('server not ready after %d s' % timeout)
 
-    def start_server(self, srv, image, tag):
+    def start_server(self, srv, image, tag, read_only=False):
         sock = self.path('%s.sock' % srv.label)
         if os.path.exists(sock):
             os.unlink(sock)
-        logpath = self.path('%s.log' % srv.label)
-        with open(logpath, 'a') as f:
-            f.write('==== %s\n' % tag)
-        p = self.spawn(self.server_argv(srv, image, sock), logpath)
+        logpath = self.path('server.log')
+        with open(logpath, 'w'):
+            pass
+        p = self.spawn(self.server_argv(srv, image, sock, read_only),
+                       logpath)
         try:
             self.wait_ready(p, sock, logpath)
         except BaseException:
             self.stop(p)
+            self.save(logpath, tag + '.server.log')
             raise
         return p, sock, logpath
 
+    def save(self, path, name):
+        if self.args.save and os.path.exists(path):
+            shutil.copyfile(path, os.path.join(self.args.save, name))
+
     def probe_writes(self, srv, base):
         """Why srv cannot write a qcow2 image, or None."""
-        if not shutil.which('nbdsh'):
-            return None         # the fio run itself will tell
         img = self.copy(base, self.path('probe.qcow2'))
-        p, sock, logpath = self.start_server(srv, img, 'write probe')
-        uri = 'nbd+unix:///?socket=' + sock
         try:
-            r = subprocess.run(
-                ['nbdsh', '-u', uri, '-c',
-                 'h.pwrite(b"\\x5a" * 65536, 0)\n'
-                 'if h.can_flush(): h.flush()'],
-                stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                timeout=60)
-        finally:
-            self.stop(p)
-        try:
+            p, sock, _ = self.start_server(srv, img, 'qcow2-write-probe')
+            try:
+                r = subprocess.run(
+                    ['qemu-io', '-f', 'raw', '-c', 'write -P 0x5a 0 64k',
+                     '-c', 'flush', 'nbd+unix:///?socket=' + sock],
+                    stdin=subprocess.DEVNULL, capture_output=True,
+                    text=True, timeout=60)
+            finally:
+                self.stop(p)
             if r.returncode != 0:
-                err = (r.stderr.strip().splitlines() or ['?'])[-1]
+                err = ((r.stderr + r.stdout).strip().splitlines()
+                       or ['?'])[-1]
+                err = err.replace('nbd+unix:///?socket=' + sock, 'export')
                 return 'qcow2 write refused: %s' % err[:160]
+            word, text = self.check_image(img)
+            if word != 'ok':
+                return 'image broken after a 64 KiB write: %s' % text[:160]
             return None
+        except RunError as e:
+            return 'write probe failed: %s' % str(e)[:160]
         finally:
             os.unlink(img)
 
@@ -549,8 +564,7 @@ class Bench:
         except (OSError, ValueError) as e:
             raise RunError('no fio results: %s; %s'
                            % (e, self.tail(fio_log)))
-        if a.save:
-            shutil.copyfile(json_path, os.path.join(a.save, tag + '.json'))
+        self.save(json_path, tag + '.json')
         j = data['jobs'][0]
         if j.get('error'):
             raise RunError('fio job error %s: %s'
@@ -581,21 +595,22 @@ class Bench:
 
     def measure(self, scen, job, srv, image, rnd):
         tag = '%s-%s-%s-r%d' % (scen.name, job.name, srv.label, rnd)
-        p, sock, logpath = self.start_server(srv, image, tag)
+        p, sock, logpath = self.start_server(srv, image, tag,
+                                             scen.read_only)
         try:
             m = self.run_fio(job, sock, p, tag)
-        except RunError:
-            self.stop(p)
-            raise
-        status = self.stop(p)
+        except RunError as e:
+            if p.poll() is not None:
+                e = RunError('%s; server log: %s' % (e, self.tail(logpath)))
+            raise e
+        finally:
+            status = self.stop(p)
+            self.save(logpath, tag + '.server.log')
         if status not in (0, -signal.SIGTERM):
             log('warning: %s exited with status %s after SIGTERM'
                 % (srv.label, status))
         if scen.check:
             m['check'], m['check_text'] = self.check_image(image)
-        if self.args.save:
-            shutil.copyfile(logpath, os.path.join(self.args.save,
-                                                  srv.label + '.log'))
         return m
 
     # ---- scenario loop --------------------------------------------------
@@ -917,7 +932,7 @@ def parse_args(argv):
 
 def main(argv):
     args = parse_args(argv)
-    for tool in ('fio', 'qemu-img'):
+    for tool in ('fio', 'qemu-img', 'qemu-io'):
         if not shutil.which(tool):
             log('error: %s is required' % tool)
             return 2
