@@ -66,7 +66,7 @@ def default_limit_is_ten_seconds():
     c = s.connect()
     c.greeting()
     closed_in_time(c, t0, 10)
-    s.stop()
+    check(s.stop() == 0, "server did not stop cleanly")
 
 
 img = make_image("disk.raw", 4 * MIB)

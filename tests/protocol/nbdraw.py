@@ -753,23 +753,43 @@ class Server:
             self.proc.wait()
 
 
+# Lines a sanitizer build prints when it finds a bug.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:")
+
+
+def _fail(msg):
+    print("FAIL: %s" % msg)
+    for s in _servers:
+        sys.stdout.write("---- %s log ----\n%s" % (s.name, s.log_text()))
+    sys.exit(1)
+
+
 def run(*tests):
     """Run each test function in turn; print ok/FAIL lines and exit 1 at
-    the first failure (with the logs of the servers it started)."""
+    the first failure (with the logs of the servers it started).  At the
+    end every server still running must be alive, stop cleanly on
+    SIGTERM, and have logged no sanitizer report."""
     for t in tests:
         name = t.__name__.replace("_", " ")
         try:
             t()
         except Exception:
             traceback.print_exc()
-            print("FAIL: %s" % name)
-            for s in _servers:
-                sys.stdout.write("---- %s log ----\n%s" % (s.name,
-                                                          s.log_text()))
-            sys.exit(1)
+            _fail(name)
         print("ok: %s" % name)
         sys.stdout.flush()
     for s in _servers:
         if not s.stopped and not s.alive():
-            print("FAIL: server %s died:\n%s" % (s.name, s.log_text()))
-            sys.exit(1)
+            _fail("server %s died" % s.name)
+        if not s.stopped:
+            try:
+                rc = s.stop()
+            except AssertionError as e:
+                _fail(str(e))
+            if rc != 0:
+                _fail("server %s exited with %d on SIGTERM" % (s.name, rc))
+        log = s.log_text()
+        for mark in SANITIZER_MARKS:
+            if mark in log:
+                _fail("server %s logged %r" % (s.name, mark))

@@ -200,7 +200,7 @@ def writes_to_a_read_only_export_get_eperm():
     check(c.read(0, 4096).data == before, "read-only export changed")
     check(c.request(CMD_FLUSH).error == 0, "flush on read-only failed")
     c.close()
-    ro.stop()
+    check(ro.stop() == 0, "read-only server did not stop cleanly")
 
 
 def bad_request_magic_disconnects_only_that_client():
