@@ -1,0 +1,1 @@
+EXTRA_DIST += bench/run.sh bench/side_by_side.py bench/README.md
