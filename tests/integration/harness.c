@@ -441,6 +441,16 @@ int ds_connect(struct nbd_handle *h, const struct ds_server *s)
     return nbd_connect_tcp(h, "127.0.0.1", port);
 }
 
+int ds_aio_connect(struct nbd_handle *h, const struct ds_server *s)
+{
+    char port[16];
+
+    if (s->transport == DS_UNIX)
+        return nbd_aio_connect_unix(h, s->sock);
+    snprintf(port, sizeof port, "%d", s->port);
+    return nbd_aio_connect_tcp(h, "127.0.0.1", port);
+}
+
 struct nbd_handle *ds_open(const struct ds_server *s, const char *name)
 {
     struct nbd_handle *h = ds_handle();

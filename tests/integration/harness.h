@@ -101,6 +101,9 @@ struct nbd_handle *ds_handle(void);
  * The export name is whatever h has been set to. */
 int ds_connect(struct nbd_handle *h, const struct ds_server *s);
 
+/* Start connecting h to s without waiting (nbd_aio_connect_*). */
+int ds_aio_connect(struct nbd_handle *h, const struct ds_server *s);
+
 /* A handle connected to export name of s with default settings. */
 struct nbd_handle *ds_open(const struct ds_server *s, const char *name);
 

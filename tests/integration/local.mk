@@ -20,7 +20,8 @@ INTEGRATION_C_TESTS = \
 	tests/integration/zero-length-requests-are-no-ops \
 	tests/integration/misbehaving-clients-do-not-disturb-others \
 	tests/integration/config-serves-several-exports \
-	tests/integration/sigterm-keeps-acknowledged-writes
+	tests/integration/sigterm-keeps-acknowledged-writes \
+	tests/integration/shared-limit-queues-extra-clients
 
 INTEGRATION_SH_TESTS = \
 	tests/integration/fork-detaches-once-listening.sh \
@@ -133,6 +134,14 @@ tests_integration_sigterm_keeps_acknowledged_writes_SOURCES = \
 tests_integration_sigterm_keeps_acknowledged_writes_CFLAGS = \
 	$(TESTS_LIBNBD_CFLAGS)
 tests_integration_sigterm_keeps_acknowledged_writes_LDADD = \
+	$(TESTS_LIBNBD_LIBS)
+
+tests_integration_shared_limit_queues_extra_clients_SOURCES = \
+	tests/integration/shared-limit-queues-extra-clients.c \
+	$(INTEGRATION_HARNESS)
+tests_integration_shared_limit_queues_extra_clients_CFLAGS = \
+	$(TESTS_LIBNBD_CFLAGS)
+tests_integration_shared_limit_queues_extra_clients_LDADD = \
 	$(TESTS_LIBNBD_LIBS)
 
 endif
