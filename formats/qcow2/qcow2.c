@@ -188,6 +188,7 @@ static void qcow2_close(struct image *img)
         close(s->fd);
     free(s->data_path);
     free(s->img.path);
+    pthread_mutex_destroy(&s->prealloc_lock);
     free(s);
 }
 
@@ -220,6 +221,7 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     if (!s)
         return -ENOMEM;
     s->fd = s->data_fd = -1;
+    pthread_mutex_init(&s->prealloc_lock, NULL);
     s->img.path = strdup(args->path);
     if (!s->img.path) {
         err = -ENOMEM;
@@ -442,6 +444,54 @@ static int status_backing(struct qcow2_state *s, uint64_t off, uint64_t len,
     return 0;
 }
 
+/* Whether the image has metadata preallocation, found out once. */
+static bool is_metadata_prealloc(struct qcow2_state *s)
+{
+    int st = __atomic_load_n(&s->prealloc_state, __ATOMIC_ACQUIRE);
+    if (st == 0) {
+        pthread_mutex_lock(&s->prealloc_lock);
+        st = s->prealloc_state;
+        if (st == 0) {
+            st = qcow2_has_metadata_prealloc(s) ? 2 : 1;
+            __atomic_store_n(&s->prealloc_state, st, __ATOMIC_RELEASE);
+        }
+        pthread_mutex_unlock(&s->prealloc_lock);
+    }
+    return st == 2;
+}
+
+/* Describe data at host [host, host + len) by the holes of the data
+ * file: holes read as zeros (but are allocated, so not HOLE), as qemu
+ * reports preallocated clusters.  Returns 0 or 1 when e is full. */
+static int status_host(struct qcow2_state *s, uint64_t host, uint64_t len,
+                       struct img_extents *e)
+{
+    uint64_t end = host + len;
+
+    while (host < end) {
+        off_t data = lseek(s->data_fd, (off_t)host, SEEK_DATA);
+        uint64_t n;
+        uint32_t flags;
+        if (data < 0) {
+            /* No data after host (ENXIO), or no way to tell. */
+            n = end - host;
+            flags = errno == ENXIO ? IMG_EXT_ZERO : 0;
+        } else if ((uint64_t)data > host) {
+            n = ((uint64_t)data < end ? (uint64_t)data : end) - host;
+            flags = IMG_EXT_ZERO;
+        } else {
+            off_t hole = lseek(s->data_fd, (off_t)host, SEEK_HOLE);
+            n = hole < 0 || (uint64_t)hole <= host || (uint64_t)hole > end
+                ? end - host : (uint64_t)hole - host;
+            flags = 0;
+        }
+        if (!img_extents_add(e, n, flags, 1))
+            return 1;
+        host += n;
+    }
+    return 0;
+}
+
 static int qcow2_block_status(struct image *img, uint64_t len, uint64_t off,
                               struct img_extents *e)
 {
@@ -449,9 +499,13 @@ static int qcow2_block_status(struct image *img, uint64_t len, uint64_t off,
     uint64_t end = off + len;
     struct qcow2_run run;
     int err;
+    /* With metadata preallocation, data runs must be host-contiguous to
+     * be checked for holes; otherwise any data is just data. */
+    bool prealloc = !s->crypto && is_metadata_prealloc(s);
+    unsigned flags = prealloc ? 0 : QCOW2_MAP_STATUS;
 
     while (off < end) {
-        err = qcow2_map(s, off, end - off, QCOW2_MAP_STATUS, &run);
+        err = qcow2_map(s, off, end - off, flags, &run);
         if (err)
             return e->n > 0 ? 0 : err;
         if (run.kind == QCOW2_UNALLOCATED) {
@@ -460,7 +514,7 @@ static int qcow2_block_status(struct image *img, uint64_t len, uint64_t off,
             uint64_t start = off;
             off += run.length;
             while (off < end) {
-                err = qcow2_map(s, off, end - off, QCOW2_MAP_STATUS, &run);
+                err = qcow2_map(s, off, end - off, flags, &run);
                 if (err || run.kind != QCOW2_UNALLOCATED)
                     break;
                 off += run.length;
@@ -470,9 +524,15 @@ static int qcow2_block_status(struct image *img, uint64_t len, uint64_t off,
                 return err < 0 && e->n == 0 ? err : 0;
             continue;
         }
-        uint32_t flags = run.kind == QCOW2_ZERO
-                         ? IMG_EXT_HOLE | IMG_EXT_ZERO : 0;
-        if (!img_extents_add(e, run.length, flags, 1))
+        if (run.kind == QCOW2_DATA && prealloc) {
+            if (status_host(s, run.host_offset, run.length, e))
+                return 0;
+            off += run.length;
+            continue;
+        }
+        uint32_t ext = run.kind == QCOW2_ZERO
+                       ? IMG_EXT_HOLE | IMG_EXT_ZERO : 0;
+        if (!img_extents_add(e, run.length, ext, 1))
             return 0;
         off += run.length;
     }

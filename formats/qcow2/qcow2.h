@@ -276,6 +276,10 @@ struct qcow2_state {
     struct qcow2_scratch_pool *scratch;
     struct qcow2_crypto *crypto;
     bool iv_is_host;
+
+    /* Metadata preallocation, detected on first block status. */
+    pthread_mutex_t prealloc_lock;
+    int prealloc_state;             /* 0 unknown, 1 no, 2 yes; atomic */
 };
 
 static inline struct qcow2_state *qcow2_from_img(struct image *img)
@@ -373,6 +377,12 @@ void qcow2_cache_stats(struct qcow2_cache *c, uint64_t *hits,
  * -EIO (logged) for bad metadata at off. */
 int qcow2_map(struct qcow2_state *s, uint64_t off, uint64_t len,
               unsigned flags, struct qcow2_run *run);
+
+/* ---- refcount.c ---- */
+
+/* Whether the image's refcounts claim clearly more clusters than the file
+ * stores (qemu's test for preallocation=metadata); false on any error. */
+bool qcow2_has_metadata_prealloc(struct qcow2_state *s);
 
 /* ---- compress.c ---- */
 
