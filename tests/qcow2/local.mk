@@ -18,6 +18,7 @@ QCOW2_TESTS = \
 	tests/qcow2/qcow2-encrypted-matches-qemu.sh \
 	tests/qcow2/qcow2-refuses-malformed-images.sh \
 	tests/qcow2/qcow2-bad-entries-fail-only-their-request.sh \
-	tests/qcow2/qcow2-preallocation-matches-qemu.sh
+	tests/qcow2/qcow2-preallocation-matches-qemu.sh \
+	tests/qcow2/qcow2-small-cache-serves-concurrent-readers.sh
 TESTS += $(QCOW2_TESTS)
 EXTRA_DIST += $(QCOW2_TESTS)
