@@ -1,12 +1,121 @@
 /* Positioned I/O that never returns short: loops over partial transfers
  * and EINTR so callers deal only in whole requests.
+ *
+ * Every change to an image file (write, sync, truncate, fallocate) goes
+ * through the tagged wrappers here, so this is also where the test-only
+ * switches live: the recording log (DISKSERVE_IO_LOG) that tests/crash
+ * replays into crash states, and fault injection (DISKSERVE_FAULT).  Both
+ * are read once by a constructor, before main() and before any thread
+ * exists; afterwards hooks_on never changes, so with both off a wrapper
+ * costs one predictable branch.
+ *
+ * Log ordering: a record is appended under log_lock by the thread that
+ * did the operation, right after the system call returns and before the
+ * caller can act on the result.  So if a write's return happens before a
+ * sync is called (the only order a driver can rely on), the write's
+ * record precedes the sync's SYNC_BEGIN.  A write that completed while a
+ * sync was starting may be logged after SYNC_BEGIN although the sync
+ * covered it; the log then promises less than the disk gave, which can
+ * only add crash states that a careful driver survives anyway.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "io.h"
+
+#define MAX_FAULTS 32
+#define MAX_FILES 64
+#define NO_FILE UINT32_MAX
+
+/* One DISKSERVE_FAULT entry. */
+struct fault {
+    enum io_tag tag;
+    uint64_t nth;
+    bool onward;            /* "N+": the Nth and every later one */
+    int err;                /* positive errno */
+};
+
+/* A file that has an id in the log, or a name given by io_register. */
+struct known_file {
+    dev_t dev;
+    ino_t ino;
+    uint32_t id;
+    char *path;
+};
+
+static const char *const tag_names[IO_TAG_COUNT] = {
+    [IO_TAG_DATA] = "DATA",
+    [IO_TAG_L1] = "L1",
+    [IO_TAG_L2] = "L2",
+    [IO_TAG_REFCOUNT_BLOCK] = "REFCOUNT_BLOCK",
+    [IO_TAG_REFCOUNT_TABLE] = "REFCOUNT_TABLE",
+    [IO_TAG_HEADER] = "HEADER",
+    [IO_TAG_ALLOC] = "ALLOC",
+    [IO_TAG_L1_GROW] = "L1_GROW",
+    [IO_TAG_REFTABLE_GROW] = "REFTABLE_GROW",
+    [IO_TAG_FLUSH] = "FLUSH",
+    [IO_TAG_OTHER] = "OTHER",
+};
+
+static bool hooks_on;       /* written only before main() */
+static int log_fd = -1;
+static struct fault faults[MAX_FAULTS];
+static unsigned nfaults;
+static atomic_uint_fast64_t tag_ops[IO_TAG_COUNT];
+static atomic_uint_fast64_t next_sync_id;
+
+/* Everything below is guarded by log_lock. */
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t log_seq;
+static bool log_failed;
+static struct known_file logged[MAX_FILES];
+static unsigned nlogged;
+static struct known_file named[MAX_FILES];
+static unsigned nnamed;
+
+/* One line to stderr, written at once so threads never interleave. */
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    int n;
+
+    memcpy(line, "io: ", 4);
+    va_start(ap, fmt);
+    n = vsnprintf(line + 4, sizeof line - 5, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    n = n + 4 > (int)sizeof line - 2 ? (int)sizeof line - 2 : n + 4;
+    line[n++] = '\n';
+    if (write(STDERR_FILENO, line, (size_t)n) < 0) {
+        /* nowhere left to complain */
+    }
+}
+
+const char *io_tag_name(enum io_tag tag)
+{
+    return (unsigned)tag < IO_TAG_COUNT ? tag_names[tag] : "?";
+}
+
+static enum io_tag valid_tag(enum io_tag tag)
+{
+    return (unsigned)tag < IO_TAG_COUNT ? tag : IO_TAG_OTHER;
+}
+
+/* ---- plain I/O ---------------------------------------------------- */
 
 int io_pread_full(int fd, void *buf, uint64_t len, uint64_t off)
 {
@@ -30,10 +139,13 @@ int io_pread_full(int fd, void *buf, uint64_t len, uint64_t off)
     return 0;
 }
 
-int io_pwrite_full(int fd, const void *buf, uint64_t len, uint64_t off)
+/* *done counts the bytes written, also on failure. */
+static int pwrite_loop(int fd, const void *buf, uint64_t len, uint64_t off,
+                       uint64_t *done)
 {
     const uint8_t *p = buf;
 
+    *done = 0;
     while (len > 0) {
         ssize_t n = pwrite(fd, p, len, (off_t)off);
         if (n < 0) {
@@ -46,12 +158,16 @@ int io_pwrite_full(int fd, const void *buf, uint64_t len, uint64_t off)
         p += n;
         len -= (uint64_t)n;
         off += (uint64_t)n;
+        *done += (uint64_t)n;
     }
     return 0;
 }
 
-int io_pwritev_full(int fd, struct iovec *iov, int iovcnt, uint64_t off)
+/* *done counts the bytes written, also on failure. */
+static int pwritev_loop(int fd, struct iovec *iov, int iovcnt, uint64_t off,
+                        uint64_t *done)
 {
+    *done = 0;
     while (iovcnt > 0) {
         ssize_t n = pwritev(fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt,
                             (off_t)off);
@@ -63,6 +179,7 @@ int io_pwritev_full(int fd, struct iovec *iov, int iovcnt, uint64_t off)
         if (n == 0)
             return -EIO;
         off += (uint64_t)n;
+        *done += (uint64_t)n;
         while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
             n -= (ssize_t)iov->iov_len;
             iov++;
@@ -76,17 +193,431 @@ int io_pwritev_full(int fd, struct iovec *iov, int iovcnt, uint64_t off)
     return 0;
 }
 
-int io_write_zeroes(int fd, uint64_t len, uint64_t off)
+/* ---- fault injection ---------------------------------------------- */
+
+static const struct {
+    const char *name;
+    int err;
+} errno_names[] = {
+    { "EIO", EIO }, { "ENOSPC", ENOSPC }, { "EDQUOT", EDQUOT },
+    { "EROFS", EROFS }, { "EFBIG", EFBIG }, { "EPERM", EPERM },
+    { "EACCES", EACCES }, { "ENOMEM", ENOMEM }, { "EINVAL", EINVAL },
+};
+
+static int parse_errno(const char *s, size_t n)
+{
+    for (size_t i = 0; i < sizeof errno_names / sizeof errno_names[0]; i++)
+        if (strlen(errno_names[i].name) == n &&
+            strncasecmp(s, errno_names[i].name, n) == 0)
+            return errno_names[i].err;
+    if (n == 0 || n > 4 || strspn(s, "0123456789") < n)
+        return -1;
+    int e = atoi(s);
+    return e > 0 && e < 4096 ? e : -1;
+}
+
+static int parse_tag(const char *s, size_t n)
+{
+    for (int t = 0; t < IO_TAG_COUNT; t++)
+        if (strlen(tag_names[t]) == n && strncasecmp(s, tag_names[t], n) == 0)
+            return t;
+    return -1;
+}
+
+/* One "TAG:N[+]:ERRNO" entry of n bytes; 0 or -EINVAL. */
+static int parse_fault(const char *s, size_t n, struct fault *f)
+{
+    const char *c1 = memchr(s, ':', n);
+    const char *c2 = c1 ? memchr(c1 + 1, ':', n - (size_t)(c1 + 1 - s))
+                        : NULL;
+    if (!c2)
+        return -EINVAL;
+    int tag = parse_tag(s, (size_t)(c1 - s));
+    int err = parse_errno(c2 + 1, n - (size_t)(c2 + 1 - s));
+    const char *num = c1 + 1;
+    size_t digits = strspn(num, "0123456789");
+    if (tag < 0 || err < 0 || digits == 0 || digits > 18)
+        return -EINVAL;
+    f->onward = num[digits] == '+';
+    if (num + digits + f->onward != c2)
+        return -EINVAL;
+    f->tag = (enum io_tag)tag;
+    f->nth = strtoull(num, NULL, 10);
+    f->err = err;
+    return f->nth > 0 ? 0 : -EINVAL;
+}
+
+static int parse_faults(const char *spec)
+{
+    const char *s = spec;
+
+    while (*s) {
+        size_t n = strcspn(s, ",");
+        if (n > 0) {
+            if (nfaults == MAX_FAULTS ||
+                parse_fault(s, n, &faults[nfaults]) < 0) {
+                say("DISKSERVE_FAULT: bad entry '%.*s' (want TAG:N:ERRNO, "
+                    "at most %d entries)", (int)(n > 64 ? 64 : n), s,
+                    MAX_FAULTS);
+                return -EINVAL;
+            }
+            nfaults++;
+        }
+        s += n;
+        if (*s == ',')
+            s++;
+    }
+    return 0;
+}
+
+/* Count one operation with this tag; the positive errno to fail it
+ * with, or 0. */
+static int fault_for(enum io_tag tag)
+{
+    uint64_t n = atomic_fetch_add(&tag_ops[tag], 1) + 1;
+
+    for (unsigned i = 0; i < nfaults; i++)
+        if (faults[i].tag == tag &&
+            (n == faults[i].nth || (faults[i].onward && n > faults[i].nth)))
+            return faults[i].err;
+    return 0;
+}
+
+/* ---- the log ------------------------------------------------------ */
+
+static int write_all(int fd, struct iovec *iov, int iovcnt)
+{
+    while (iovcnt > 0) {
+        ssize_t n = writev(fd, iov, iovcnt);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+/* Append one record and its payload.  Caller holds log_lock. */
+static void emit_locked(struct io_log_rec *rec, const void *payload,
+                        uint64_t plen)
+{
+    if (log_failed)
+        return;
+    rec->seq = log_seq++;
+    rec->payload = (uint32_t)plen;
+    struct iovec iov[2] = {
+        { rec, sizeof *rec },
+        { (void *)payload, (size_t)plen },
+    };
+    int err = write_all(log_fd, iov, plen ? 2 : 1);
+    if (err) {
+        log_failed = true;
+        say("DISKSERVE_IO_LOG: write failed, log incomplete: %s",
+            strerror(-err));
+    }
+}
+
+/* The log's id for the file open on fd, logging its name the first time.
+ * Caller holds log_lock. */
+static uint32_t file_id_locked(int fd)
+{
+    struct stat st;
+    char link[64], target[PATH_MAX];
+    const char *path = NULL;
+
+    if (fstat(fd, &st) < 0)
+        return NO_FILE;
+    for (unsigned i = 0; i < nlogged; i++)
+        if (logged[i].dev == st.st_dev && logged[i].ino == st.st_ino)
+            return logged[i].id;
+    if (nlogged == MAX_FILES)
+        return NO_FILE;
+    for (unsigned i = 0; i < nnamed && !path; i++)
+        if (named[i].dev == st.st_dev && named[i].ino == st.st_ino)
+            path = named[i].path;
+    if (!path) {
+        snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        target[n > 0 ? n : 0] = '\0';
+        path = target;
+    }
+    struct known_file *k = &logged[nlogged];
+    k->dev = st.st_dev;
+    k->ino = st.st_ino;
+    k->id = nlogged++;
+    struct io_log_rec rec = {
+        .type = IO_REC_FILE, .file = k->id, .len = strlen(path),
+    };
+    emit_locked(&rec, path, rec.len);
+    return k->id;
+}
+
+/* Log an operation on fd (file is filled in here). */
+static void log_op(int fd, struct io_log_rec *rec, const void *payload,
+                   uint64_t plen)
+{
+    if (log_fd < 0)
+        return;
+    pthread_mutex_lock(&log_lock);
+    rec->file = file_id_locked(fd);
+    emit_locked(rec, payload, plen);
+    pthread_mutex_unlock(&log_lock);
+}
+
+/* Count an operation; on an injected failure log and report it.  The
+ * positive errno to fail with, or 0. */
+static int check_fault(int fd, enum io_tag tag, uint32_t kind, uint64_t off,
+                       uint64_t len)
+{
+    int err = fault_for(tag);
+    if (!err)
+        return 0;
+    say("injected %s into a %s operation at %llu (+%llu)", strerror(err),
+        tag_names[tag], (unsigned long long)off, (unsigned long long)len);
+    struct io_log_rec rec = {
+        .type = IO_REC_FAULT, .tag = tag, .result = -err, .off = off,
+        .len = len, .mode = kind,
+    };
+    log_op(fd, &rec, NULL, 0);
+    return err;
+}
+
+__attribute__((constructor)) static void io_hooks_init(void)
+{
+    const char *spec = getenv("DISKSERVE_FAULT");
+    const char *path = getenv("DISKSERVE_IO_LOG");
+
+    if (spec && *spec && parse_faults(spec) < 0)
+        exit(2);
+    if (path && *path) {
+        log_fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND |
+                            O_CLOEXEC, 0644);
+        struct iovec iov = { (void *)IO_LOG_MAGIC, 8 };
+        if (log_fd < 0 || write_all(log_fd, &iov, 1) < 0) {
+            say("DISKSERVE_IO_LOG: %s: %s", path, strerror(errno));
+            exit(2);
+        }
+    }
+    hooks_on = log_fd >= 0 || nfaults > 0;
+}
+
+void io_register(int fd, const char *path)
+{
+    struct stat st;
+    char *abs;
+
+    if (__builtin_expect(!hooks_on, 1) || fstat(fd, &st) < 0)
+        return;
+    abs = realpath(path, NULL);
+    if (!abs)
+        abs = strdup(path);
+    if (!abs)
+        return;
+    pthread_mutex_lock(&log_lock);
+    for (unsigned i = 0; i < nnamed; i++)
+        if (named[i].dev == st.st_dev && named[i].ino == st.st_ino) {
+            free(named[i].path);
+            named[i].path = abs;
+            abs = NULL;
+            break;
+        }
+    if (abs && nnamed < MAX_FILES) {
+        named[nnamed++] = (struct known_file){
+            .dev = st.st_dev, .ino = st.st_ino, .path = abs,
+        };
+        abs = NULL;
+    }
+    pthread_mutex_unlock(&log_lock);
+    free(abs);
+}
+
+void io_log_mark(uint64_t cookie, const char *what)
+{
+    if (__builtin_expect(log_fd < 0, 1))
+        return;
+    struct io_log_rec rec = {
+        .type = IO_REC_MARK, .file = NO_FILE, .off = cookie,
+        .len = strlen(what),
+    };
+    pthread_mutex_lock(&log_lock);
+    emit_locked(&rec, what, rec.len);
+    pthread_mutex_unlock(&log_lock);
+}
+
+/* ---- tagged wrappers ---------------------------------------------- */
+
+static int hooked_pwrite(int fd, const void *buf, uint64_t len, uint64_t off,
+                         enum io_tag tag)
+{
+    uint64_t done;
+    int err = check_fault(fd, tag, IO_REC_WRITE, off, len);
+    if (err)
+        return -err;
+    int ret = pwrite_loop(fd, buf, len, off, &done);
+    if (done > 0) {
+        struct io_log_rec rec = {
+            .type = IO_REC_WRITE, .tag = tag, .off = off, .len = done,
+        };
+        log_op(fd, &rec, buf, done);
+    }
+    return ret;
+}
+
+int io_pwrite_tag(int fd, const void *buf, uint64_t len, uint64_t off,
+                  enum io_tag tag)
+{
+    uint64_t done;
+
+    if (__builtin_expect(hooks_on, 0))
+        return hooked_pwrite(fd, buf, len, off, valid_tag(tag));
+    return pwrite_loop(fd, buf, len, off, &done);
+}
+
+int io_pwrite_full(int fd, const void *buf, uint64_t len, uint64_t off)
+{
+    return io_pwrite_tag(fd, buf, len, off, IO_TAG_DATA);
+}
+
+static int hooked_pwritev(int fd, struct iovec *iov, int iovcnt,
+                          uint64_t off, enum io_tag tag)
+{
+    uint64_t len = 0, done;
+    uint8_t *copy = NULL;
+
+    for (int i = 0; i < iovcnt; i++)
+        len += iov[i].iov_len;
+    int err = check_fault(fd, tag, IO_REC_WRITE, off, len);
+    if (err)
+        return -err;
+    if (log_fd >= 0) {
+        /* The loop below moves iov along: keep what it writes. */
+        copy = malloc(len ? len : 1);
+        if (!copy)
+            return -ENOMEM;
+        uint64_t at = 0;
+        for (int i = 0; i < iovcnt; i++) {
+            memcpy(copy + at, iov[i].iov_base, iov[i].iov_len);
+            at += iov[i].iov_len;
+        }
+    }
+    int ret = pwritev_loop(fd, iov, iovcnt, off, &done);
+    if (copy && done > 0) {
+        struct io_log_rec rec = {
+            .type = IO_REC_WRITE, .tag = tag, .off = off, .len = done,
+        };
+        log_op(fd, &rec, copy, done);
+    }
+    free(copy);
+    return ret;
+}
+
+int io_pwritev_tag(int fd, struct iovec *iov, int iovcnt, uint64_t off,
+                   enum io_tag tag)
+{
+    uint64_t done;
+
+    if (__builtin_expect(hooks_on, 0))
+        return hooked_pwritev(fd, iov, iovcnt, off, valid_tag(tag));
+    return pwritev_loop(fd, iov, iovcnt, off, &done);
+}
+
+int io_pwritev_full(int fd, struct iovec *iov, int iovcnt, uint64_t off)
+{
+    return io_pwritev_tag(fd, iov, iovcnt, off, IO_TAG_DATA);
+}
+
+int io_write_zeroes_tag(int fd, uint64_t len, uint64_t off,
+                        enum io_tag tag)
 {
     static const uint8_t zeroes[64 * 1024];
 
     while (len > 0) {
         uint64_t n = len < sizeof zeroes ? len : sizeof zeroes;
-        int err = io_pwrite_full(fd, zeroes, n, off);
+        int err = io_pwrite_tag(fd, zeroes, n, off, tag);
         if (err)
             return err;
         len -= n;
         off += n;
+    }
+    return 0;
+}
+
+int io_write_zeroes(int fd, uint64_t len, uint64_t off)
+{
+    return io_write_zeroes_tag(fd, len, off, IO_TAG_DATA);
+}
+
+static int hooked_sync(int fd, enum io_tag tag)
+{
+    int err = check_fault(fd, tag, IO_REC_SYNC_BEGIN, 0, 0);
+    if (err)
+        return -err;
+    uint64_t id = atomic_fetch_add(&next_sync_id, 1);
+    struct io_log_rec rec = {
+        .type = IO_REC_SYNC_BEGIN, .tag = tag, .off = id,
+    };
+    log_op(fd, &rec, NULL, 0);
+    int ret = fdatasync(fd) < 0 ? -errno : 0;
+    rec = (struct io_log_rec){
+        .type = IO_REC_SYNC_END, .tag = tag, .off = id, .result = ret,
+    };
+    log_op(fd, &rec, NULL, 0);
+    return ret;
+}
+
+int io_sync(int fd, enum io_tag tag)
+{
+    if (__builtin_expect(hooks_on, 0))
+        return hooked_sync(fd, valid_tag(tag));
+    return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+int io_truncate(int fd, uint64_t size, enum io_tag tag)
+{
+    if (__builtin_expect(hooks_on, 0)) {
+        tag = valid_tag(tag);
+        int err = check_fault(fd, tag, IO_REC_TRUNCATE, size, 0);
+        if (err)
+            return -err;
+    }
+    if (ftruncate(fd, (off_t)size) < 0)
+        return -errno;
+    if (__builtin_expect(hooks_on, 0)) {
+        struct io_log_rec rec = {
+            .type = IO_REC_TRUNCATE, .tag = tag, .off = size,
+        };
+        log_op(fd, &rec, NULL, 0);
+    }
+    return 0;
+}
+
+int io_fallocate(int fd, int mode, uint64_t off, uint64_t len,
+                 enum io_tag tag)
+{
+    if (__builtin_expect(hooks_on, 0)) {
+        tag = valid_tag(tag);
+        int err = check_fault(fd, tag, IO_REC_FALLOCATE, off, len);
+        if (err)
+            return -err;
+    }
+    if (fallocate(fd, mode, (off_t)off, (off_t)len) < 0)
+        return -errno;
+    if (__builtin_expect(hooks_on, 0)) {
+        struct io_log_rec rec = {
+            .type = IO_REC_FALLOCATE, .tag = tag, .off = off, .len = len,
+            .mode = (uint32_t)mode,
+        };
+        log_op(fd, &rec, NULL, 0);
     }
     return 0;
 }

@@ -1,5 +1,19 @@
 /* Positioned I/O helpers shared by the drivers: full reads and writes
- * that retry short transfers and EINTR.
+ * that retry short transfers and EINTR, and the one place where every
+ * change to an image file goes through (write, sync, truncate,
+ * fallocate), each tagged with what it writes.
+ *
+ * Two test-only switches, read from the environment once before main():
+ *
+ *   DISKSERVE_IO_LOG=PATH   append every completed change to PATH, in
+ *                           completion order (format: tests/crash/README.md)
+ *   DISKSERVE_FAULT=TAG:N:ERRNO[,...]
+ *                           the Nth operation carrying TAG fails with
+ *                           ERRNO (a name such as EIO or ENOSPC, or a
+ *                           number) without touching the file; "N+" fails
+ *                           the Nth and every later one
+ *
+ * With neither set, each wrapper costs one predictable branch.
  */
 #ifndef DISKSERVE_IO_H
 #define DISKSERVE_IO_H
@@ -7,17 +21,104 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+/* What an operation writes, for the log and for fault injection.  The
+ * names (without IO_TAG_) are the ones DISKSERVE_FAULT takes.  Keep the
+ * values: the log stores them. */
+enum io_tag {
+    IO_TAG_DATA = 0,            /* guest data (untagged calls) */
+    IO_TAG_L1 = 1,              /* an L1 table entry or table */
+    IO_TAG_L2 = 2,              /* an L2 table */
+    IO_TAG_REFCOUNT_BLOCK = 3,  /* a refcount block */
+    IO_TAG_REFCOUNT_TABLE = 4,  /* the refcount table */
+    IO_TAG_HEADER = 5,          /* the image header */
+    IO_TAG_ALLOC = 6,           /* growing the file for new clusters */
+    IO_TAG_L1_GROW = 7,         /* writing a new, bigger L1 table */
+    IO_TAG_REFTABLE_GROW = 8,   /* writing a new, bigger refcount table */
+    IO_TAG_FLUSH = 9,           /* the sync of a FLUSH or FUA request */
+    IO_TAG_OTHER = 10,          /* anything else */
+    IO_TAG_COUNT
+};
+
 /* Read exactly len bytes at off; -ENODATA if the file ends first (the
  * bytes past the end are zero-filled), other -errno on failure. */
 int io_pread_full(int fd, void *buf, uint64_t len, uint64_t off);
 
-/* Write exactly len bytes at off; 0 or -errno. */
+/* Write exactly len bytes at off, tagged DATA; 0 or -errno. */
 int io_pwrite_full(int fd, const void *buf, uint64_t len, uint64_t off);
 
-/* Vectored full write; iov is modified.  0 or -errno. */
+/* Vectored full write tagged DATA; iov is modified.  0 or -errno. */
 int io_pwritev_full(int fd, struct iovec *iov, int iovcnt, uint64_t off);
 
-/* Write len zero bytes at off with plain writes; 0 or -errno. */
+/* Write len zero bytes at off with plain writes tagged DATA, 64 KiB per
+ * write; 0 or -errno. */
 int io_write_zeroes(int fd, uint64_t len, uint64_t off);
+
+/* Write exactly len bytes at off, tagged; 0 or -errno. */
+int io_pwrite_tag(int fd, const void *buf, uint64_t len, uint64_t off,
+                  enum io_tag tag);
+
+/* Vectored full write, tagged; iov is modified.  0 or -errno. */
+int io_pwritev_tag(int fd, struct iovec *iov, int iovcnt, uint64_t off,
+                   enum io_tag tag);
+
+/* Write len zero bytes at off, tagged, 64 KiB per write; 0 or -errno. */
+int io_write_zeroes_tag(int fd, uint64_t len, uint64_t off,
+                        enum io_tag tag);
+
+/* fdatasync: makes every write that completed before the call durable.
+ * 0 or -errno. */
+int io_sync(int fd, enum io_tag tag);
+
+/* ftruncate to size bytes; 0 or -errno. */
+int io_truncate(int fd, uint64_t size, enum io_tag tag);
+
+/* fallocate(2) with its mode flags (FALLOC_FL_*); 0 or -errno (the
+ * caller tells "unsupported" from the errno, as with fallocate). */
+int io_fallocate(int fd, int mode, uint64_t off, uint64_t len,
+                 enum io_tag tag);
+
+/* Name the file open on fd in the log (the path as the driver knows it).
+ * Optional: an unnamed file is logged under its /proc/self/fd name. */
+void io_register(int fd, const char *path);
+
+/* Append a mark to the log: a reply that promises durability (FLUSH, or
+ * a FUA write) is about to be sent for the request with this cookie. */
+void io_log_mark(uint64_t cookie, const char *what);
+
+/* The name of a tag ("DATA", "L2", ...), or "?" for an unknown value. */
+const char *io_tag_name(enum io_tag tag);
+
+/* The log DISKSERVE_IO_LOG writes, for the tools in tests/crash: the 8
+ * bytes IO_LOG_MAGIC, then records, each a struct io_log_rec in host byte
+ * order followed by its payload.  A write is logged when it completes, a
+ * sync twice: SYNC_BEGIN before fdatasync is called and SYNC_END after
+ * it returns, so a sync covers exactly the writes logged before its
+ * SYNC_BEGIN. */
+#define IO_LOG_MAGIC "DSIOLOG1"
+
+enum io_rec_type {
+    IO_REC_FILE = 1,        /* file: new id; payload: its path */
+    IO_REC_WRITE = 2,       /* off, len; payload: the len bytes written */
+    IO_REC_SYNC_BEGIN = 3,  /* off: sync id */
+    IO_REC_SYNC_END = 4,    /* off: sync id; result: 0 or -errno */
+    IO_REC_TRUNCATE = 5,    /* off: the new size */
+    IO_REC_FALLOCATE = 6,   /* off, len, mode */
+    IO_REC_MARK = 7,        /* off: cookie; payload: what */
+    IO_REC_FAULT = 8,       /* an injected failure: mode: the record type
+                               refused, off, len, result: -errno */
+};
+
+struct io_log_rec {
+    uint32_t type;          /* enum io_rec_type */
+    uint32_t tag;           /* enum io_tag */
+    uint32_t file;          /* file id, from an earlier IO_REC_FILE */
+    int32_t result;
+    uint64_t seq;           /* record number, from 0 */
+    uint64_t off;
+    uint64_t len;
+    uint32_t mode;
+    uint32_t payload;       /* bytes following the record */
+};
+_Static_assert(sizeof(struct io_log_rec) == 48, "io_log_rec is 48 bytes");
 
 #endif /* DISKSERVE_IO_H */

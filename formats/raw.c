@@ -118,7 +118,7 @@ static void raw_close(struct image *img)
     struct raw_image *r = to_raw(img);
 
     if (!img->read_only && !atomic_load(&r->failed))
-        fdatasync(r->fd);
+        io_sync(r->fd, IO_TAG_FLUSH);
     close(r->fd);
     free(img->path);
     free(r);
@@ -142,11 +142,11 @@ static int raw_read(struct image *img, void *buf, uint64_t len, uint64_t off)
 
 static int raw_sync(struct raw_image *r)
 {
-    if (fdatasync(r->fd) < 0) {
-        int err = errno;
+    int err = io_sync(r->fd, IO_TAG_FLUSH);
+    if (err) {
         atomic_store(&r->failed, true);
         img_log("raw: %s: fdatasync failed, refusing further writes: %s",
-                r->img.path, strerror(err));
+                r->img.path, strerror(-err));
         return -EIO;
     }
     return 0;
@@ -183,14 +183,15 @@ static int raw_punch(struct raw_image *r, uint64_t len, uint64_t off)
 {
     if (atomic_load(&r->no_punch))
         return -ENOTSUP;
-    if (fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  (off_t)off, (off_t)len) == 0)
+    int err = io_fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                           off, len, IO_TAG_DATA);
+    if (err == 0)
         return 0;
-    if (is_unsupported(errno)) {
+    if (is_unsupported(-err)) {
         atomic_store(&r->no_punch, true);
         return -ENOTSUP;
     }
-    return -errno;
+    return err;
 }
 
 static int raw_write_zeroes(struct image *img, uint64_t len, uint64_t off,
@@ -209,18 +210,19 @@ static int raw_write_zeroes(struct image *img, uint64_t len, uint64_t off,
             return err;
     }
     if (!atomic_load(&r->no_zero_range)) {
-        if (fallocate(r->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                      (off_t)off, (off_t)len) == 0)
+        err = io_fallocate(r->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                           off, len, IO_TAG_DATA);
+        if (err == 0)
             goto done;
-        if (!is_unsupported(errno))
-            return -errno;
+        if (!is_unsupported(-err))
+            return err;
         atomic_store(&r->no_zero_range, true);
     }
     /* No ZERO_RANGE (tmpfs): punch, then allocate again so the range
      * stays allocated as NO_HOLE asks. */
     if (!r->is_block && raw_punch(r, len, off) == 0) {
-        if (fallocate(r->fd, FALLOC_FL_KEEP_SIZE, (off_t)off,
-                      (off_t)len) < 0 && errno == ENOSPC)
+        if (io_fallocate(r->fd, FALLOC_FL_KEEP_SIZE, off, len,
+                         IO_TAG_DATA) == -ENOSPC)
             return -ENOSPC;
         goto done;
     }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "io.h"
 #include "server.h"
 
 #define HOLE_GRAIN 4096u
@@ -282,5 +283,13 @@ void req_reply(struct request *r)
         add_iov(r, r->hdrs, proto_encode_simple_reply(r->hdrs, r->hdr.cookie,
                                                       0));
     }
+    /* A promise of durability: the crash tests (tests/crash) match this
+     * mark in the I/O log to the request by its cookie. */
+    if (!wire && (r->hdr.type == PROTO_CMD_FLUSH ||
+                  ((r->hdr.flags & PROTO_CMD_FLAG_FUA) &&
+                   (r->hdr.type == PROTO_CMD_WRITE ||
+                    r->hdr.type == PROTO_CMD_WRITE_ZEROES ||
+                    r->hdr.type == PROTO_CMD_TRIM))))
+        io_log_mark(r->hdr.cookie, proto_cmd_name(r->hdr.type));
     send_iov(r);
 }
