@@ -1,7 +1,8 @@
 /* Claim: one connection can have 64 requests in flight at once, writes
  * and reads mixed, with simple and with structured replies, on a Unix
  * socket and on TCP, and every reply carries the right data for its own
- * request whatever order the replies come in.
+ * request whatever order the replies come in.  The same with a single
+ * worker thread (--threads 1), where nothing may wait on a second one.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -160,11 +161,18 @@ int main(void)
     model = calloc(1, SIZE);
     DS_CHECK(model != NULL, "calloc");
 
-    for (int t = 0; t < DS_NR_TRANSPORTS; t++) {
-        const char *args[] = { "-f", "raw", image, NULL };
+    for (int run = 0; run < 2 * DS_NR_TRANSPORTS; run++) {
+        const char *args[] = { "-f", "raw", image, NULL, NULL, NULL };
+        enum ds_transport t = (enum ds_transport)(run % DS_NR_TRANSPORTS);
         struct ds_server s;
 
-        ds_server_start(&s, (enum ds_transport)t, args);
+        if (run >= DS_NR_TRANSPORTS) {
+            args[2] = "--threads";
+            args[3] = "1";
+            args[4] = image;
+            printf("--threads 1\n");
+        }
+        ds_server_start(&s, t, args);
         exercise(&s, true, model, ++round);
         check_file(model);
         exercise(&s, false, model, ++round);
