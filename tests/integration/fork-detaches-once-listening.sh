@@ -4,7 +4,8 @@
 # named by --pid-file holds the daemon's pid, the daemon lets go of the
 # caller's stdout (so `$(diskserve --fork ...)` returns), and SIGTERM
 # stops it.  A daemon that cannot open its image makes the command fail
-# instead, with no pid file and no socket left behind.
+# instead, with no pid file and no socket left behind.  Without --fork,
+# --pid-file names the server process itself.
 . "$abs_top_srcdir/tests/functions.sh"
 require nbdinfo
 
@@ -53,4 +54,14 @@ timeout 30 "$DISKSERVE" --fork --pid-file "$pidfile" -k "$T/bad.sock" \
 [ "$rc" -ne 124 ] || fail "--fork with a missing image hung"
 [ ! -e "$pidfile" ] || fail "pid file written by a daemon that failed"
 [ ! -S "$T/bad.sock" ] || fail "socket left by a daemon that failed"
+# In the foreground the pid file holds the server's own pid.
+ds_start fg --pid-file "$T/fg.pid" -f raw "$T/disk.img"
+for _ in $(seq 100); do
+    [ -s "$T/fg.pid" ] && break
+    sleep 0.05
+done
+[ "$(cat "$T/fg.pid" 2>/dev/null)" = "$DS_PID" ] ||
+    fail "foreground pid file holds '$(cat "$T/fg.pid" 2>/dev/null)'," \
+        "not $DS_PID"
+ds_stop "$DS_PID" || fail "exit status $? after SIGTERM"
 echo PASS
