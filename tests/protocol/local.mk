@@ -9,6 +9,13 @@ PROTOCOL_TESTS = \
 	tests/protocol/requests-malformed-get-errors.py \
 	tests/protocol/handshake-times-out.py \
 	tests/protocol/client-dropping-mid-write-spares-others.py \
-	tests/protocol/stdio-serves-one-client.py
+	tests/protocol/stdio-serves-one-client.py \
+	tests/protocol/slow-reader-does-not-starve-others.py
 TESTS += $(PROTOCOL_TESTS)
 EXTRA_DIST += $(PROTOCOL_TESTS)
+
+# Known server bug: a client that pipelines reads and never reads the
+# replies takes the whole global buffer budget, and the loop stops
+# reading every other connection until it leaves.  Remove this line with
+# the fix (the test then reports XPASS, which fails the suite).
+XFAIL_TESTS = tests/protocol/slow-reader-does-not-starve-others.py

@@ -239,7 +239,8 @@ class Conn:
             except ConnectionResetError as e:
                 raise Closed("recv: %s" % e)
             except socket.timeout:
-                raise ProtocolError("no reply within %d s" % IO_TIMEOUT)
+                raise ProtocolError("no reply within %s s" %
+                                    self.sock.gettimeout())
             if not b:
                 raise Closed("end of stream with %d bytes missing" % n)
             parts.append(b)
