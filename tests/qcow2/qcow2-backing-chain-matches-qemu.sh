@@ -41,6 +41,14 @@ qio "$T/l1.qcow2" "write -s $(stamp 6 1536k 4k) 1536k 4k" \
     "write -s $(stamp 6 3M 2k) 3M 2k"
 check_export qcow2-qcow2-qcow2 "$T/l1.qcow2"
 
+# A version 2 image (compat=0.10, no zero clusters) in the middle.
+qemu-img create -q -f qcow2 -o compat=0.10 -b "$T/l3.qcow2" -F qcow2 \
+    "$T/v2.qcow2" 4M
+qio "$T/v2.qcow2" "write -s $(stamp 9 512k 1M) 512k 1M" "write -z 2M 64k"
+qemu-img create -q -f qcow2 -b "$T/v2.qcow2" -F qcow2 "$T/over-v2.qcow2"
+qio "$T/over-v2.qcow2" "write -s $(stamp 10 1M 8k) 1M 8k"
+check_export over-v2 "$T/over-v2.qcow2"
+
 # A qcow2 image over a raw file only, the raw file shorter.
 truncate -s 3M "$T/short.raw"
 qemu-io -f raw -c "write -s $(stamp 7 0 3M) 0 3M" "$T/short.raw" >/dev/null

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Claim: zlib and zstd compressed images (qemu-img convert -c, and
+# Claim: zlib and zstd compressed images (qemu-img convert -c, also with
+# extended L2 entries, and
 # qemu-io write -c next to plain and zero clusters) at 512 B, 4 KiB,
 # 64 KiB and 2 MiB clusters read exactly as qemu reads them, with the
 # block status qemu-nbd reports.
@@ -22,6 +23,11 @@ for type in zlib zstd; do
             -o cluster_size=$cs,compression_type=$type "$src" "$img"
         check_export "$type-$cs" "$img"
     done
+    # Compressed clusters in an image with extended L2 entries.
+    img="$T/$type-extl2.qcow2"
+    qemu-img convert -q -c -f qcow2 -O qcow2 \
+        -o extended_l2=on,compression_type=$type "$src" "$img"
+    check_export "$type-extl2" "$img"
     # Compressed clusters mixed with plain and zero ones in one image.
     img="$T/$type-mixed.qcow2"
     qemu-img create -q -f qcow2 -o compression_type=$type "$img" 4M
