@@ -10,6 +10,7 @@ PROTOCOL_TESTS = \
 	tests/protocol/handshake-times-out.py \
 	tests/protocol/client-dropping-mid-write-spares-others.py \
 	tests/protocol/stdio-serves-one-client.py \
+	tests/protocol/fragmented-messages-are-reassembled.py \
 	tests/protocol/slow-reader-does-not-starve-others.py
 TESTS += $(PROTOCOL_TESTS)
 EXTRA_DIST += $(PROTOCOL_TESTS)

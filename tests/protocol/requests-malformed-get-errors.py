@@ -170,6 +170,28 @@ def oversize_requests_get_einval_and_the_connection_survives():
         usable(c)
 
 
+def terabyte_write_is_refused_without_waiting_for_it():
+    # An extended WRITE announcing 1 TiB: refused (EINVAL, or a hard
+    # disconnect, which the spec allows for a payload this large); the
+    # server neither waits for nor buffers the terabyte.
+    bystander = srv.connect()
+    bystander.connect_export()
+    c = srv.connect()
+    c.connect_export(extended=True)
+    before = srv.vm_peak_kib()
+    ck = c.send_request(CMD_WRITE, 0, 1 << 40, 0, b"\xab" * 4096)
+    try:
+        res = c.reply(ck)
+        check(res.error == EINVAL, "1 TiB write: error %d" % res.error)
+    except Closed:
+        pass
+    c.close()
+    check(srv.vm_peak_kib() - before < 512 * 1024,
+          "server grew by more than 512 MiB")
+    usable(bystander)
+    bystander.close()
+
+
 def ranges_past_the_end_are_refused():
     for mode, c in each_mode():
         for off, n in ((SIZE - 512, 1024), (SIZE, 1), (SIZE + 4096, 512),
@@ -257,6 +279,7 @@ run(unknown_commands_get_einval,
     df_needs_structured_replies,
     block_status_needs_a_meta_context,
     oversize_requests_get_einval_and_the_connection_survives,
+    terabyte_write_is_refused_without_waiting_for_it,
     ranges_past_the_end_are_refused,
     writes_to_a_read_only_export_get_eperm,
     bad_request_magic_disconnects_only_that_client,
