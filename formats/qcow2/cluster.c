@@ -31,18 +31,23 @@ struct entry {
     uint64_t raw;           /* the first 64 bits as read */
 };
 
-/* Log a bad L2 entry in the form every caller uses. */
-static void bad_entry(const struct qcow2_state *s, uint64_t l2_off,
-                      uint32_t idx, const char *what, uint64_t value)
+/* Log a bad L2 entry in the form every caller uses, unless quiet (a
+ * non-blocking lookup, whose caller retries with a blocking one that
+ * logs). */
+static void bad_entry(const struct qcow2_state *s, bool quiet,
+                      uint64_t l2_off, uint32_t idx, const char *what,
+                      uint64_t value)
 {
+    if (quiet)
+        return;
     img_log("qcow2: %s: L2 entry %" PRIu32 " of table 0x%" PRIx64 ": %s "
             "(0x%" PRIx64 ")", s->img.path, idx, l2_off, what, value);
 }
 
 /* Decode L2 entry idx of table t for the guest cluster at guest. */
-static int decode_entry(const struct qcow2_state *s, const uint8_t *t,
-                        uint64_t l2_off, uint32_t idx, uint64_t guest,
-                        struct entry *e)
+static int decode_entry(const struct qcow2_state *s, bool quiet,
+                        const uint8_t *t, uint64_t l2_off, uint32_t idx,
+                        uint64_t guest, struct entry *e)
 {
     uint64_t v;
     const uint8_t *p = t + (size_t)idx * s->l2_entry_bytes;
@@ -59,7 +64,7 @@ static int decode_entry(const struct qcow2_state *s, const uint8_t *t,
     }
     if (v & QCOW2_L2E_COMPRESSED) {
         if (data_file) {
-            bad_entry(s, l2_off, idx, "compressed cluster in an image "
+            bad_entry(s, quiet, l2_off, idx, "compressed cluster in an image "
                       "with an external data file", v);
             return -EIO;
         }
@@ -69,7 +74,7 @@ static int decode_entry(const struct qcow2_state *s, const uint8_t *t,
     uint64_t host = v & QCOW2_L2E_OFFSET_MASK;
     if ((v & QCOW2_L2E_ZERO) && !s->ext_l2) {
         if (host & s->cluster_mask) {
-            bad_entry(s, l2_off, idx, "zero cluster offset unaligned", v);
+            bad_entry(s, quiet, l2_off, idx, "zero cluster offset unaligned", v);
             return -EIO;
         }
         e->type = C_ZERO;
@@ -77,7 +82,7 @@ static int decode_entry(const struct qcow2_state *s, const uint8_t *t,
     }
     if (host == 0 && !(data_file && (v & QCOW2_L2E_COPIED))) {
         if (e->bitmap & QCOW2_SC_ALLOC_MASK) {
-            bad_entry(s, l2_off, idx, "subclusters allocated in an "
+            bad_entry(s, quiet, l2_off, idx, "subclusters allocated in an "
                       "unallocated cluster", e->bitmap);
             return -EIO;
         }
@@ -85,21 +90,21 @@ static int decode_entry(const struct qcow2_state *s, const uint8_t *t,
         return 0;
     }
     if (host & s->cluster_mask) {
-        bad_entry(s, l2_off, idx, "host cluster offset unaligned", v);
+        bad_entry(s, quiet, l2_off, idx, "host cluster offset unaligned", v);
         return -EIO;
     }
     if (data_file) {
         if (host != guest) {
-            bad_entry(s, l2_off, idx, "external data file offset differs "
+            bad_entry(s, quiet, l2_off, idx, "external data file offset differs "
                       "from the guest offset", v);
             return -EIO;
         }
     } else if (host >= s->file_size) {
-        bad_entry(s, l2_off, idx, "host cluster past end of file", v);
+        bad_entry(s, quiet, l2_off, idx, "host cluster past end of file", v);
         return -EIO;
     }
     if ((e->bitmap >> 32) & e->bitmap) {
-        bad_entry(s, l2_off, idx, "subcluster both allocated and zero",
+        bad_entry(s, quiet, l2_off, idx, "subcluster both allocated and zero",
                   e->bitmap);
         return -EIO;
     }
@@ -110,15 +115,16 @@ static int decode_entry(const struct qcow2_state *s, const uint8_t *t,
 
 /* Decode a compressed descriptor into run; -EIO when it points outside
  * the file. */
-static int decode_compressed(const struct qcow2_state *s, uint64_t l2_off,
-                             uint32_t idx, uint64_t v, struct qcow2_run *run)
+static int decode_compressed(const struct qcow2_state *s, bool quiet,
+                             uint64_t l2_off, uint32_t idx, uint64_t v,
+                             struct qcow2_run *run)
 {
     uint64_t desc = v & ~(QCOW2_L2E_COMPRESSED | QCOW2_L2E_COPIED);
     uint64_t coffset = desc & s->coffset_mask;
     uint64_t sectors = ((desc >> s->csize_shift) & s->csize_mask) + 1;
 
     if (coffset >= s->file_size) {
-        bad_entry(s, l2_off, idx, "compressed data past end of file", v);
+        bad_entry(s, quiet, l2_off, idx, "compressed data past end of file", v);
         return -EIO;
     }
     run->coffset = coffset;
@@ -161,6 +167,7 @@ static int walk_table(struct qcow2_state *s, const uint8_t *t,
 {
     uint32_t l2_mask = (1u << s->l2_bits) - 1;
     bool status = flags & QCOW2_MAP_STATUS;
+    bool quiet = flags & QCOW2_MAP_NOWAIT;
     bool first = true;
     int err;
 
@@ -170,7 +177,7 @@ static int walk_table(struct qcow2_state *s, const uint8_t *t,
         uint32_t idx = (uint32_t)(pos >> s->h.cluster_bits) & l2_mask;
         struct entry e;
 
-        err = decode_entry(s, t, l2_off, idx, guest_cluster, &e);
+        err = decode_entry(s, quiet, t, l2_off, idx, guest_cluster, &e);
         if (err)
             return first ? err : 0;   /* the next lookup reports it */
 
@@ -189,7 +196,7 @@ static int walk_table(struct qcow2_state *s, const uint8_t *t,
             }
             if (!first)
                 return 0;
-            err = decode_compressed(s, l2_off, idx, e.raw, run);
+            err = decode_compressed(s, quiet, l2_off, idx, e.raw, run);
             if (err)
                 return err;
             run->kind = QCOW2_COMPRESSED;
@@ -242,6 +249,10 @@ int qcow2_map(struct qcow2_state *s, uint64_t off, uint64_t len,
         return 0;
     }
     uint64_t l2_off = s->l1[l1_index] & QCOW2_L1E_OFFSET_MASK;
+    bool bad = (l2_off & s->cluster_mask) || l2_off > s->file_size ||
+               s->file_size - l2_off < s->cluster_size;
+    if (bad && (flags & QCOW2_MAP_NOWAIT))
+        return -EAGAIN;     /* the blocking lookup logs it */
     if (l2_off & s->cluster_mask) {
         img_log("qcow2: %s: L1 entry %" PRIu64 ": L2 table offset 0x%"
                 PRIx64 " unaligned", s->img.path, l1_index, l2_off);
@@ -261,5 +272,7 @@ int qcow2_map(struct qcow2_state *s, uint64_t off, uint64_t len,
         return err;
     err = walk_table(s, t->data, l2_off, off, end, flags, run);
     qcow2_cache_put(s->cache, &t);
+    if (err && (flags & QCOW2_MAP_NOWAIT))
+        return -EAGAIN;
     return err;
 }

@@ -373,8 +373,9 @@ void qcow2_cache_stats(struct qcow2_cache *c, uint64_t *hits,
 
 /* Map the start of guest range [off, off + len) to one run of a single
  * kind, never crossing an L2 table; loads the L2 table unless
- * QCOW2_MAP_NOWAIT.  Returns 0, -EAGAIN (nowait, table not cached), or
- * -EIO (logged) for bad metadata at off. */
+ * QCOW2_MAP_NOWAIT.  Returns 0, -EAGAIN (nowait: table not cached, or
+ * bad metadata left for the blocking lookup to report), or -EIO (logged)
+ * for bad metadata at off. */
 int qcow2_map(struct qcow2_state *s, uint64_t off, uint64_t len,
               unsigned flags, struct qcow2_run *run);
 

@@ -3,7 +3,7 @@
 # (compressed data past the end of the file or not inflating to a
 # cluster, a data cluster past the end or unaligned, an L2 table past
 # the end, an extended L2 bitmap with a subcluster both allocated and
-# zero) fails the request that reaches it with EIO and one log line;
+# zero) fails each request that reaches it with EIO and one log line;
 # other requests on the same connection and the server go on.
 . "$abs_top_srcdir/tests/functions.sh"
 . "$abs_top_srcdir/tests/qcow2/qcow2-functions.sh"
@@ -36,9 +36,12 @@ serve()
     expect "$name" "$DS_URI" "$((badoff + 65536 * 3))" 4096 OK
     kill -0 "$DS_PID" || fail "$name: server died"
     ds_stop "$DS_PID" || fail "$name: server exit status"
-    grep -F "$msg" "$T/$name.log" | grep -qF "$img" || {
+    # One line per failed request: two.
+    local lines
+    lines=$(grep -F "$msg" "$T/$name.log" | grep -cF "$img" || true)
+    [ "$lines" = 2 ] || {
         cat "$T/$name.log" >&2
-        fail "$name: no log line with '$msg'"
+        fail "$name: $lines log lines with '$msg', expected 2"
     }
     echo "ok: $name: $(grep -F "$msg" "$T/$name.log" | head -1)"
 }
