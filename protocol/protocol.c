@@ -286,6 +286,7 @@ uint64_t proto_request_payload(const struct proto_request *req,
     return 0;
 }
 
+
 static bool is_write_cmd(uint16_t type)
 {
     return type == PROTO_CMD_WRITE || type == PROTO_CMD_WRITE_ZEROES ||
@@ -297,6 +298,11 @@ uint32_t proto_validate_request(const struct proto_request *req,
 {
     uint16_t allowed = PROTO_CMD_FLAG_FUA;
     uint16_t t = lim->tflags;
+
+    /* Before "not advertised": a read-only export advertises no trim or
+     * zeroing, yet the spec asks for EPERM on every write there. */
+    if (is_write_cmd(req->type) && (t & PROTO_TFLAG_READ_ONLY))
+        return PROTO_EPERM;
 
     switch (req->type) {
     case PROTO_CMD_READ:
@@ -339,9 +345,6 @@ uint32_t proto_validate_request(const struct proto_request *req,
     if (req->flags & ~allowed)
         return PROTO_EINVAL;
 
-    if (is_write_cmd(req->type) && (t & PROTO_TFLAG_READ_ONLY))
-        return PROTO_EPERM;
-
     if (req->type == PROTO_CMD_FLUSH)
         return 0;
     if ((req->type == PROTO_CMD_READ || req->type == PROTO_CMD_WRITE) &&
@@ -351,7 +354,9 @@ uint32_t proto_validate_request(const struct proto_request *req,
         return PROTO_EINVAL;
     if (req->offset > lim->export_size ||
         req->length > lim->export_size - req->offset)
-        return PROTO_EINVAL;
+        return req->type == PROTO_CMD_WRITE ||
+               req->type == PROTO_CMD_WRITE_ZEROES ? PROTO_ENOSPC
+                                                   : PROTO_EINVAL;
     return 0;
 }
 
