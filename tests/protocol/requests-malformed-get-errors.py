@@ -5,8 +5,8 @@ command may not carry are EINVAL, DF needs structured replies, block
 status needs a meta context, oversized reads and writes are EINVAL (the
 refused write's payload is consumed, not taken as the next request),
 ranges past the end are refused (ENOSPC for writes, EINVAL for the
-rest), writes to a read-only export are EPERM.  Only a bad request magic ends the connection, and it ends no
-other."""
+rest), writes to a read-only export are EPERM.  Only a bad request
+magic ends the connection, and it ends no other."""
 
 import os
 import struct
