@@ -310,6 +310,10 @@ static int handle_discard(struct conn *c)
     if (c->discard_left > 0)
         return 0;
     c->state = CONN_REQ_HEADER;
+    struct request *r = c->cur;
+    c->cur = NULL;
+    if (r)
+        req_reply(r);   /* the refusal, now that the payload is gone */
     return 1;
 }
 

@@ -265,8 +265,10 @@ void req_dispatch(struct conn *c, struct request *r)
     srv_workers_submit(&r->work);
 }
 
-/* Answer a request refused before running: its payload (if any) is
- * skipped, a huge one ends the connection after the reply. */
+/* Answer a request refused before running.  A payload that follows is
+ * read and dropped first and the error sent after it: clients may read
+ * replies only once their whole request is out.  A payload too big to be
+ * worth reading ends the connection after the reply. */
 static int refuse(struct conn *c, const struct proto_request *hdr,
                   uint32_t wire_err, uint64_t payload)
 {
@@ -278,16 +280,19 @@ static int refuse(struct conn *c, const struct proto_request *hdr,
     srv_debug("client %llu: %s refused with error %u",
               (unsigned long long)c->id, proto_cmd_name(hdr->type),
               wire_err);
-    req_reply(r);
     if (payload > DISCARD_MAX) {
         srv_log("client %llu: %llu-byte payload refused, dropping",
                 (unsigned long long)c->id, (unsigned long long)payload);
+        req_reply(r);
         return -EPROTO;
     }
     if (payload) {
+        c->cur = r;
         c->discard_left = payload;
         c->state = CONN_REQ_DISCARD;
+        return 1;
     }
+    req_reply(r);
     return 1;
 }
 
