@@ -9,6 +9,7 @@ import struct
 import sys
 import time
 
+sys.dont_write_bytecode = True   # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from nbdraw import *  # noqa: E402,F401,F403
 

@@ -715,9 +715,19 @@ class Server:
             time.sleep(0.02)
 
     def connect(self):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.connect(self.sock_path)
-        return Conn(s)
+        # The socket file exists from bind(), a moment before listen():
+        # a refusal in that window is retried, briefly.
+        deadline = time.monotonic() + 5
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(self.sock_path)
+                return Conn(s)
+            except ConnectionRefusedError:
+                s.close()
+                if time.monotonic() > deadline or not self.alive():
+                    raise
+                time.sleep(0.01)
 
     def alive(self):
         return self.proc.poll() is None
