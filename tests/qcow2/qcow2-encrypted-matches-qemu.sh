@@ -14,10 +14,15 @@ for fmt in luks aes; do
     img="$T/$fmt.qcow2"
     extra=""
     [ $fmt = luks ] && extra=",encrypt.iter-time=10"
+    # qemu's PBKDF timing with a short iter-time sometimes fails with
+    # "Unable to get accurate CPU usage" on a busy machine: retry.
+    tries=0
     # shellcheck disable=SC2086
-    qemu-img create -q $QEMU_OPTS -f qcow2 \
-        -o encrypt.format=$fmt,encrypt.key-secret=sec0$extra "$img" 8M \
-        2>/dev/null
+    until qemu-img create -q $QEMU_OPTS -f qcow2 \
+        -o encrypt.format=$fmt,encrypt.key-secret=sec0$extra "$img" 8M; do
+        tries=$((tries + 1))
+        [ $tries -lt 5 ] || fail "$fmt: qemu-img create"
+    done
     spec="driver=qcow2,file.filename=$img,encrypt.key-secret=sec0"
     # shellcheck disable=SC2086
     qemu-io $QEMU_OPTS --image-opts \
