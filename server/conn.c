@@ -18,6 +18,7 @@
 
 #define IBUF_SIZE (256u * 1024)
 #define DIRECT_MIN (64u * 1024)
+#define CONN_BUFFER_MAX (128u * 1024 * 1024)
 
 static struct conn *conns;
 static unsigned n_conns, n_negotiating;
@@ -175,11 +176,15 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 
 
 /* Stop reading while this connection has too many requests in flight or
- * the process holds too many buffers. */
+ * holds too many buffer bytes, or the process holds too many and this
+ * connection some of them.  A connection holding nothing may always send
+ * one request, so a client that never reads its replies stalls only
+ * itself. */
 static bool must_pause(struct conn *c)
 {
     return c->inflight >= srv.opts.max_inflight ||
-           srv.buf_used >= srv.opts.buffer_budget;
+           c->buf_used >= CONN_BUFFER_MAX ||
+           (srv.buf_used >= srv.opts.buffer_budget && c->buf_used > 0);
 }
 
 static void pause_conn(struct conn *c)
@@ -428,22 +433,20 @@ void conn_request_done(struct conn *c)
 
 void conn_resume_paused(void)
 {
-    while (!srv.shutting_down && paused_list && srv.buf_used < srv.opts.buffer_budget) {
-        struct conn *c = paused_list;
-        if (c->inflight >= srv.opts.max_inflight) {
-            /* Waits for its own replies; keep it listed but look at the
-             * others. */
-            struct conn *p = c;
-            while (p->paused_next &&
-                   p->paused_next->inflight >= srv.opts.max_inflight)
-                p = p->paused_next;
-            if (!p->paused_next)
-                return;
-            c = p->paused_next;
+    struct conn **pp = &paused_list;
+
+    while (!srv.shutting_down && *pp) {
+        struct conn *c = *pp;
+        if (must_pause(c)) {
+            pp = &c->paused_next;
+            continue;
         }
-        unpause(c);
+        *pp = c->paused_next;
+        c->paused = false;
         if (process_input(c) && !c->paused)
             start_reading(c);
+        /* The list may have changed under us: start over. */
+        pp = &paused_list;
     }
 }
 

@@ -36,10 +36,12 @@ static int req_reserve(struct request *r, size_t n)
     if (!b)
         return -ENOMEM;
     srv.buf_used -= r->buf_cap;
+    r->conn->buf_used -= r->buf_cap;
     free(r->buf);
     r->buf = b;
     r->buf_cap = cap;
     srv.buf_used += cap;
+    r->conn->buf_used += cap;
     return 0;
 }
 
@@ -50,20 +52,22 @@ struct request *req_alloc(struct conn *c, size_t payload)
     if (r) {
         free_list = r->next_free;
         n_free--;
-        srv.buf_used += r->buf_cap;
     } else {
         r = calloc(1, sizeof *r);
         if (!r)
             return NULL;
     }
+    r->conn = c;
+    srv.buf_used += r->buf_cap;
+    c->buf_used += r->buf_cap;
     if (payload && req_reserve(r, payload) < 0) {
         srv.buf_used -= r->buf_cap;
+        c->buf_used -= r->buf_cap;
         free(r->buf);
         free(r->ext_v);
         free(r);
         return NULL;
     }
-    r->conn = c;
     r->have = 0;
     r->err = 0;
     r->wire_err = 0;
@@ -76,13 +80,13 @@ void req_release(struct request *r)
 {
     struct conn *c = r->conn;
 
+    srv.buf_used -= r->buf_cap;
+    c->buf_used -= r->buf_cap;
     if (r->buf_cap > POOL_BUF) {
-        srv.buf_used -= r->buf_cap;
         free(r->buf);
         r->buf = NULL;
         r->buf_cap = 0;
     }
-    srv.buf_used -= r->buf_cap;
     if (n_free < POOL_MAX) {
         r->next_free = free_list;
         free_list = r;

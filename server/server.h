@@ -153,6 +153,7 @@ struct conn {
     uint64_t discard_left;
     unsigned inflight;      /* requests allocated, not yet released */
     unsigned in_worker;     /* requests running on worker threads */
+    size_t buf_used;        /* request buffer bytes this client holds */
     struct conn *next, *prev;
     struct conn *paused_next;
 };

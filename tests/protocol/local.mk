@@ -19,4 +19,3 @@ EXTRA_DIST += $(PROTOCOL_TESTS)
 # replies takes the whole global buffer budget, and the loop stops
 # reading every other connection until it leaves.  Remove this line with
 # the fix (the test then reports XPASS, which fails the suite).
-XFAIL_TESTS = tests/protocol/slow-reader-does-not-starve-others.py
