@@ -43,14 +43,15 @@ EOF
 # qio IMAGE COMMAND...: run qemu-io commands on a qcow2 image quietly.
 qio()
 {
-    local img=$1
+    local img=$1 n
     shift
-    local args=()
-    for c in "$@"; do
-        args+=(-c "$c")
+    n=$#
+    while [ "$n" -gt 0 ]; do
+        set -- "$@" -c "$1"
+        shift
+        n=$((n - 1))
     done
-    qemu-io -f qcow2 "${args[@]}" "$img" >/dev/null ||
-        fail "qemu-io $* on $img"
+    qemu-io -f qcow2 "$@" "$img" >/dev/null || fail "qemu-io $* on $img"
 }
 
 # Options for qemu tools and diskserve, set by a test before
