@@ -274,7 +274,9 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     s->img.fast_zero = false;
     s->img.has_depth = true;
     s->img.min_block = s->crypto ? QCOW2_CRYPTO_SECTOR : 1;
-    s->img.pref_block = s->cluster_size < 4096 ? 4096 : s->cluster_size;
+    /* As qemu-nbd: clients such as the kernel may take the preferred
+     * size as a block size, which must stay small. */
+    s->img.pref_block = 4096;
     s->img.nowait_reads = all_on_tmpfs(s);
     *out = &s->img;
     return 0;
