@@ -74,7 +74,8 @@ static int decode_entry(const struct qcow2_state *s, bool quiet,
     uint64_t host = v & QCOW2_L2E_OFFSET_MASK;
     if ((v & QCOW2_L2E_ZERO) && !s->ext_l2) {
         if (host & s->cluster_mask) {
-            bad_entry(s, quiet, l2_off, idx, "zero cluster offset unaligned", v);
+            bad_entry(s, quiet, l2_off, idx,
+                      "zero cluster offset unaligned", v);
             return -EIO;
         }
         e->type = C_ZERO;
@@ -95,8 +96,8 @@ static int decode_entry(const struct qcow2_state *s, bool quiet,
     }
     if (data_file) {
         if (host != guest) {
-            bad_entry(s, quiet, l2_off, idx, "external data file offset differs "
-                      "from the guest offset", v);
+            bad_entry(s, quiet, l2_off, idx, "external data file offset "
+                      "differs from the guest offset", v);
             return -EIO;
         }
     } else if (host >= s->file_size) {

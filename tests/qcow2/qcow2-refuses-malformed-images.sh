@@ -143,9 +143,10 @@ for bit in dirty:1 corrupt:2; do
         rc=$?
     [ $rc -eq 1 ] || fail "$img opened for writing (status $rc)"
     case ${bit%:*} in
-    dirty) grep -q "image is dirty" "$T/out" || fail "dirty: $(cat "$T/out")" ;;
-    corrupt) grep -q "marked corrupt" "$T/out" || fail "corrupt: $(cat "$T/out")" ;;
+    dirty) want="image is dirty" ;;
+    corrupt) want="marked corrupt" ;;
     esac
+    grep -q "$want" "$T/out" || fail "${bit%:*}: $(cat "$T/out")"
     ds_start "${bit%:*}" -r "$img"
     qemu-img compare -f qcow2 -F raw "$good" "$DS_URI" >/dev/null ||
         fail "${bit%:*} image does not read right read-only"
