@@ -1,8 +1,9 @@
 #!/bin/sh
 # Claim: diskserve -l NAME and -l ID export an internal snapshot's data
 # as it was when the snapshot was taken (qemu-img snapshot -c), not the
-# data written afterwards, exactly as qemu-nbd -l does; an unknown
-# snapshot is refused at start with a message naming it.
+# data written afterwards, exactly as qemu-nbd -l does, at the size the
+# snapshot was taken at; an unknown snapshot is refused at start with a
+# message naming it.
 . "$abs_top_srcdir/tests/functions.sh"
 . "$abs_top_srcdir/tests/qcow2/qcow2-functions.sh"
 
@@ -37,3 +38,19 @@ if "$DISKSERVE" -r -l nosuch -k "$T/x.sock" "$img" 2>"$T/err"; then
 fi
 grep -q "no snapshot with ID or name 'nosuch'" "$T/err" ||
     fail "unclear message: $(cat "$T/err")"
+
+# After the image grows, a snapshot still has the size it was taken at
+# (its disk size field), and its data; qemu-nbd -l would show the new
+# size with zeros past the old end.
+qemu-img create -q -f qcow2 "$T/grow.qcow2" 4M
+qio "$T/grow.qcow2" "write -s $(stamp 4 0 4M) 0 4M"
+qemu-img snapshot -c small "$T/grow.qcow2"
+qemu-img resize -q "$T/grow.qcow2" 8M
+qio "$T/grow.qcow2" "write -s $(stamp 5 2M 6M) 2M 6M"
+qemu-img convert -f qcow2 -l small -O raw "$T/grow.qcow2" "$T/small.raw"
+truncate -s 4M "$T/small.raw"
+ds_start grow -r -l small "$T/grow.qcow2"
+[ "$(nbdinfo --size "$DS_URI")" = 4194304 ] || fail "snapshot size"
+qemu-img compare -f raw -F raw "$T/small.raw" "$DS_URI" >/dev/null ||
+    fail "grown image's snapshot reads wrong"
+ds_stop "$DS_PID"
