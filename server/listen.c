@@ -71,23 +71,14 @@ static int listen_unix(const char *path)
     int err = unlink_stale(path);
     if (err)
         return err;
-    /* Bind under a temporary name and rename once listening: a client
-     * that sees the path can always connect. */
-    char tmp[sizeof sun.sun_path];
-    if (snprintf(tmp, sizeof tmp, "%s.%d", path, (int)getpid()) >=
-        (int)sizeof tmp)
-        snprintf(tmp, sizeof tmp, "%s", path);
-    unlink(tmp);
-    memcpy(sun.sun_path, tmp, strlen(tmp) + 1);
+    memcpy(sun.sun_path, path, strlen(path));
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 ||
-        listen(fd, SOMAXCONN) < 0 ||
-        (strcmp(tmp, path) != 0 && rename(tmp, path) < 0)) {
+        listen(fd, SOMAXCONN) < 0) {
         err = -errno;
         fprintf(stderr, "diskserve: %s: %s\n", path, strerror(errno));
-        unlink(tmp);
         close(fd);
         return err;
     }

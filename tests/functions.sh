@@ -48,11 +48,16 @@ require()
     done
 }
 
-# wait_for_socket PATH [PID]: wait up to 10 s for a Unix socket to appear.
+# wait_for_socket PATH [PID]: wait up to 10 s for a Unix socket to accept
+# connections (the file appears at bind, a moment before listen).
 wait_for_socket()
 {
     for _ in $(seq 200); do
-        [ -S "$1" ] && return 0
+        if [ -S "$1" ] && /usr/bin/python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])' "$1" 2>/dev/null; then
+            return 0
+        fi
         if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
             fail "server exited before creating $1"
         fi
