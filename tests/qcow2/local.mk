@@ -6,6 +6,13 @@ check_PROGRAMS += tests/qcow2/qcow2-read-check
 tests_qcow2_qcow2_read_check_SOURCES = tests/qcow2/qcow2-read-check.c
 tests_qcow2_qcow2_read_check_LDADD = $(FORMATS_LIBS)
 
+# The L2 cache alone, many threads against few slots.
+check_PROGRAMS += tests/qcow2/qcow2-cache-keeps-pinned-tables
+TESTS += tests/qcow2/qcow2-cache-keeps-pinned-tables
+tests_qcow2_qcow2_cache_keeps_pinned_tables_SOURCES = \
+	tests/qcow2/qcow2-cache-keeps-pinned-tables.c \
+	formats/qcow2/cache.c formats/io.c
+
 EXTRA_DIST += tests/qcow2/qcow2-functions.sh tests/qcow2/qcow2poke.py
 
 QCOW2_TESTS = \
