@@ -48,14 +48,16 @@ require()
     done
 }
 
-# wait_for_socket PATH [PID]: wait up to 10 s for a Unix socket to accept
-# connections (the file appears at bind, a moment before listen).
+# wait_for_socket PATH [PID]: wait up to 10 s for a Unix socket to be
+# listening (the file appears at bind, a moment before listen).  Reads
+# /proc/net/unix rather than connecting, so --oneshot servers see no
+# client.
 wait_for_socket()
 {
     for _ in $(seq 200); do
-        if [ -S "$1" ] && /usr/bin/python3 -c 'import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])' "$1" 2>/dev/null; then
+        if [ -S "$1" ] &&
+           awk -v p="$1" '$NF == p && $4 == "00010000" { f = 1 }
+                          END { exit !f }' /proc/net/unix; then
             return 0
         fi
         if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
