@@ -10,3 +10,4 @@ include tests/integration/local.mk
 include tests/interop/local.mk
 include tests/qcow2/local.mk
 include tests/vm/local.mk
+include tests/crash/local.mk

@@ -1,0 +1,31 @@
+# tests/crash: crash-state replay of recorded workloads, and fault
+# injection.  crash-check and crash-replay read the I/O log that
+# DISKSERVE_IO_LOG makes the server write (formats/io.h); workload.py is
+# the client whose requests they check; run-crash.sh ties them together
+# for one format, image and seed.  See tests/crash/README.md.
+
+if HAVE_TESTS
+
+CRASH_LIB = tests/crash/crashlog.c tests/crash/crashlog.h
+
+check_PROGRAMS += tests/crash/crash-check tests/crash/crash-replay
+
+tests_crash_crash_check_SOURCES = tests/crash/crash-check.c $(CRASH_LIB)
+tests_crash_crash_check_CFLAGS = $(TESTS_LIBNBD_CFLAGS)
+tests_crash_crash_check_LDADD = $(TESTS_LIBNBD_LIBS)
+
+tests_crash_crash_replay_SOURCES = tests/crash/crash-replay.c $(CRASH_LIB)
+
+CRASH_TESTS = \
+	tests/crash/raw-survives-crash-states.sh \
+	tests/crash/checker-catches-lost-write.sh \
+	tests/crash/faults-fail-requests-not-server.sh
+
+TESTS += $(CRASH_TESTS)
+EXTRA_DIST += $(CRASH_TESTS) \
+	tests/crash/README.md \
+	tests/crash/run-crash.sh \
+	tests/crash/workload.py \
+	tests/crash/faults.py
+
+endif
