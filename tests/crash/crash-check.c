@@ -95,6 +95,7 @@ struct checker {
     uint32_t *by_complete;      /* request indices by completion */
     uint32_t *by_cookie;        /* request indices by cookie */
     uint8_t *initial;           /* guest starting contents, size bytes */
+    bool unchanged[16];         /* --initial i names no logged file */
     struct history *hist;
     size_t image_file;          /* log file id of the image */
     /* coverage state, moving forward with the point */
@@ -658,6 +659,24 @@ static void metadata_key(const struct checker *ck, const struct cstate *s,
     key[1] = g;
 }
 
+/* Files the workload never changed (a backing file) are linked into
+ * the scratch directory, under their own names, once. */
+static void link_unchanged(const struct checker *ck, const char *dir)
+{
+    for (size_t i = 0; i < ck->o.ninitial; i++) {
+        if (!ck->unchanged[i])
+            continue;
+        const char *spec = ck->o.initial[i], *eq = strchr(spec, '=');
+        const char *slash = memrchr(spec, '/', (size_t)(eq - spec));
+        const char *name = slash ? slash + 1 : spec;
+        char link[4096], *target = realpath(eq + 1, NULL);
+        snprintf(link, sizeof link, "%s/%.*s", dir, (int)(eq - name), name);
+        if (!target || (symlink(target, link) < 0 && errno != EEXIST))
+            die("cannot link an unchanged file into the scratch directory");
+        free(target);
+    }
+}
+
 static bool check_state(struct checker *ck, const struct cstate *s,
                         const struct mstate *m, size_t skip,
                         const char *spec)
@@ -867,9 +886,12 @@ static void setup(struct checker *ck)
 
     if (clog_load(lg, ck->o.log) < 0)
         exit(2);
-    for (size_t i = 0; i < ck->o.ninitial; i++)
-        if (clog_set_initial(lg, ck->o.initial[i]) < 0)
+    for (size_t i = 0; i < ck->o.ninitial; i++) {
+        int r = clog_set_initial(lg, ck->o.initial[i]);
+        if (r < 0)
             exit(2);
+        ck->unchanged[i] = r == 1;
+    }
     if (clog_check_initial(lg) < 0)
         exit(2);
     if (lg->nfiles == 0)
@@ -973,6 +995,7 @@ static void check_states(struct checker *ck, const struct cstate *v,
 
     if (mstate_init(&base, &ck->lg) < 0)
         die("out of memory");
+    link_unchanged(ck, ck->o.dir);
     for (size_t i = worker; i < nchosen && !stop; i += jobs) {
         const struct cstate *s = &v[keep[i]];
         size_t skip = SIZE_MAX;
@@ -1011,8 +1034,10 @@ static void check_states(struct checker *ck, const struct cstate *v,
                          worker, ck->failed);
                 mkdir(ck->o.keep, 0755);
                 if (mkdir(dir, 0755) == 0 &&
-                    mstate_write(&st, &ck->lg, dir) == 0)
+                    mstate_write(&st, &ck->lg, dir) == 0) {
+                    link_unchanged(ck, dir);
                     fprintf(stderr, "  kept in %s\n", dir);
+                }
             }
         }
         free(spec);

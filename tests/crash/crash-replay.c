@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "crashlog.h"
 
@@ -92,6 +93,26 @@ static void points(const struct clog *lg)
     }
 }
 
+/* A file the log never names (a backing file) goes into DIR as a
+ * symbolic link to its copy, under its own name. */
+static int link_unchanged(const char *spec, const char *dir)
+{
+    const char *eq = strchr(spec, '=');
+    const char *slash = memrchr(spec, '/', (size_t)(eq - spec));
+    const char *name = slash ? slash + 1 : spec;
+    char link[4096], *target = realpath(eq + 1, NULL);
+
+    snprintf(link, sizeof link, "%s/%.*s", dir, (int)(eq - name), name);
+    if (!target || (symlink(target, link) < 0 && errno != EEXIST)) {
+        fprintf(stderr, "crash-replay: cannot link %s: %s\n", link,
+                strerror(errno));
+        free(target);
+        return -1;
+    }
+    free(target);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     enum { OPT_SEED = 256 };
@@ -157,9 +178,13 @@ int main(int argc, char **argv)
     } else {
         struct cstate s;
         struct mstate base = { 0 }, st = { 0 };
-        for (size_t i = 0; i < ninitial; i++)
-            if (clog_set_initial(&lg, initial[i]) < 0)
+        for (size_t i = 0; i < ninitial; i++) {
+            int r = clog_set_initial(&lg, initial[i]);
+            if (r < 0)
                 return 1;
+            if (r == 1 && link_unchanged(initial[i], out) < 0)
+                return 1;
+        }
         if (clog_check_initial(&lg) < 0 || cstate_parse(&lg, state, &s) < 0)
             return 1;
         int err = mstate_build_base(&base, &lg, s.k, SIZE_MAX);

@@ -331,8 +331,8 @@ int clog_set_initial(struct clog *lg, const char *spec)
             return 0;
         }
     }
-    /* A file the workload never changed is not in the log: fine. */
-    return 0;
+    /* A file never changed (a backing file) is not in the log. */
+    return 1;
 }
 
 int clog_check_initial(const struct clog *lg)

@@ -89,7 +89,8 @@ int clog_load(struct clog *lg, const char *path);
 void clog_free(struct clog *lg);
 
 /* Give a logged file its starting contents from "LOGGED=COPY" (LOGGED
- * may be the logged path or its basename); 0 or -errno. */
+ * may be the logged path or its basename); 0, 1 when no logged file has
+ * that name, or -errno. */
 int clog_set_initial(struct clog *lg, const char *spec);
 
 /* Check every logged file has starting contents; 0 or -EINVAL. */

@@ -5,8 +5,9 @@
 #
 #   run-crash.sh [OPTIONS] FORMAT SEED STATES CREATE-COMMAND...
 #
-# CREATE-COMMAND makes the image; the word IMG in it is replaced by the
-# image's path, e.g.
+# CREATE-COMMAND makes the image; IMG in its words is replaced by the
+# image's path (other files it makes, such as a data or backing file, go
+# beside it: IMG.data), e.g.
 #   run-crash.sh qcow2 7 2000 \
 #       qemu-img create -f qcow2 -o cluster_size=512 IMG 1M
 #   run-crash.sh raw 7 1200 truncate -s 1M IMG
@@ -79,11 +80,16 @@ else
 fi
 trap '_ds_cleanup; rm -rf "$states_dir"' EXIT
 
-IMG="$work/disk.$format"
+mkdir "$work/img"
+IMG="$work/img/disk.$format"
 export IMG
 n=$#
 for w in "$@"; do
-    [ "$w" = IMG ] && w=$IMG
+    for _ in 1 2 3 4; do
+        case $w in
+        *IMG*) w="${w%%IMG*}$IMG${w#*IMG}" ;;
+        esac
+    done
     set -- "$@" "$w"
 done
 shift "$n"
@@ -92,8 +98,13 @@ if [ -n "$prep" ]; then
     sh -c "$prep" || fail "prep command failed: $prep"
 fi
 
-# Starting contents: the file itself, and what the guest sees.
-cp "$IMG" "$work/initial.$format"
+# Starting contents: every file beside the image, and what the guest
+# sees.
+cp -a "$work/img" "$work/initial"
+initial_args=""
+for f in "$work"/initial/*; do
+    initial_args="$initial_args --initial ${f##*/}=$f"
+done
 qemu-img convert -f "$format" -O raw "$IMG" "$work/initial.raw" ||
     fail "cannot read the new image"
 
@@ -116,7 +127,7 @@ ds_stop "$DS_PID" || fail "server exited with status $?"
 rc=0
 # shellcheck disable=SC2086
 "$CRASH_CHECK" --log "$work/io.log" --workload "$work/workload.txt" \
-    --format "$format" --initial "disk.$format=$work/initial.$format" \
+    --format "$format" --image "disk.$format" $initial_args \
     --initial-content "$work/initial.raw" --dir "$states_dir" \
     --diskserve "$DISKSERVE" --states "$states" --seed "$seed" \
     --jobs "${CRASH_JOBS:-2}" $check_args >"$work/check.out" || rc=$?
