@@ -8,7 +8,8 @@ if HAVE_TESTS
 
 CRASH_LIB = tests/crash/crashlog.c tests/crash/crashlog.h
 
-check_PROGRAMS += tests/crash/crash-check tests/crash/crash-replay
+check_PROGRAMS += tests/crash/crash-check tests/crash/crash-replay \
+	tests/crash/io-log-writer
 
 tests_crash_crash_check_SOURCES = tests/crash/crash-check.c $(CRASH_LIB)
 tests_crash_crash_check_CFLAGS = $(TESTS_LIBNBD_CFLAGS)
@@ -16,7 +17,12 @@ tests_crash_crash_check_LDADD = $(TESTS_LIBNBD_LIBS)
 
 tests_crash_crash_replay_SOURCES = tests/crash/crash-replay.c $(CRASH_LIB)
 
+# Links io.c, so it opens DISKSERVE_IO_LOG: only the test runs it.
+tests_crash_io_log_writer_SOURCES = tests/crash/io-log-writer.c
+tests_crash_io_log_writer_LDADD = libdsformats.a
+
 CRASH_TESTS = \
+	tests/crash/io-log-replays-every-change.sh \
 	tests/crash/raw-survives-crash-states.sh \
 	tests/crash/checker-catches-lost-write.sh \
 	tests/crash/faults-fail-requests-not-server.sh
