@@ -240,7 +240,7 @@ static void load_workload(struct checker *ck)
                  !strcmp(kind, "zero") ? K_ZERO :
                  !strcmp(kind, "trim") ? K_TRIM : K_FLUSH;
         if (r.id == 0 || r.id >= POST_ID || r.off % SECTOR ||
-            r.len % SECTOR) {
+            r.len % SECTOR || (r.kind == K_FLUSH && strcmp(kind, "flush"))) {
             fprintf(stderr, "%s: bad request: %s", ck->o.workload, line);
             exit(2);
         }
@@ -594,14 +594,14 @@ static bool write_and_verify(struct checker *ck, struct nbd_handle *h,
                              const uint64_t key[2], const char *spec)
 {
     uint64_t rng = key[0] ^ ck->o.seed;
-    uint64_t run = crash_rand(&rng) % ck->nsec, runlen = 17;
+    uint64_t run_at = crash_rand(&rng) % ck->nsec, runlen = 17;
     const char *what = NULL;
 
     memcpy(ck->pbuf, ck->rbuf, ck->size);
-    if (run + runlen > ck->nsec)
-        run = ck->nsec > runlen ? ck->nsec - runlen : 0;
+    if (run_at + runlen > ck->nsec)
+        run_at = ck->nsec > runlen ? ck->nsec - runlen : 0;
     for (unsigned i = 0; i < POST_SECTORS + 1 && !what; i++) {
-        uint64_t s = i < POST_SECTORS ? crash_rand(&rng) % ck->nsec : run;
+        uint64_t s = i < POST_SECTORS ? crash_rand(&rng) % ck->nsec : run_at;
         uint64_t n = i < POST_SECTORS ? 1 : runlen;
         if (s + n > ck->nsec)
             n = ck->nsec - s;

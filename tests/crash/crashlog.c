@@ -408,7 +408,8 @@ int mstate_copy(struct mstate *dst, const struct mstate *src)
         const struct mfile *s = &src->f[i];
         if (mfile_reserve(d, s->cap) < 0)
             return -ENOMEM;
-        memcpy(d->data, s->data, s->size);
+        if (s->size)
+            memcpy(d->data, s->data, s->size);
         if (d->size > s->size)      /* keep bytes past the size zero */
             memset(d->data + s->size, 0, d->size - s->size);
         d->size = s->size;
