@@ -5,4 +5,4 @@ libdsformats_a_SOURCES += formats/qcow2/qcow2.h formats/qcow2/qcow2.c \
 	formats/qcow2/header.c formats/qcow2/cluster.c \
 	formats/qcow2/cache.c formats/qcow2/compress.c \
 	formats/qcow2/snapshot.c formats/qcow2/backing.c \
-	formats/qcow2/refcount.c
+	formats/qcow2/refcount.c formats/qcow2/flush.c

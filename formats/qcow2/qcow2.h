@@ -385,6 +385,20 @@ int qcow2_map(struct qcow2_state *s, uint64_t off, uint64_t len,
  * stores (qemu's test for preallocation=metadata); false on any error. */
 bool qcow2_has_metadata_prealloc(struct qcow2_state *s);
 
+/* ---- flush.c ---- */
+
+/* Write back every dirty cached table (refcount blocks, L2 tables, the
+ * L1 table, the header) in the order DESIGN.md prescribes and sync the
+ * file; 0 or -errno (logged).  Takes the image's metadata lock: the
+ * caller must not hold it. */
+int qcow2_metadata_flush(struct qcow2_state *s);
+
+/* Forget every cached table and reread what the driver keeps in memory
+ * of the refcount table, after an external repair rewrote tables on
+ * disk.  Call only after qcow2_metadata_flush, with no request running
+ * on the image. */
+void qcow2_metadata_drop_caches(struct qcow2_state *s);
+
 /* ---- compress.c ---- */
 
 /* Per-thread decompression state, pooled so reads never allocate once
