@@ -136,6 +136,7 @@ void conn_close(struct conn *c)
         c->cur = NULL;
         req_release(r);
     }
+    reply_drop_queue(c);
     conn_maybe_finish(c);
 }
 

@@ -25,19 +25,32 @@ static void on_written(uv_write_t *w, int status)
     req_release(r);
 }
 
-static void send_iov(struct request *r)
+/* Replies wait on their connection's output queue until the loop's check
+ * phase, after every read and completion of this iteration: one vectored
+ * write then carries all of them, and the client reads them in one go. */
+static uv_check_t flush_check;
+static bool flush_check_ready;
+static struct conn *pending_conns;
+
+static size_t iov_bytes(const uv_buf_t *iov, unsigned n)
+{
+    size_t sum = 0;
+    for (unsigned i = 0; i < n; i++)
+        sum += iov[i].len;
+    return sum;
+}
+
+/* Hand r's unwritten bytes (after skip) to libuv; released when done. */
+static void write_rest(struct request *r, size_t skip)
 {
     struct conn *c = r->conn;
     uv_buf_t *iov = r->iov;
     unsigned n = r->niov;
 
-    int done = uv_try_write(c->out, iov, n);
-    if (done < 0 && done != UV_EAGAIN) {
-        conn_close(c);
+    if (c->state == CONN_CLOSING) {
         req_release(r);
         return;
     }
-    size_t skip = done > 0 ? (size_t)done : 0;
     while (n > 0 && skip >= iov->len) {
         skip -= iov->len;
         iov++;
@@ -49,11 +62,109 @@ static void send_iov(struct request *r)
     }
     iov->base += skip;
     iov->len -= skip;
-    int err = uv_write(&r->wreq, c->out, iov, n, on_written);
-    if (err) {
+    if (uv_write(&r->wreq, c->out, iov, n, on_written) != 0) {
         conn_close(c);
         req_release(r);
     }
+}
+
+static void release_list(struct request *r)
+{
+    while (r) {
+        struct request *next = r->out_next;
+        req_release(r);
+        r = next;
+    }
+}
+
+#define FLUSH_IOV 1024
+
+static void flush_conn(struct conn *c)
+{
+    static uv_buf_t iov[FLUSH_IOV];
+    struct request *list = c->out_head;
+    unsigned n = 0;
+
+    c->out_head = c->out_tail = NULL;
+    if (c->state == CONN_CLOSING) {
+        release_list(list);
+        return;
+    }
+    for (struct request *r = list; r && n + r->niov <= FLUSH_IOV;
+         r = r->out_next) {
+        memcpy(iov + n, r->iov, r->niov * sizeof *iov);
+        n += r->niov;
+    }
+    int done = uv_try_write(c->out, iov, n);
+    if (done < 0 && done != UV_EAGAIN) {
+        conn_close(c);
+        release_list(list);
+        return;
+    }
+    size_t left = done > 0 ? (size_t)done : 0;
+    while (list) {
+        struct request *r = list;
+        list = r->out_next;
+        size_t size = iov_bytes(r->iov, r->niov);
+        if (left >= size) {
+            left -= size;
+            req_release(r);
+        } else {
+            write_rest(r, left);
+            left = 0;
+        }
+    }
+}
+
+static void on_flush_check(uv_check_t *h)
+{
+    /* Releasing requests can run more buffered input and queue more
+     * replies: repeat until nothing waits. */
+    while (pending_conns) {
+        struct conn *c = pending_conns;
+        pending_conns = c->out_next;
+        c->out_queued = false;
+        flush_conn(c);
+    }
+    uv_check_stop(h);
+}
+
+void reply_drop_queue(struct conn *c)
+{
+    if (c->out_queued) {
+        struct conn **pp = &pending_conns;
+        while (*pp != c)
+            pp = &(*pp)->out_next;
+        *pp = c->out_next;
+        c->out_queued = false;
+    }
+    struct request *list = c->out_head;
+    c->out_head = c->out_tail = NULL;
+    release_list(list);
+}
+
+static void send_iov(struct request *r)
+{
+    struct conn *c = r->conn;
+
+    r->out_next = NULL;
+    if (c->out_tail)
+        c->out_tail->out_next = r;
+    else
+        c->out_head = r;
+    c->out_tail = r;
+    if (!c->out_queued) {
+        c->out_queued = true;
+        c->out_next = pending_conns;
+        pending_conns = c;
+    }
+    if (!flush_check_ready) {
+        uv_check_init(srv.loop, &flush_check);
+        uv_unref((uv_handle_t *)&flush_check);
+        flush_check_ready = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&flush_check))
+        uv_check_start(&flush_check, on_flush_check);
 }
 
 static uint8_t *hdr_space(struct request *r, size_t *used, size_t n)

@@ -154,6 +154,10 @@ struct conn {
     unsigned inflight;      /* requests allocated, not yet released */
     unsigned in_worker;     /* requests running on worker threads */
     size_t buf_used;        /* request buffer bytes this client holds */
+    /* replies waiting for the end of this loop iteration (reply.c) */
+    struct request *out_head, *out_tail;
+    bool out_queued;        /* on reply.c's pending list */
+    struct conn *out_next;
     struct conn *next, *prev;
     struct conn *paused_next;
 };
@@ -220,6 +224,7 @@ struct request {
     unsigned niov;
     uint8_t hdrs[64 * 48 + 256];
     struct request *next_free;
+    struct request *out_next;   /* connection's output queue */
 };
 
 /* Handle newly arrived request header bytes; see request.c. */
@@ -230,6 +235,8 @@ void req_release(struct request *r);
 struct request *req_alloc(struct conn *c, size_t payload);
 /* Finish a request on the loop thread: build and send its reply. */
 void req_reply(struct request *r);
+/* Release the replies a closing connection had not written yet. */
+void reply_drop_queue(struct conn *c);
 
 /* ---- exports ------------------------------------------------------ */
 
