@@ -66,6 +66,7 @@ static int raw_open(const struct img_open_args *args, struct image **out)
         img_log("raw: %s: %s", args->path, strerror(errno));
         goto out_free;
     }
+    io_register(r->fd, args->path);
     if (fstat(r->fd, &st) < 0) {
         err = -errno;
         goto out_close;
