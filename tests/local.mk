@@ -9,5 +9,6 @@ include tests/server/local.mk
 include tests/integration/local.mk
 include tests/interop/local.mk
 include tests/qcow2/local.mk
+include tests/qcow2w/local.mk
 include tests/vm/local.mk
 include tests/crash/local.mk
