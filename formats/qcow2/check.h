@@ -44,9 +44,9 @@ struct qcow2_check_result {
                                      * refcount structures */
 
 /* Check the refcounts of an open image and repair what `repair` asks
- * for; a full repair that leaves no errors also clears the dirty and
- * corrupt bits.  Returns 0 when the check ran to the end (whatever it
- * found; see res), or -errno when it could not complete. */
+ * for; a repair that leaves no errors also clears the dirty and corrupt
+ * bits.  Returns 0 when the check ran to the end (whatever it found; see
+ * res), or -errno when it could not complete. */
 int qcow2_check(struct qcow2_state *s, unsigned repair,
                 struct qcow2_check_result *res);
 
@@ -55,5 +55,16 @@ int qcow2_check(struct qcow2_state *s, unsigned repair,
  * writable descriptor of the same file. */
 int qcow2_check_image(struct image *img, unsigned repair,
                       struct qcow2_check_result *res);
+
+/* Open only the metadata of a qcow2 file (header, snapshot table, active
+ * L1 table) for checking and for reports, as qemu-img check and info do:
+ * no backing file, data file or key is needed and dirty or corrupt
+ * images open too.  The result can be checked, not read.  Returns 0 or
+ * -errno with one line logged. */
+int qcow2_check_open(const char *path, bool writable,
+                     struct qcow2_state **out);
+
+/* Close what qcow2_check_open opened (NULL is fine). */
+void qcow2_check_close(struct qcow2_state *s);
 
 #endif /* DISKSERVE_QCOW2_CHECK_H */

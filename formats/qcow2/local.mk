@@ -6,3 +6,5 @@ libdsformats_a_SOURCES += formats/qcow2/qcow2.h formats/qcow2/qcow2.c \
 	formats/qcow2/cache.c formats/qcow2/compress.c \
 	formats/qcow2/snapshot.c formats/qcow2/backing.c \
 	formats/qcow2/refcount.c formats/qcow2/flush.c
+libdsformats_a_SOURCES += formats/qcow2/check.h formats/qcow2/check.c \
+	formats/qcow2/create.h formats/qcow2/create.c
