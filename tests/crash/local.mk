@@ -35,3 +35,13 @@ EXTRA_DIST += $(CRASH_TESTS) \
 	tests/crash/faults.py
 
 endif
+
+# qcow2 workloads (512-byte and 1 KiB clusters: allocation, refcount
+# table growth, trims and zero writes, overwritten compressed clusters).
+# Registered in TESTS once diskserve writes qcow2 and they pass.
+CRASH_QCOW2_PENDING = \
+	tests/crash/qcow2-allocation-survives-crash-states.sh \
+	tests/crash/qcow2-refcount-table-growth-survives-crash-states.sh \
+	tests/crash/qcow2-trims-and-zeros-survive-crash-states.sh \
+	tests/crash/qcow2-compressed-overwrite-survives-crash-states.sh
+EXTRA_DIST += $(CRASH_QCOW2_PENDING)
