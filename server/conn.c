@@ -16,7 +16,8 @@
 
 #include "server.h"
 
-#define IBUF_SIZE (256u * 1024)
+#define IBUF_MIN (4u * 1024)        /* idle clients hold this much */
+#define IBUF_MAX (256u * 1024)      /* busy clients grow to this */
 #define DIRECT_MIN (64u * 1024)
 #define CONN_BUFFER_MAX (128u * 1024 * 1024)
 
@@ -39,12 +40,12 @@ struct conn *conn_new(void)
     struct conn *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->ibuf = malloc(IBUF_SIZE);
+    c->ibuf = malloc(IBUF_MIN);
     if (!c->ibuf) {
         free(c);
         return NULL;
     }
-    c->ibuf_cap = IBUF_SIZE;
+    c->ibuf_cap = IBUF_MIN;
     c->id = ++srv.next_conn_id;
     c->negotiating = true;
     c->h_in.tcp.data = c;
@@ -406,6 +407,15 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->ibuf_len += (size_t)nread;
+    if ((size_t)nread == buf->len && c->ibuf_cap < IBUF_MAX) {
+        /* The read filled the buffer: a busy client, give it room to
+         * send many requests per read. */
+        uint8_t *b = realloc(c->ibuf, IBUF_MAX);
+        if (b) {
+            c->ibuf = b;
+            c->ibuf_cap = IBUF_MAX;
+        }
+    }
     if (process_input(c) && c->state != CONN_CLOSING && !c->paused &&
         c->ibuf_len == c->ibuf_cap) {
         /* Cannot happen: every state consumes or pauses. */
