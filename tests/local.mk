@@ -12,3 +12,4 @@ include tests/qcow2/local.mk
 include tests/qcow2w/local.mk
 include tests/vm/local.mk
 include tests/crash/local.mk
+include tests/img/local.mk

@@ -272,6 +272,9 @@ static int lookup(struct layer *layers, size_t n_layers, uint64_t off,
 
     for (d = 0; d < n_layers; d++) {
         struct layer *l = &layers[d];
+        /* Each layer answers only inside its own size. */
+        if (off < l->img->size && n > l->img->size - off)
+            n = l->img->size - off;
         if (l->s) {
             int err = qcow2_status(l, off, &n, &st, &host);
             if (err)

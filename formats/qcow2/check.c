@@ -5,8 +5,8 @@
  * the snapshot table, the refcount table and blocks, the bitmap
  * directory and bitmap tables, the LUKS header) and counts, in an array
  * of 16-bit counters indexed by host cluster, how often each cluster is
- * referenced.  References past the end of the file go to a separate
- * list.  The counts are then compared with the refcounts on disk: a
+ * referenced (plus one counter for a last cluster the file ends inside
+ * of; references further out are errors in themselves).  The counts are then compared with the refcounts on disk: a
  * refcount lower than the references is an error (the cluster could be
  * handed out again while in use), a higher one a leak.  Flags and
  * entries the spec forbids count as errors too, as do COPIED flags that
@@ -62,7 +62,6 @@ _Static_assert(sizeof(struct disk_bitmap_entry) == 24, "bitmap entry");
 
 #define MAX_BITMAP_DIR      (64ull << 20)
 #define MAX_BITMAP_TABLE    0x8000000u      /* entries, as qemu */
-#define MAX_EXTRA           (1u << 20)      /* references past EOF kept */
 #define MAX_MESSAGES        10000u
 
 /* Walk flag: count allocation and fragmentation (active L1 only). */
@@ -85,11 +84,9 @@ struct ck {
     bool data_file;
 
     uint64_t nb_clusters;           /* clusters of the file */
-    uint16_t *ref;                  /* counted references, per cluster */
-    uint64_t *extra;                /* clusters past the file, one per
-                                     * reference; sorted after the walk */
-    size_t n_extra, cap_extra;
-    bool extra_full;
+    uint64_t nb_counted;            /* nb_clusters, or one more when a
+                                     * reference reaches past the file */
+    uint16_t *ref;                  /* nb_clusters + 1 counters */
 
     uint64_t *rt;                   /* refcount table, host order */
     uint64_t rt_entries;
@@ -106,6 +103,7 @@ struct ck {
 
     bool rebuild;                   /* refcount structures are broken */
     bool need_alloc;                /* a raise needs a missing block */
+    bool zero_used;                 /* a cluster in use has refcount 0 */
     bool wrote;
     uint64_t highest;               /* last cluster in use, plus one */
     unsigned messages;
@@ -184,33 +182,6 @@ static void rc_set(uint8_t *b, uint32_t order, uint64_t i, uint64_t v)
     }
 }
 
-/* Remember a reference to a cluster past the end of the file; false
- * when the list is full. */
-static bool add_extra(struct ck *c, uint64_t cluster)
-{
-    if (c->n_extra == MAX_EXTRA) {
-        if (!c->extra_full) {
-            say(c, "too many references past the end of the file; the "
-                "rest are not checked");
-            c->res->check_errors++;
-            c->extra_full = true;
-        }
-        return false;
-    }
-    if (c->n_extra == c->cap_extra) {
-        size_t cap = c->cap_extra ? c->cap_extra * 2 : 64;
-        uint64_t *v = realloc(c->extra, cap * sizeof *v);
-        if (!v) {
-            c->res->check_errors++;
-            return false;
-        }
-        c->extra = v;
-        c->cap_extra = cap;
-    }
-    c->extra[c->n_extra++] = cluster;
-    return true;
-}
-
 /* Count one reference to every cluster [off, off + len) touches. */
 static void inc_range(struct ck *c, uint64_t off, uint64_t len)
 {
@@ -221,12 +192,21 @@ static void inc_range(struct ck *c, uint64_t off, uint64_t len)
         return;
     if (__builtin_add_overflow(off, len - 1, &last_byte))
         last_byte = UINT64_MAX;
+    /* Like qemu, count a reference past the end of the file only when
+     * it is less than a cluster past it (the file's last cluster may be
+     * short); anything further is an error that no refcount fixes. */
+    uint64_t fsize = c->s->file_size;
+    if (last_byte >= fsize && last_byte - fsize >= c->cs - 1) {
+        say(c, "reference to 0x%" PRIx64 " (%" PRIu64 " bytes) past the "
+            "end of the file", off, len);
+        c->res->corruptions++;
+        return;
+    }
     for (uint64_t k = off >> c->cbits; k <= last_byte >> c->cbits; k++) {
-        if (k >= c->nb_clusters) {
-            if (!add_extra(c, k))
-                return;
-            continue;
-        }
+        if (k > c->nb_clusters)
+            break;                  /* cannot happen after the test above */
+        if (k >= c->nb_counted)
+            c->nb_counted = k + 1;
         if (c->ref[k] >= limit) {
             say(c, "cluster %" PRIu64 " (0x%" PRIx64 ") has more "
                 "references than its refcount can hold", k, k << c->cbits);
@@ -329,10 +309,6 @@ static void walk_l2(struct ck *c, uint64_t l2_off, unsigned flags)
                     "offset 0x%" PRIx64 " unaligned", l2_off, i, off);
                 res->corruptions++;
             }
-            if (!c->data_file && off >= s->file_size)
-                say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": cluster "
-                    "0x%" PRIx64 " past the end of the file", l2_off, i,
-                    off);
             if (flags & WALK_STATS) {
                 res->allocated_clusters++;
                 if (next && off != next)
@@ -395,9 +371,6 @@ static void walk_l1(struct ck *c, uint64_t l1_off, uint32_t l1_size,
                 "offset 0x%" PRIx64 " unaligned", l1_off, i, l2);
             res->corruptions++;
         }
-        if (l2 >= c->s->file_size)
-            say(c, "L1 table 0x%" PRIx64 " entry %" PRIu32 ": L2 table "
-                "0x%" PRIx64 " past the end of the file", l1_off, i, l2);
         walk_l2(c, l2, flags);
     }
     if (active) {
@@ -570,12 +543,6 @@ static void walk_refblocks(struct ck *c)
     }
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Count every reference from scratch, for a file of the current size. */
 static int calculate(struct ck *c, bool stats)
 {
@@ -592,13 +559,13 @@ static int calculate(struct ck *c, bool stats)
         return -EFBIG;
     }
     free(c->ref);
-    c->ref = calloc(c->nb_clusters ? c->nb_clusters : 1, sizeof *c->ref);
+    c->ref = calloc(c->nb_clusters + 1, sizeof *c->ref);
     if (!c->ref)
         return -ENOMEM;
-    c->n_extra = 0;
-    c->extra_full = false;
+    c->nb_counted = c->nb_clusters;
     c->rebuild = false;
     c->need_alloc = false;
+    c->zero_used = false;
 
     inc_range(c, 0, c->cs);
     walk_l1(c, s->h.l1_table_offset, s->h.l1_size, stats ? WALK_STATS : 0,
@@ -609,8 +576,6 @@ static int calculate(struct ck *c, bool stats)
         inc_range(c, s->h.fde_offset, s->h.fde_length);
     walk_bitmaps(c);
     walk_refblocks(c);
-    if (c->n_extra)
-        qsort(c->extra, c->n_extra, sizeof *c->extra, cmp_u64);
     return 0;
 }
 
@@ -694,7 +659,9 @@ static void compare_one(struct ck *c, uint64_t i, uint64_t want,
     bool leak = have > want;
     bool fixing = leak ? (fix & QCOW2_REPAIR_LEAKS)
                        : (fix & QCOW2_REPAIR_ERRORS);
-    if (fixing && !block) {
+    if (have == 0)
+        c->zero_used = true;
+    if (!leak && !block) {
         fixing = false;
         c->need_alloc = true;
     }
@@ -718,38 +685,12 @@ static void compare_one(struct ck *c, uint64_t i, uint64_t want,
 static void compare(struct ck *c, unsigned fix)
 {
     c->highest = 0;
-    for (uint64_t i = 0; i < c->nb_clusters; i++)
+    for (uint64_t i = 0; i < c->nb_counted; i++)
         compare_one(c, i, c->ref[i], fix);
-    for (size_t x = 0; x < c->n_extra;) {
-        size_t y = x;
-        while (y < c->n_extra && c->extra[y] == c->extra[x])
-            y++;
-        compare_one(c, c->extra[x], y - x, fix);
-        x = y;
-    }
     flush_block(c);
 }
 
 /* ---- Rebuilding the refcount structures ---- */
-
-/* The references counted for any cluster, in the file or past it. */
-static uint64_t refs_of(const struct ck *c, uint64_t k)
-{
-    if (k < c->nb_clusters)
-        return c->ref[k];
-    size_t lo = 0, hi = c->n_extra;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (c->extra[mid] < k)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    size_t n = 0;
-    while (lo + n < c->n_extra && c->extra[lo + n] == k)
-        n++;
-    return n;
-}
 
 /* Refcount block indexes holding a referenced cluster, ascending. */
 static int used_blocks(const struct ck *c, uint64_t **out, size_t *n_out)
@@ -760,29 +701,14 @@ static int used_blocks(const struct ck *c, uint64_t **out, size_t *n_out)
     if (!v)
         return -ENOMEM;
     uint64_t epb = 1ull << c->block_bits;
-    for (uint64_t b = 0; b * epb < c->nb_clusters; b++) {
-        for (uint64_t k = b * epb; k < (b + 1) * epb && k < c->nb_clusters;
+    for (uint64_t b = 0; b * epb < c->nb_counted; b++) {
+        for (uint64_t k = b * epb; k < (b + 1) * epb && k < c->nb_counted;
              k++) {
             if (c->ref[k]) {
                 v[n++] = b;
                 break;
             }
         }
-        if (n == cap) {
-            uint64_t *w = realloc(v, 2 * cap * sizeof *v);
-            if (!w) {
-                free(v);
-                return -ENOMEM;
-            }
-            v = w;
-            cap *= 2;
-        }
-    }
-    for (size_t x = 0; x < c->n_extra; x++) {
-        uint64_t b = c->extra[x] >> c->block_bits;
-        if (n && v[n - 1] == b)
-            continue;
-        v[n++] = b;
         if (n == cap) {
             uint64_t *w = realloc(v, 2 * cap * sizeof *v);
             if (!w) {
@@ -835,9 +761,7 @@ static int rebuild(struct ck *c)
     err = used_blocks(c, &used, &n_used);
     if (err)
         return err;
-    uint64_t top = c->nb_clusters;
-    if (c->n_extra && c->extra[c->n_extra - 1] + 1 > top)
-        top = c->extra[c->n_extra - 1] + 1;
+    uint64_t top = c->nb_counted;
 
     /* Grow until the new area covers itself, then shrink to fit. */
     uint64_t nb = 1, rt_cl = 1;
@@ -892,7 +816,11 @@ static int rebuild(struct ck *c)
         memset(buf, 0, c->cs);
         for (uint64_t j = 0; j < epb; j++) {
             uint64_t k = b * epb + j;
-            uint64_t v = (k >= top && k < end) ? 1 : refs_of(c, k);
+            uint64_t v;
+            if (k >= top)
+                v = k < end;
+            else
+                v = k < c->nb_counted ? c->ref[k] : 0;
             if (v)
                 rc_set(buf, c->order, j, v);
         }
@@ -1181,8 +1109,12 @@ static int run_check(struct ck *c)
     /* Blocks that could not be read are replaced by a rebuild. */
     if (c->rebuild && (c->repair & QCOW2_REPAIR_ERRORS))
         res->check_errors = pre.check_errors;
-    bool need_rebuild = c->rebuild ||
-                        (c->need_alloc && (c->repair & QCOW2_REPAIR_ERRORS));
+    /* Raising a refcount whose block is missing would need a cluster
+     * allocated while the refcounts are wrong: rebuild instead.  A leak
+     * repair alone is refused while a cluster in use has refcount 0, as
+     * qemu refuses it: the refcounts cannot be trusted. */
+    bool need_rebuild = c->rebuild || c->need_alloc;
+    bool untrusted = need_rebuild || c->zero_used;
     c->need_alloc = false;
     if (need_rebuild && (c->repair & QCOW2_REPAIR_ERRORS)) {
         say(c, "rebuilding the refcount structures");
@@ -1190,7 +1122,7 @@ static int run_check(struct ck *c)
         if (err)
             return err;
     } else if (c->repair) {
-        if (need_rebuild) {
+        if (untrusted && !(c->repair & QCOW2_REPAIR_ERRORS)) {
             say(c, "the refcount structures need rebuilding, which only "
                 "an error repair does");
             res->check_errors++;
@@ -1206,7 +1138,9 @@ static int run_check(struct ck *c)
     }
 
     check_copied(c);
-    res->image_end_offset = c->highest << c->cbits;
+    /* As qemu: at least the header cluster, even when nothing could be
+     * read. */
+    res->image_end_offset = (c->highest ? c->highest : 1) << c->cbits;
 
     if (c->repair && !res->check_errors && !res->corruptions) {
         err = mark_clean(c);
@@ -1229,7 +1163,6 @@ static int run_check(struct ck *c)
 static void ck_free(struct ck *c)
 {
     free(c->ref);
-    free(c->extra);
     free(c->rt);
     free(c->old_blocks);
     free(c->blk);

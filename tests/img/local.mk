@@ -1,0 +1,12 @@
+# tests/img: diskserve-img (create, info, map, check and repair) against
+# qemu-img as the oracle, on images the tests build and break.
+
+EXTRA_DIST += tests/img/img-functions.sh tests/img/imgpoke.py \
+	tests/img/imgcmp.py
+
+IMG_TESTS = \
+	tests/img/img-create-passes-qemu-check.sh \
+	tests/img/img-check-agrees-with-qemu-on-clean-images.sh \
+	tests/img/img-check-agrees-with-qemu-on-injected-faults.sh
+TESTS += $(IMG_TESTS)
+EXTRA_DIST += $(IMG_TESTS)
