@@ -1,5 +1,6 @@
-/* The qcow2 metadata table cache: L2 tables (one cluster each) keyed by
- * their offset in the file, shared by every worker thread of an image.
+/* The qcow2 metadata table cache: L2 tables or refcount blocks (one
+ * cluster each) keyed by their offset in the file, shared by every worker
+ * thread of an image.
  *
  * Lookups are O(1) through a chained hash over a fixed array of slots.
  * One mutex guards the hash and the slot states, and is held only for
@@ -36,6 +37,7 @@ struct slot {
     uint32_t refs;
     uint8_t state;
     bool referenced;                /* clock bit */
+    bool dirty;                     /* changed since read or written */
 };
 
 struct qcow2_cache {
@@ -52,6 +54,9 @@ struct qcow2_cache {
     struct slot *slots;
     uint64_t hits;
     uint64_t misses;
+    uint32_t ndirty;
+    qcow2_cache_writeback_fn *writeback;
+    void *wb_opaque;
 };
 
 static uint32_t hash_key(const struct qcow2_cache *c, uint64_t key)
@@ -140,26 +145,6 @@ static void unhash(struct qcow2_cache *c, struct slot *s)
     s->next = NO_SLOT;
 }
 
-/* Pick an unpinned slot by the clock; NULL when all are pinned or
- * loading.  Caller holds the lock. */
-static struct slot *pick_victim(struct qcow2_cache *c)
-{
-    for (uint32_t n = 0; n < 2 * c->nslots; n++) {
-        struct slot *s = &c->slots[c->hand];
-        c->hand = c->hand + 1 == c->nslots ? 0 : c->hand + 1;
-        if (s->state == SLOT_EMPTY)
-            return s;
-        if (s->refs > 0 || s->state == SLOT_LOADING)
-            continue;
-        if (s->referenced) {
-            s->referenced = false;
-            continue;
-        }
-        return s;
-    }
-    return NULL;
-}
-
 static void wait_changed(struct qcow2_cache *c)
 {
     c->waiters++;
@@ -173,20 +158,69 @@ static void wake(struct qcow2_cache *c)
         pthread_cond_broadcast(&c->changed);
 }
 
-int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset,
-                    struct qcow2_table **t)
+/* Pick an unpinned slot by the clock, a clean one if there is any;
+ * NULL when all are pinned or loading.  Caller holds the lock. */
+static struct slot *pick_victim(struct qcow2_cache *c)
+{
+    struct slot *dirty = NULL;
+
+    for (uint32_t n = 0; n < 2 * c->nslots; n++) {
+        struct slot *s = &c->slots[c->hand];
+        c->hand = c->hand + 1 == c->nslots ? 0 : c->hand + 1;
+        if (s->state == SLOT_EMPTY)
+            return s;
+        if (s->refs > 0 || s->state == SLOT_LOADING)
+            continue;
+        if (s->referenced) {
+            s->referenced = false;
+            continue;
+        }
+        if (!s->dirty)
+            return s;
+        if (!dirty)
+            dirty = s;
+    }
+    return dirty;
+}
+
+/* Write back slot s, which the caller found dirty and unpinned; the lock
+ * is dropped meanwhile and s stays pinned.  0 or -errno. */
+static int write_back(struct qcow2_cache *c, struct slot *s)
+{
+    int err = -EIO;
+
+    s->refs++;
+    pthread_mutex_unlock(&c->lock);
+    if (c->writeback)
+        err = c->writeback(c->wb_opaque, s->key, s->buf);
+    pthread_mutex_lock(&c->lock);
+    s->refs--;
+    if (err == 0 && s->dirty) {
+        s->dirty = false;
+        c->ndirty--;
+    }
+    wake(c);
+    return err;
+}
+
+/* Find offset's slot or claim a victim for it, writing a dirty victim
+ * back first.  Returns 0 with the lock held and *out either a READY slot
+ * (pinned, *hit true) or a slot hashed under offset in state LOADING and
+ * pinned, which the caller fills; -errno (lock held) when a dirty victim
+ * could not be written. */
+static int claim(struct qcow2_cache *c, uint64_t offset, struct slot **out,
+                 bool *hit)
 {
     struct slot *s;
 
-    pthread_mutex_lock(&c->lock);
     for (;;) {
         s = find(c, offset);
         if (s && s->state == SLOT_READY) {
             s->refs++;
             s->referenced = true;
             c->hits++;
-            pthread_mutex_unlock(&c->lock);
-            *t = &s->t;
+            *hit = true;
+            *out = s;
             return 0;
         }
         if (s) {                    /* another thread is loading it */
@@ -194,9 +228,17 @@ int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset,
             continue;
         }
         s = pick_victim(c);
-        if (s)
-            break;
-        wait_changed(c);            /* every slot pinned: wait for one */
+        if (!s) {
+            wait_changed(c);        /* every slot pinned: wait for one */
+            continue;
+        }
+        if (s->state == SLOT_READY && s->dirty) {
+            int err = write_back(c, s);
+            if (err)
+                return err;
+            continue;               /* the world moved meanwhile */
+        }
+        break;
     }
     if (s->state != SLOT_EMPTY)
         unhash(c, s);
@@ -208,10 +250,41 @@ int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset,
     s->next = c->buckets[b];
     c->buckets[b] = (uint32_t)(s - c->slots);
     c->misses++;
+    *hit = false;
+    *out = s;
+    return 0;
+}
+
+/* Finish a claimed slot: READY on success, forgotten on failure. */
+static void finish_claim(struct qcow2_cache *c, struct slot *s, int err)
+{
+    if (err) {
+        unhash(c, s);
+        s->state = SLOT_EMPTY;
+        s->refs = 0;
+    } else {
+        s->state = SLOT_READY;
+    }
+    wake(c);
+}
+
+int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset,
+                    struct qcow2_table **t)
+{
+    struct slot *s;
+    bool hit;
+
+    pthread_mutex_lock(&c->lock);
+    int err = claim(c, offset, &s, &hit);
     pthread_mutex_unlock(&c->lock);
+    if (err)
+        return err;
+    if (hit) {
+        *t = &s->t;
+        return 0;
+    }
 
     /* The slot is ours alone while LOADING: fill it without the lock. */
-    int err = 0;
     if (!s->buf) {
         s->buf = malloc(c->table_size);
         if (!s->buf)
@@ -231,19 +304,122 @@ int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset,
     s->t.data = s->buf;
 
     pthread_mutex_lock(&c->lock);
-    if (err) {
-        unhash(c, s);
-        s->state = SLOT_EMPTY;
-        s->refs = 0;
-    } else {
-        s->state = SLOT_READY;
-    }
-    wake(c);
+    finish_claim(c, s, err);
     pthread_mutex_unlock(&c->lock);
     if (err)
         return err;
     *t = &s->t;
     return 0;
+}
+
+int qcow2_cache_get_new(struct qcow2_cache *c, uint64_t offset,
+                        struct qcow2_table **t)
+{
+    struct slot *s;
+    bool hit;
+    int err;
+
+    pthread_mutex_lock(&c->lock);
+    err = claim(c, offset, &s, &hit);
+    if (err)
+        goto out_unlock;
+    if (!s->buf) {
+        s->buf = malloc(c->table_size);
+        if (!s->buf) {
+            err = -ENOMEM;
+            if (!hit)
+                finish_claim(c, s, err);
+            else
+                s->refs--;
+            goto out_unlock;
+        }
+    }
+    memset(s->buf, 0, c->table_size);
+    s->t.data = s->buf;
+    if (!s->dirty) {
+        s->dirty = true;
+        c->ndirty++;
+    }
+    if (!hit)
+        finish_claim(c, s, 0);
+    *t = &s->t;
+out_unlock:
+    pthread_mutex_unlock(&c->lock);
+    return err;
+}
+
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, struct qcow2_table *t)
+{
+    struct slot *s = (struct slot *)t;
+
+    pthread_mutex_lock(&c->lock);
+    if (!s->dirty) {
+        s->dirty = true;
+        c->ndirty++;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+void qcow2_cache_set_writeback(struct qcow2_cache *c,
+                               qcow2_cache_writeback_fn *fn, void *opaque)
+{
+    c->writeback = fn;
+    c->wb_opaque = opaque;
+}
+
+bool qcow2_cache_has_dirty(struct qcow2_cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    bool dirty = c->ndirty > 0;
+    pthread_mutex_unlock(&c->lock);
+    return dirty;
+}
+
+int qcow2_cache_flush(struct qcow2_cache *c)
+{
+    int err = 0;
+
+    pthread_mutex_lock(&c->lock);
+    for (uint32_t i = 0; i < c->nslots && c->ndirty > 0 && !err; i++) {
+        struct slot *s = &c->slots[i];
+        if (s->state == SLOT_READY && s->dirty)
+            err = write_back(c, s);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return err;
+}
+
+void qcow2_cache_discard(struct qcow2_cache *c, uint64_t offset)
+{
+    pthread_mutex_lock(&c->lock);
+    struct slot *s = find(c, offset);
+    if (s && s->state == SLOT_READY && s->refs == 0) {
+        if (s->dirty) {
+            s->dirty = false;
+            c->ndirty--;
+        }
+        unhash(c, s);
+        s->state = SLOT_EMPTY;
+    }
+    pthread_mutex_unlock(&c->lock);
+}
+
+void qcow2_cache_drop_all(struct qcow2_cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    for (uint32_t i = 0; i < c->nslots; i++) {
+        struct slot *s = &c->slots[i];
+        if (s->state != SLOT_READY || s->refs > 0)
+            continue;
+        unhash(c, s);
+        s->state = SLOT_EMPTY;
+        s->dirty = false;
+    }
+    c->ndirty = 0;
+    for (uint32_t i = 0; i < c->nslots; i++)
+        if (c->slots[i].state == SLOT_READY && c->slots[i].dirty)
+            c->ndirty++;
+    pthread_mutex_unlock(&c->lock);
 }
 
 int qcow2_cache_get_nowait(struct qcow2_cache *c, uint64_t offset,

@@ -16,21 +16,6 @@
 
 #include "qcow2.h"
 
-/* What one L2 entry says about its whole cluster. */
-enum ctype {
-    C_UNALLOCATED,          /* offset 0: bitmap may hold zero bits */
-    C_ZERO,                 /* zero flag (standard entries only) */
-    C_NORMAL,               /* host cluster; bitmap says which parts */
-    C_COMPRESSED,
-};
-
-struct entry {
-    enum ctype type;
-    uint64_t host;          /* C_NORMAL: host cluster offset */
-    uint64_t bitmap;        /* extended L2 only */
-    uint64_t raw;           /* the first 64 bits as read */
-};
-
 /* Log a bad L2 entry in the form every caller uses, unless quiet (a
  * non-blocking lookup, whose caller retries with a blocking one that
  * logs). */
@@ -44,10 +29,9 @@ static void bad_entry(const struct qcow2_state *s, bool quiet,
             "(0x%" PRIx64 ")", s->img.path, idx, l2_off, what, value);
 }
 
-/* Decode L2 entry idx of table t for the guest cluster at guest. */
-static int decode_entry(const struct qcow2_state *s, bool quiet,
-                        const uint8_t *t, uint64_t l2_off, uint32_t idx,
-                        uint64_t guest, struct entry *e)
+int qcow2_decode_l2e(const struct qcow2_state *s, bool quiet,
+                     const uint8_t *t, uint64_t l2_off, uint32_t idx,
+                     uint64_t guest, struct qcow2_l2e *e)
 {
     uint64_t v;
     const uint8_t *p = t + (size_t)idx * s->l2_entry_bytes;
@@ -68,7 +52,7 @@ static int decode_entry(const struct qcow2_state *s, bool quiet,
                       "with an external data file", v);
             return -EIO;
         }
-        e->type = C_COMPRESSED;
+        e->type = QCOW2_C_COMPRESSED;
         return 0;
     }
     uint64_t host = v & QCOW2_L2E_OFFSET_MASK;
@@ -78,7 +62,8 @@ static int decode_entry(const struct qcow2_state *s, bool quiet,
                       "zero cluster offset unaligned", v);
             return -EIO;
         }
-        e->type = C_ZERO;
+        e->type = QCOW2_C_ZERO;
+        e->host = host;     /* a preallocation, or 0 */
         return 0;
     }
     if (host == 0 && !(data_file && (v & QCOW2_L2E_COPIED))) {
@@ -87,7 +72,7 @@ static int decode_entry(const struct qcow2_state *s, bool quiet,
                       "unallocated cluster", e->bitmap);
             return -EIO;
         }
-        e->type = C_UNALLOCATED;
+        e->type = QCOW2_C_UNALLOCATED;
         return 0;
     }
     if (host & s->cluster_mask) {
@@ -109,16 +94,14 @@ static int decode_entry(const struct qcow2_state *s, bool quiet,
                   e->bitmap);
         return -EIO;
     }
-    e->type = C_NORMAL;
+    e->type = QCOW2_C_NORMAL;
     e->host = host;
     return 0;
 }
 
-/* Decode a compressed descriptor into run; -EIO when it points outside
- * the file. */
-static int decode_compressed(const struct qcow2_state *s, bool quiet,
-                             uint64_t l2_off, uint32_t idx, uint64_t v,
-                             struct qcow2_run *run)
+int qcow2_decode_compressed(const struct qcow2_state *s, bool quiet,
+                            uint64_t l2_off, uint32_t idx, uint64_t v,
+                            struct qcow2_run *run)
 {
     uint64_t desc = v & ~(QCOW2_L2E_COMPRESSED | QCOW2_L2E_COPIED);
     uint64_t coffset = desc & s->coffset_mask;
@@ -134,21 +117,21 @@ static int decode_compressed(const struct qcow2_state *s, bool quiet,
     return 0;
 }
 
-/* The kind of the unit (cluster or subcluster) holding in_cluster. */
-static enum qcow2_kind unit_kind(const struct qcow2_state *s,
-                                 const struct entry *e, uint64_t in_cluster)
+enum qcow2_kind qcow2_unit_kind(const struct qcow2_state *s,
+                                const struct qcow2_l2e *e,
+                                uint64_t in_cluster)
 {
     switch (e->type) {
-    case C_ZERO:
+    case QCOW2_C_ZERO:
         return QCOW2_ZERO;
-    case C_COMPRESSED:
+    case QCOW2_C_COMPRESSED:
         return QCOW2_COMPRESSED;
-    case C_UNALLOCATED:
+    case QCOW2_C_UNALLOCATED:
         if (s->ext_l2 &&
             (e->bitmap >> (32 + (in_cluster >> s->sc_bits))) & 1)
             return QCOW2_ZERO;
         return QCOW2_UNALLOCATED;
-    case C_NORMAL:
+    case QCOW2_C_NORMAL:
     default:
         if (!s->ext_l2)
             return QCOW2_DATA;
@@ -176,14 +159,14 @@ static int walk_table(struct qcow2_state *s, const uint8_t *t,
         uint64_t in_cluster = pos & s->cluster_mask;
         uint64_t guest_cluster = pos - in_cluster;
         uint32_t idx = (uint32_t)(pos >> s->h.cluster_bits) & l2_mask;
-        struct entry e;
+        struct qcow2_l2e e;
 
-        err = decode_entry(s, quiet, t, l2_off, idx, guest_cluster, &e);
+        err = qcow2_decode_l2e(s, quiet, t, l2_off, idx, guest_cluster, &e);
         if (err)
             return first ? err : 0;   /* the next lookup reports it */
 
         uint64_t cluster_end = guest_cluster + s->cluster_size;
-        if (e.type == C_COMPRESSED) {
+        if (e.type == QCOW2_C_COMPRESSED) {
             uint64_t stop = cluster_end < end ? cluster_end : end;
             if (status) {
                 /* Block status only needs to know it is data. */
@@ -197,7 +180,7 @@ static int walk_table(struct qcow2_state *s, const uint8_t *t,
             }
             if (!first)
                 return 0;
-            err = decode_compressed(s, quiet, l2_off, idx, e.raw, run);
+            err = qcow2_decode_compressed(s, quiet, l2_off, idx, e.raw, run);
             if (err)
                 return err;
             run->kind = QCOW2_COMPRESSED;
@@ -213,7 +196,8 @@ static int walk_table(struct qcow2_state *s, const uint8_t *t,
                 : cluster_end;
             if (unit_end > end)
                 unit_end = end;
-            enum qcow2_kind k = unit_kind(s, &e, pos & s->cluster_mask);
+            enum qcow2_kind k = qcow2_unit_kind(s, &e,
+                                                pos & s->cluster_mask);
             uint64_t host = e.host + (pos & s->cluster_mask);
             if (first) {
                 run->kind = k;
@@ -233,6 +217,76 @@ static int walk_table(struct qcow2_state *s, const uint8_t *t,
     return 0;
 }
 
+int qcow2_l2_offset(const struct qcow2_state *s, uint64_t l1_index,
+                    bool quiet, uint64_t *l2_off)
+{
+    *l2_off = 0;
+    if (l1_index >= s->l1_size)
+        return 0;
+    uint64_t off = s->l1[l1_index] & QCOW2_L1E_OFFSET_MASK;
+    if (off == 0)
+        return 0;
+    bool bad = (off & s->cluster_mask) || off > s->file_size ||
+               s->file_size - off < s->cluster_size;
+    if (bad && quiet)
+        return -EAGAIN;     /* the blocking lookup logs it */
+    if (off & s->cluster_mask) {
+        img_log("qcow2: %s: L1 entry %" PRIu64 ": L2 table offset 0x%"
+                PRIx64 " unaligned", s->img.path, l1_index, off);
+        return -EIO;
+    }
+    if (bad) {
+        img_log("qcow2: %s: L1 entry %" PRIu64 ": L2 table 0x%" PRIx64
+                " past end of file", s->img.path, l1_index, off);
+        return -EIO;
+    }
+    *l2_off = off;
+    return 0;
+}
+
+void qcow2_set_l2e(const struct qcow2_state *s, uint8_t *t, uint32_t idx,
+                   uint64_t raw, uint64_t bitmap)
+{
+    uint8_t *p = t + (size_t)idx * s->l2_entry_bytes;
+    uint64_t v = htobe64(raw);
+
+    memcpy(p, &v, 8);
+    if (s->ext_l2) {
+        v = htobe64(bitmap);
+        memcpy(p + 8, &v, 8);
+    }
+}
+
+int qcow2_l2e_run(const struct qcow2_state *s, const struct qcow2_l2e *e,
+                  uint64_t pos, uint64_t end, struct qcow2_run *run)
+{
+    uint64_t in_cluster = pos & s->cluster_mask;
+
+    memset(run, 0, sizeof *run);
+    if (e->type == QCOW2_C_COMPRESSED) {
+        int err = qcow2_decode_compressed(s, false, 0, 0, e->raw, run);
+        if (err)
+            return err;
+        run->kind = QCOW2_COMPRESSED;
+        run->cluster_guest = pos - in_cluster;
+        run->length = end - pos;
+        return 0;
+    }
+    run->kind = qcow2_unit_kind(s, e, in_cluster);
+    run->host_offset = e->host + in_cluster;
+    while (pos < end) {
+        uint64_t unit_end = s->ext_l2
+            ? (pos | (((uint64_t)1 << s->sc_bits) - 1)) + 1 : end;
+        if (unit_end > end)
+            unit_end = end;
+        if (qcow2_unit_kind(s, e, pos & s->cluster_mask) != run->kind)
+            break;
+        run->length += unit_end - pos;
+        pos = unit_end;
+    }
+    return 0;
+}
+
 int qcow2_map(struct qcow2_state *s, uint64_t off, uint64_t len,
               unsigned flags, struct qcow2_run *run)
 {
@@ -242,33 +296,22 @@ int qcow2_map(struct qcow2_state *s, uint64_t off, uint64_t len,
     uint64_t end = len > span_end - off ? span_end : off + len;
 
     memset(run, 0, sizeof *run);
-    if (l1_index >= s->l1_size ||
-        (s->l1[l1_index] & QCOW2_L1E_OFFSET_MASK) == 0) {
+    uint64_t l2_off;
+    int err = qcow2_l2_offset(s, l1_index, flags & QCOW2_MAP_NOWAIT,
+                              &l2_off);
+    if (err)
+        return err;
+    if (l2_off == 0) {
         /* No L2 table: the whole span is unallocated. */
         run->kind = QCOW2_UNALLOCATED;
         run->length = end - off;
         return 0;
     }
-    uint64_t l2_off = s->l1[l1_index] & QCOW2_L1E_OFFSET_MASK;
-    bool bad = (l2_off & s->cluster_mask) || l2_off > s->file_size ||
-               s->file_size - l2_off < s->cluster_size;
-    if (bad && (flags & QCOW2_MAP_NOWAIT))
-        return -EAGAIN;     /* the blocking lookup logs it */
-    if (l2_off & s->cluster_mask) {
-        img_log("qcow2: %s: L1 entry %" PRIu64 ": L2 table offset 0x%"
-                PRIx64 " unaligned", s->img.path, l1_index, l2_off);
-        return -EIO;
-    }
-    if (l2_off > s->file_size || s->file_size - l2_off < s->cluster_size) {
-        img_log("qcow2: %s: L1 entry %" PRIu64 ": L2 table 0x%" PRIx64
-                " past end of file", s->img.path, l1_index, l2_off);
-        return -EIO;
-    }
 
     struct qcow2_table *t = NULL;
-    int err = (flags & QCOW2_MAP_NOWAIT)
-              ? qcow2_cache_get_nowait(s->cache, l2_off, &t)
-              : qcow2_cache_get(s->cache, l2_off, &t);
+    err = (flags & QCOW2_MAP_NOWAIT)
+          ? qcow2_cache_get_nowait(s->cache, l2_off, &t)
+          : qcow2_cache_get(s->cache, l2_off, &t);
     if (err)
         return err;
     err = walk_table(s, t->data, l2_off, off, end, flags, run);

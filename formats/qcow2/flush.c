@@ -1,16 +1,444 @@
 /* qcow2 metadata write-back: the one place that writes dirty cached
- * tables to the file, in the order that keeps the image consistent at
- * every instant (see the write order in qcow2.c).
+ * tables, the L1 table and the header to the file, in the order that
+ * keeps the image consistent at every instant (the write order at the top
+ * of qcow2.c, from DESIGN.md's "Metadata flush ordering").
+ *
+ * An L2 table is written only after everything it may depend on is on
+ * disk and synced: the refcount blocks counting the clusters it maps
+ * (unless refcounts are lazy) and the data written into those clusters.
+ * The L1 table is written only after the L2 tables it points to are
+ * synced.  Queued frees wait for the sync that follows the L2 (or L1)
+ * write that cleared their reference.  A cache eviction writes one L2
+ * table through the same path, so it obeys the same order.
+ *
+ * Syncs are issued only when a write depends on them or a FLUSH asks,
+ * and only when something was written since the last one.
+ *
+ * Everything here runs under the metadata lock except the public entry
+ * points, which take it.
  */
+#include <endian.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io.h"
 #include "qcow2.h"
+
+void qcow2_note_write(struct qcow2_state *s)
+{
+    __atomic_store_n(&s->unsynced, 1, __ATOMIC_RELEASE);
+}
+
+int qcow2_sync(struct qcow2_state *s, enum io_tag tag)
+{
+    int err;
+
+    /* Clear first: a write that completes during the sync must make the
+     * next sync happen. */
+    __atomic_store_n(&s->unsynced, 0, __ATOMIC_SEQ_CST);
+    if (s->data_fd != s->fd) {
+        err = io_sync(s->data_fd, tag);
+        if (err)
+            goto out_fail;
+    }
+    err = io_sync(s->fd, tag);
+    if (!err)
+        return 0;
+out_fail:
+    qcow2_note_write(s);
+    img_log("qcow2: %s: sync (%s): %s", s->img.path, io_tag_name(tag),
+            strerror(-err));
+    return err;
+}
+
+/* Sync when something was written since the last sync. */
+static int sync_if_needed(struct qcow2_state *s, enum io_tag tag)
+{
+    if (!__atomic_load_n(&s->unsynced, __ATOMIC_ACQUIRE))
+        return 0;
+    return qcow2_sync(s, tag);
+}
+
+/* Write the incompatible feature bits (version 3 only) and sync. */
+static int write_incompatible(struct qcow2_state *s, uint64_t bits)
+{
+    uint64_t be = htobe64(bits);
+    int err = io_pwrite_tag(s->fd, &be, 8, 72, IO_TAG_HEADER);
+    if (!err) {
+        qcow2_note_write(s);
+        err = qcow2_sync(s, IO_TAG_HEADER);
+    }
+    if (err) {
+        img_log("qcow2: %s: writing the header's feature bits: %s",
+                s->img.path, strerror(-err));
+        return err;
+    }
+    s->h.incompatible = bits;
+    return 0;
+}
+
+void qcow2_mark_corrupt(struct qcow2_state *s, const char *fmt, ...)
+{
+    char why[256];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (s->corrupt) {
+        img_log("qcow2: %s: %s", s->img.path, why);
+        return;
+    }
+    s->corrupt = true;
+    img_log("qcow2: %s: %s; image marked corrupt, no longer written",
+            s->img.path, why);
+    if (s->h.version >= 3)
+        write_incompatible(s, s->h.incompatible | QCOW2_INCOMPAT_CORRUPT);
+}
+
+/* Before the first L2 or L1 write of a lazy-refcounts image: set the
+ * dirty bit, since the refcounts on disk are no longer kept right. */
+static int mark_dirty(struct qcow2_state *s)
+{
+    if (!s->lazy || s->dirty_on_disk)
+        return 0;
+    int err = write_incompatible(s, s->h.incompatible |
+                                    QCOW2_INCOMPAT_DIRTY);
+    if (!err)
+        s->dirty_on_disk = true;
+    return err;
+}
+
+/* Put on disk everything an L2 table write may depend on: the dirty
+ * bit (lazy), the refcount blocks (otherwise), and the data, synced. */
+static int prepare_l2(struct qcow2_state *s)
+{
+    int err = mark_dirty(s);
+    if (err)
+        return err;
+    if (!s->lazy && !(s->breaks & QCOW2_BREAK_REFCOUNT_BEFORE_L2)) {
+        err = qcow2_cache_flush(s->rc_cache);
+        if (err)
+            return err;
+    }
+    if (s->breaks & QCOW2_BREAK_DATA_BEFORE_MAPPING)
+        return 0;
+    return sync_if_needed(s, IO_TAG_REFCOUNT_BLOCK);
+}
+
+/* Write back one L2 table: the cache's callback.  Unless a flush already
+ * did it for all tables, first put its dependencies on disk. */
+static int write_l2(void *opaque, uint64_t offset, const uint8_t *data)
+{
+    struct qcow2_state *s = opaque;
+    int err;
+
+    if (s->corrupt)
+        return -EIO;
+    if (!s->in_l2_flush) {
+        err = prepare_l2(s);
+        if (err)
+            return err;
+    }
+    err = io_pwrite_tag(s->fd, data, s->cluster_size, offset, IO_TAG_L2);
+    if (err) {
+        img_log("qcow2: %s: writing L2 table at 0x%" PRIx64 ": %s",
+                s->img.path, offset, strerror(-err));
+        return err;
+    }
+    qcow2_note_write(s);
+    return 0;
+}
+
+void qcow2_flush_setup(struct qcow2_state *s)
+{
+    qcow2_cache_set_writeback(s->cache, write_l2, s);
+}
+
+int qcow2_write_l2_now(struct qcow2_state *s, uint64_t offset,
+                       const uint8_t *data)
+{
+    int err = io_pwrite_tag(s->fd, data, s->cluster_size, offset,
+                            IO_TAG_L2);
+    if (!err)
+        qcow2_note_write(s);
+    return err;
+}
+
+void qcow2_l1_dirty(struct qcow2_state *s, uint32_t idx)
+{
+    if (s->l1_dirty_hi <= s->l1_dirty_lo) {
+        s->l1_dirty_lo = idx;
+        s->l1_dirty_hi = idx + 1;
+        return;
+    }
+    if (idx < s->l1_dirty_lo)
+        s->l1_dirty_lo = idx;
+    if (idx >= s->l1_dirty_hi)
+        s->l1_dirty_hi = idx + 1;
+}
+
+int qcow2_write_l1(struct qcow2_state *s)
+{
+    uint32_t lo = s->l1_dirty_lo, hi = s->l1_dirty_hi;
+
+    if (hi <= lo)
+        return 0;
+    int err = mark_dirty(s);
+    if (err)
+        return err;
+    uint64_t *buf = malloc((size_t)(hi - lo) * 8);
+    if (!buf)
+        return -ENOMEM;
+    for (uint32_t i = lo; i < hi; i++)
+        buf[i - lo] = htobe64(s->l1[i]);
+    err = io_pwrite_tag(s->fd, buf, (uint64_t)(hi - lo) * 8,
+                        s->l1_offset + (uint64_t)lo * 8, IO_TAG_L1);
+    free(buf);
+    if (err) {
+        img_log("qcow2: %s: writing L1 entries %" PRIu32 "-%" PRIu32
+                ": %s", s->img.path, lo, hi - 1, strerror(-err));
+        return err;
+    }
+    qcow2_note_write(s);
+    s->l1_dirty_lo = s->l1_dirty_hi = 0;
+    return 0;
+}
+
+int qcow2_flush_locked(struct qcow2_state *s, enum io_tag final)
+{
+    int err;
+
+    if (s->corrupt)
+        return -EIO;
+    bool l2_dirty = qcow2_cache_has_dirty(s->cache);
+    bool l1_dirty = s->l1_dirty_hi > s->l1_dirty_lo;
+
+    if (l2_dirty) {
+        err = prepare_l2(s);
+        if (err)
+            return err;
+        s->in_l2_flush = true;
+        err = qcow2_cache_flush(s->cache);
+        s->in_l2_flush = false;
+        if (err)
+            return err;
+    }
+    if (l1_dirty) {
+        err = sync_if_needed(s, IO_TAG_L2);
+        if (!err)
+            err = qcow2_write_l1(s);
+        if (err)
+            return err;
+    }
+    if (s->n_frees > s->n_ready_frees) {
+        /* Every cleared reference is written: once synced, the frees
+         * may proceed. */
+        err = sync_if_needed(s, l1_dirty ? IO_TAG_L1 : IO_TAG_L2);
+        if (err)
+            return err;
+        qcow2_frees_reached(s, QCOW2_FREE_AFTER_L2);
+        qcow2_frees_reached(s, QCOW2_FREE_AFTER_L1);
+    }
+    err = qcow2_apply_frees(s);
+    if (err)
+        return err;
+    if (!s->lazy) {
+        err = qcow2_cache_flush(s->rc_cache);
+        if (err)
+            return err;
+    }
+    return sync_if_needed(s, final);
+}
 
 int qcow2_metadata_flush(struct qcow2_state *s)
 {
-    (void)s;
-    return 0;       /* read-only for now: nothing is ever dirty */
+    if (!s->writable)
+        return 0;
+    qcow2_lock(s);
+    int err = qcow2_flush_locked(s, IO_TAG_FLUSH);
+    qcow2_unlock(s);
+    return err;
+}
+
+/* Rebuild the set of metadata clusters from the L1 and refcount
+ * tables. */
+static int rebuild_meta(struct qcow2_state *s)
+{
+    qcow2_meta_clear(s);
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t off = s->l1[i] & QCOW2_L1E_OFFSET_MASK;
+        if (off) {
+            int err = qcow2_meta_add(s, off);
+            if (err)
+                return err;
+        }
+    }
+    return 0;
+}
+
+int qcow2_writable_setup(struct qcow2_state *s, size_t rc_cache_bytes)
+{
+    int err = rebuild_meta(s);
+    if (!err)
+        err = qcow2_refcount_open(s, rc_cache_bytes);
+    if (err)
+        return err;
+    s->open_size = s->file_size;
+    s->frontier = (s->file_size + s->cluster_mask) >> s->h.cluster_bits;
+    s->scan = 0;
+    s->n_free_ext = 0;
+    return 0;
 }
 
 void qcow2_metadata_drop_caches(struct qcow2_state *s)
 {
-    (void)s;
+    qcow2_lock(s);
+    qcow2_cache_drop_all(s->cache);
+    if (s->writable) {
+        qcow2_cache_drop_all(s->rc_cache);
+        s->n_frees = s->n_ready_frees = 0;
+        s->l1_dirty_lo = s->l1_dirty_hi = 0;
+        int err = qcow2_writable_setup(s, 0);
+        if (err) {
+            qcow2_mark_corrupt(s, "rereading metadata after a repair: %s",
+                               strerror(-err));
+        }
+    }
+    qcow2_unlock(s);
+}
+
+int qcow2_close_writable(struct qcow2_state *s)
+{
+    int err;
+
+    qcow2_lock(s);
+    if (s->corrupt) {
+        err = -EIO;
+        goto out_unlock;
+    }
+    /* No request runs any more, nor will the loop thread read again. */
+    s->nowait_calls++;
+    err = qcow2_flush_locked(s, IO_TAG_FLUSH);
+    if (!err)
+        err = qcow2_apply_frees(s);
+    if (!err)
+        err = qcow2_cache_flush(s->rc_cache);
+    if (!err)
+        err = sync_if_needed(s, IO_TAG_REFCOUNT_BLOCK);
+    if (!err && s->dirty_on_disk) {
+        err = write_incompatible(s, s->h.incompatible &
+                                    ~QCOW2_INCOMPAT_DIRTY);
+        if (!err)
+            s->dirty_on_disk = false;
+    }
+    uint64_t used = s->frontier << s->h.cluster_bits;
+    if (used < s->open_size)
+        used = s->open_size;
+    if (!err && s->file_size > used &&
+        io_truncate(s->fd, used, IO_TAG_ALLOC) == 0)
+        s->file_size = used;
+out_unlock:
+    qcow2_unlock(s);
+    return err;
+}
+
+int qcow2_grow_l1(struct qcow2_state *s, uint64_t need)
+{
+    const char *path = s->img.path;
+    uint64_t max = QCOW2_MAX_L1_BYTES / 8;
+    uint64_t n = (uint64_t)s->l1_size + s->l1_size / 2;
+    int err;
+
+    if (need > max) {
+        img_log("qcow2: %s: L1 table would need %" PRIu64 " entries "
+                "(max %" PRIu64 ")", path, need, max);
+        return -EFBIG;
+    }
+    if (n < need)
+        n = need;
+    if (n > max)
+        n = max;
+    uint64_t per_cluster = s->cluster_size / 8;
+    n = (n + per_cluster - 1) / per_cluster * per_cluster;
+    if (n > max)
+        n = max;
+    uint64_t clusters = (n * 8 + s->cluster_mask) >> s->h.cluster_bits;
+
+    /* The new table may point only at L2 tables already on disk. */
+    err = qcow2_flush_locked(s, IO_TAG_L1_GROW);
+    if (err)
+        return err;
+    uint64_t first = s->frontier;
+    err = qcow2_take_frontier(s, first, clusters);
+    if (err)
+        return err;
+    for (uint64_t c = 0; c < clusters; c++) {
+        err = qcow2_refcount_change(s, first + c, 1, NULL);
+        if (err)
+            return err;
+    }
+    uint64_t *l1 = calloc(n, 8);
+    uint64_t *buf = calloc(clusters, s->cluster_size);
+    if (!l1 || !buf) {
+        err = -ENOMEM;
+        goto out_free;
+    }
+    memcpy(l1, s->l1, (size_t)s->l1_size * 8);
+    for (uint64_t i = 0; i < n; i++)
+        buf[i] = htobe64(l1[i]);
+    uint64_t off = first << s->h.cluster_bits;
+    err = io_pwrite_tag(s->fd, buf, clusters * s->cluster_size, off,
+                        IO_TAG_L1_GROW);
+    if (!err)
+        err = qcow2_cache_flush(s->rc_cache);
+    if (!err)
+        err = qcow2_sync(s, IO_TAG_L1_GROW);
+    if (err)
+        goto out_io;
+
+    uint8_t hdr[12];
+    uint32_t be_n = htobe32((uint32_t)n);
+    uint64_t be_off = htobe64(off);
+    memcpy(hdr, &be_n, 4);
+    memcpy(hdr + 4, &be_off, 8);
+    err = io_pwrite_tag(s->fd, hdr, sizeof hdr, 36, IO_TAG_HEADER);
+    if (!err)
+        err = qcow2_sync(s, IO_TAG_HEADER);
+    if (err)
+        goto out_io;
+
+    uint64_t old_off = s->l1_offset;
+    uint64_t old_clusters = ((uint64_t)s->l1_size * 8 + s->cluster_mask) >>
+                            s->h.cluster_bits;
+    free(s->l1);
+    s->l1 = l1;
+    l1 = NULL;
+    s->l1_size = (uint32_t)n;
+    s->l1_offset = off;
+    s->h.l1_size = (uint32_t)n;
+    s->h.l1_table_offset = off;
+    /* The header no longer points at the old table. */
+    for (uint64_t c = 0; c < old_clusters && old_off; c++) {
+        uint64_t rc;
+        uint64_t cl = (old_off >> s->h.cluster_bits) + c;
+        err = qcow2_refcount_change(s, cl, -1, &rc);
+        if (err)
+            goto out_free;
+        if (rc == 0)
+            qcow2_release_cluster(s, cl);
+    }
+    goto out_free;
+
+out_io:
+    img_log("qcow2: %s: growing the L1 table to %" PRIu64 " entries: %s",
+            path, n, strerror(-err));
+out_free:
+    free(l1);
+    free(buf);
+    return err;
 }

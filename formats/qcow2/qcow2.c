@@ -1,20 +1,58 @@
-/* The qcow2 driver: open, read, block status and non-blocking mapping of
- * qcow2 images (versions 2 and 3), with backing chains, external data
- * files, compressed clusters, extended L2 entries, internal snapshots and
+/* The qcow2 driver: open, read, write, write_zeroes, trim, flush, block
+ * status and non-blocking mapping of qcow2 images (versions 2 and 3),
+ * with backing chains, external data files, compressed clusters,
+ * extended L2 entries, internal snapshots, lazy refcounts and
  * encryption.  The other files of this folder do the parts; this one
  * ties them into the img_ops table.
  *
- * Write order: none yet.  The driver serves images read-only; writes
- * come with the write path, which will follow DESIGN.md's metadata flush
- * ordering.
+ * Write order (DESIGN.md, "Metadata flush ordering"); every change to
+ * the file goes through formats/io.h, tagged with what it writes:
  *
- * Locking: after open, everything in struct qcow2_state is immutable (the
- * header, the L1 table, the snapshot list, the backing image, the keyed
- * ciphers) except two shared objects with their own short-held mutexes:
- * the L2 table cache (cache.c) and the pool of decompression scratch
- * buffers (compress.c).  Neither lock is held across disk I/O, so any
- * number of worker threads read concurrently, and map_nowait may run on
- * the event loop thread.
+ *   1. data before mapping: guest data is written into its clusters, and
+ *      L2 tables are written back (flush, FUA, cache eviction) only after
+ *      a sync that follows it;
+ *   2. refcount before L2: the refcount blocks counting new clusters are
+ *      written before that same sync, so before any L2 table (or L1
+ *      entry) that points at them; with lazy refcounts they are not
+ *      written until close, and the dirty bit goes to disk first;
+ *   3. L2 before L1: a new L2 table is written and synced before the L1
+ *      entry that points to it;
+ *   4. L2 before refcount on free: a cleared L2 (or L1) entry is written
+ *      and synced before the refcount of the cluster it named drops, and
+ *      the cluster is handed out again only after every request that
+ *      could still touch it has ended;
+ *   5. a new refcount block is written and synced before the refcount
+ *      table entry for it; a new refcount table (or L1 table) with its
+ *      blocks before the header that moves to it, and the header before
+ *      the old table is freed;
+ *   6. FLUSH and FUA: all of that, then a sync tagged FLUSH (nothing at
+ *      all when nothing was written since the last sync).
+ *
+ * DISKSERVE_QCOW2_BREAK=RULE[,RULE] (tests only) breaks a rule on purpose,
+ * so the crash tests can show that they catch it:
+ *
+ *   refcount-before-l2   L2 tables written before the refcount blocks
+ *   l2-before-refcount   frees applied without waiting for the cleared
+ *                        L2 entry to reach the disk
+ *   data-before-mapping  every allocating write's L2 table written right
+ *                        after the data, with no sync in between
+ *   l2-before-l1         L1 entries written as soon as a new L2 table is
+ *                        allocated, before the table itself
+ *
+ * Locking: a read-only image never changes after open except for two
+ * shared objects with their own short-held mutexes: the L2 table cache
+ * (cache.c) and the pool of decompression scratch buffers (compress.c);
+ * readers take no other lock.  A read-write image adds one metadata
+ * mutex (s->lock) guarding the L1 table, the contents of both table
+ * caches, the refcount table, the allocator, queued frees, in-flight
+ * records and the request list (inflight.c).  It is held for lookups and
+ * metadata I/O (table loads, write-back and the syncs that order it), but
+ * never across guest data I/O: in-place writes and reads of different
+ * clusters run in parallel, and allocating writes copy, encrypt and write
+ * their data unlocked.  map_nowait only tries the lock and answers
+ * -EAGAIN when it is taken, so the event loop thread never waits on disk
+ * I/O.  Lock order: s->lock, then a cache's mutex, then the scratch
+ * pool's.
  */
 #include <endian.h>
 #include <errno.h>
@@ -175,8 +213,16 @@ static void qcow2_close(struct image *img)
 
     if (!s)
         return;
+    if (s->writable && s->cache && s->rc_cache)
+        qcow2_close_writable(s);
     img_close(s->backing);
     qcow2_cache_destroy(s->cache);
+    qcow2_cache_destroy(s->rc_cache);
+    free(s->reftable);
+    free(s->free_ext);
+    free(s->frees);
+    free(s->zero_cluster);
+    qcow2_meta_clear(s);
     qcow2_scratch_pool_destroy(s->scratch);
     qcow2_crypto_free(s->crypto);
     qcow2_free_snapshots(s);
@@ -189,6 +235,8 @@ static void qcow2_close(struct image *img)
     free(s->data_path);
     free(s->img.path);
     pthread_mutex_destroy(&s->prealloc_lock);
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->inflight_done);
     free(s);
 }
 
@@ -212,6 +260,95 @@ static bool all_on_tmpfs(const struct qcow2_state *s)
     return !s->backing || s->backing->nowait_reads;
 }
 
+/* Refuse to write what this driver cannot keep consistent. */
+static int check_writable(struct qcow2_state *s)
+{
+    if (s->h.has_bitmaps_ext && (s->h.autoclear & QCOW2_AUTOCLEAR_BITMAPS)) {
+        img_log("qcow2: %s: writing images with persistent dirty bitmaps "
+                "is not supported; open it read-only", s->img.path);
+        return -EROFS;
+    }
+    return 0;
+}
+
+/* The ordering rules DISKSERVE_QCOW2_BREAK names, or -EINVAL. */
+static int parse_breaks(const char *path, unsigned *out)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } rules[] = {
+        { "refcount-before-l2", QCOW2_BREAK_REFCOUNT_BEFORE_L2 },
+        { "l2-before-refcount", QCOW2_BREAK_L2_BEFORE_REFCOUNT },
+        { "data-before-mapping", QCOW2_BREAK_DATA_BEFORE_MAPPING },
+        { "l2-before-l1", QCOW2_BREAK_L2_BEFORE_L1 },
+    };
+    const char *env = getenv("DISKSERVE_QCOW2_BREAK");
+
+    *out = 0;
+    while (env && *env) {
+        size_t n = strcspn(env, ",");
+        size_t i;
+        for (i = 0; i < sizeof rules / sizeof *rules; i++)
+            if (strlen(rules[i].name) == n &&
+                strncmp(rules[i].name, env, n) == 0)
+                break;
+        if (i == sizeof rules / sizeof *rules) {
+            img_log("qcow2: %s: DISKSERVE_QCOW2_BREAK: unknown rule "
+                    "'%.*s'", path, (int)(n < 64 ? n : 64), env);
+            return -EINVAL;
+        }
+        *out |= rules[i].bit;
+        env += n + (env[n] == ',');
+    }
+    if (*out)
+        img_log("qcow2: %s: ordering rules broken on purpose (0x%x): "
+                "for tests only", path, *out);
+    return 0;
+}
+
+/* Clear the autoclear bits this driver does not maintain, as the spec
+ * asks of writers. */
+static int clear_unknown_autoclear(struct qcow2_state *s)
+{
+    uint64_t known = QCOW2_AUTOCLEAR_BITMAPS | QCOW2_AUTOCLEAR_DATA_RAW;
+
+    if (s->h.version < 3 || !(s->h.autoclear & ~known))
+        return 0;
+    uint64_t v = htobe64(s->h.autoclear & known);
+    int err = io_pwrite_tag(s->fd, &v, 8, 88, IO_TAG_HEADER);
+    if (!err)
+        err = qcow2_sync(s, IO_TAG_HEADER);
+    if (err) {
+        img_log("qcow2: %s: clearing unknown autoclear bits: %s",
+                s->img.path, strerror(-err));
+        return err;
+    }
+    s->h.autoclear &= known;
+    return 0;
+}
+
+/* Set up what writing needs, after everything else is open. */
+static int open_writable(struct qcow2_state *s, size_t cache)
+{
+    int err = parse_breaks(s->img.path, &s->breaks);
+    if (err)
+        return err;
+    io_register(s->fd, s->img.path);
+    if (s->data_fd != s->fd)
+        io_register(s->data_fd, s->data_path);
+    s->zero_cluster = calloc(1, s->cluster_size);
+    if (!s->zero_cluster)
+        return -ENOMEM;
+    s->lazy = s->h.compatible & QCOW2_COMPAT_LAZY_REFCOUNTS;
+    s->writable = true;
+    err = qcow2_writable_setup(s, cache / 4);
+    if (err)
+        return err;
+    qcow2_flush_setup(s);
+    return clear_unknown_autoclear(s);
+}
+
 static int qcow2_open(const struct img_open_args *args, struct image **out)
 {
     struct qcow2_state *s = calloc(1, sizeof *s);
@@ -222,12 +359,14 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
         return -ENOMEM;
     s->fd = s->data_fd = -1;
     pthread_mutex_init(&s->prealloc_lock, NULL);
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->inflight_done, NULL);
     s->img.path = strdup(args->path);
     if (!s->img.path) {
         err = -ENOMEM;
         goto out_close;
     }
-    s->fd = open(args->path, O_RDONLY | O_CLOEXEC);
+    s->fd = open(args->path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (s->fd < 0) {
         err = -errno;
         img_log("qcow2: %s: %s", args->path, strerror(errno));
@@ -237,9 +376,9 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     if (err)
         goto out_close;
     if (!read_only) {
-        img_log("qcow2: %s: writing is not supported yet", args->path);
-        err = -EROFS;
-        goto out_close;
+        err = check_writable(s);
+        if (err)
+            goto out_close;
     }
     err = qcow2_read_snapshots(s);
     if (err)
@@ -247,7 +386,7 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     err = select_l1(s, args->snapshot);
     if (err)
         goto out_close;
-    err = qcow2_open_data_file(s, true);
+    err = qcow2_open_data_file(s, read_only);
     if (err)
         goto out_close;
     if (s->h.crypt_method != QCOW2_CRYPT_NONE) {
@@ -267,11 +406,16 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     err = qcow2_open_backing(s, args);
     if (err)
         goto out_close;
+    if (!read_only) {
+        err = open_writable(s, cache);
+        if (err)
+            goto out_close;
+    }
 
     s->img.ops = &qcow2_ops;
-    s->img.read_only = true;
+    s->img.read_only = read_only;
     s->img.multi_conn = true;
-    s->img.fast_zero = false;
+    s->img.fast_zero = !read_only;
     s->img.has_depth = true;
     s->img.min_block = s->crypto ? QCOW2_CRYPTO_SECTOR : 1;
     /* As qemu-nbd: clients such as the kernel may take the preferred
@@ -286,9 +430,8 @@ out_close:
     return err;
 }
 
-/* Read from the backing image, or zeros past its end or without one. */
-static int read_backing(struct qcow2_state *s, uint8_t *buf, uint64_t len,
-                        uint64_t off)
+int qcow2_read_backing(struct qcow2_state *s, uint8_t *buf, uint64_t len,
+                       uint64_t off)
 {
     struct image *b = s->backing;
     uint64_t n = 0;
@@ -345,9 +488,8 @@ static int read_encrypted(struct qcow2_state *s, uint8_t *buf, uint64_t len,
     return 0;
 }
 
-/* Read host data for guest offset off. */
-static int read_data(struct qcow2_state *s, uint8_t *buf, uint64_t len,
-                     uint64_t host, uint64_t off)
+int qcow2_read_host(struct qcow2_state *s, uint8_t *buf, uint64_t len,
+                    uint64_t host, uint64_t off)
 {
     int err;
 
@@ -372,40 +514,64 @@ static int qcow2_read(struct image *img, void *buf, uint64_t len,
     struct qcow2_state *s = qcow2_from_img(img);
     uint8_t *p = buf;
     struct qcow2_run run;
-    int err;
+    struct qcow2_req req;
+    int err = 0;
 
+    qcow2_lock(s);
+    qcow2_req_begin(s, &req);
     while (len > 0) {
         err = qcow2_map(s, off, len, 0, &run);
         if (err)
-            return err;
+            break;
+        qcow2_unlock(s);
         uint64_t n = run.length;
         switch (run.kind) {
         case QCOW2_UNALLOCATED:
-            err = read_backing(s, p, n, off);
+            err = qcow2_read_backing(s, p, n, off);
             break;
         case QCOW2_ZERO:
             memset(p, 0, n);
             break;
         case QCOW2_DATA:
-            err = read_data(s, p, n, run.host_offset, off);
+            err = qcow2_read_host(s, p, n, run.host_offset, off);
             break;
         case QCOW2_COMPRESSED:
             err = qcow2_read_compressed(s, &run, off - run.cluster_guest,
                                         p, n);
             break;
         }
+        qcow2_lock(s);
         if (err)
-            return err;
+            break;
         p += n;
         off += n;
         len -= n;
     }
-    return 0;
+    qcow2_req_end(s, &req);
+    qcow2_unlock(s);
+    return err;
 }
 
 static int qcow2_flush(struct image *img)
 {
-    return 0;       /* read-only: nothing to make durable */
+    struct qcow2_state *s = qcow2_from_img(img);
+
+    if (!s->writable)
+        return 0;       /* read-only: nothing to make durable */
+    qcow2_lock(s);
+    int err = qcow2_flush_locked(s, IO_TAG_FLUSH);
+    qcow2_unlock(s);
+    return err;
+}
+
+/* qcow2_map under the metadata lock. */
+static int map_locked(struct qcow2_state *s, uint64_t off, uint64_t len,
+                      unsigned flags, struct qcow2_run *run)
+{
+    qcow2_lock(s);
+    int err = qcow2_map(s, off, len, flags, run);
+    qcow2_unlock(s);
+    return err;
 }
 
 /* Describe an unallocated range from the backing chain.  Returns 0,
@@ -507,7 +673,7 @@ static int qcow2_block_status(struct image *img, uint64_t len, uint64_t off,
     unsigned flags = prealloc ? 0 : QCOW2_MAP_STATUS;
 
     while (off < end) {
-        err = qcow2_map(s, off, end - off, flags, &run);
+        err = map_locked(s, off, end - off, flags, &run);
         if (err)
             return e->n > 0 ? 0 : err;
         if (run.kind == QCOW2_UNALLOCATED) {
@@ -516,7 +682,7 @@ static int qcow2_block_status(struct image *img, uint64_t len, uint64_t off,
             uint64_t start = off;
             off += run.length;
             while (off < end) {
-                err = qcow2_map(s, off, end - off, flags, &run);
+                err = map_locked(s, off, end - off, flags, &run);
                 if (err || run.kind != QCOW2_UNALLOCATED)
                     break;
                 off += run.length;
@@ -541,10 +707,10 @@ static int qcow2_block_status(struct image *img, uint64_t len, uint64_t off,
     return 0;
 }
 
-static int qcow2_map_nowait_op(struct image *img, uint64_t len,
-                               uint64_t off, struct img_map *m)
+/* The map_nowait op without the metadata lock's part. */
+static int map_nowait(struct qcow2_state *s, uint64_t len, uint64_t off,
+                      struct img_map *m)
 {
-    struct qcow2_state *s = qcow2_from_img(img);
     struct qcow2_run run;
 
     int err = qcow2_map(s, off, len, QCOW2_MAP_NOWAIT, &run);
@@ -587,13 +753,34 @@ static int qcow2_map_nowait_op(struct image *img, uint64_t len,
     }
 }
 
+static int qcow2_map_nowait_op(struct image *img, uint64_t len,
+                               uint64_t off, struct img_map *m)
+{
+    struct qcow2_state *s = qcow2_from_img(img);
+
+    if (!s->writable)
+        return map_nowait(s, len, off, m);
+    /* Never wait for the lock: whoever holds it may be doing disk I/O.
+     * The caller reads the mapped range after we return and before its
+     * next call (inflight.c); count calls so that a cluster freed
+     * meanwhile waits for that read. */
+    if (pthread_mutex_trylock(&s->lock) != 0)
+        return -EAGAIN;
+    s->nowait_calls++;
+    int err = map_nowait(s, len, off, m);
+    if (err == 0 && m->kind == IMG_MAP_DATA && m->fd == s->data_fd)
+        s->nowait_data_call = s->nowait_calls;
+    pthread_mutex_unlock(&s->lock);
+    return err;
+}
+
 static int qcow2_cache_op(struct image *img, uint64_t len, uint64_t off)
 {
     struct qcow2_state *s = qcow2_from_img(img);
     struct qcow2_run run;
 
     while (len > 0) {
-        int err = qcow2_map(s, off, len, 0, &run);
+        int err = map_locked(s, off, len, 0, &run);
         if (err)
             return err;
         if (run.kind == QCOW2_DATA)
@@ -623,6 +810,9 @@ const struct img_ops qcow2_ops = {
     .open = qcow2_open,
     .close = qcow2_close,
     .read = qcow2_read,
+    .write = qcow2_write_op,
+    .write_zeroes = qcow2_zero_op,
+    .trim = qcow2_trim_op,
     .flush = qcow2_flush,
     .cache = qcow2_cache_op,
     .block_status = qcow2_block_status,

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "image.h"
+#include "io.h"
 
 /* ---- On-disk structures (all fields big endian) ---- */
 
@@ -147,6 +148,7 @@ _Static_assert(sizeof(struct qcow2_disk_snapshot_extra) == 16,
 /* L1 entry: bits 9-55 the L2 table offset (cluster aligned, 0 for none),
  * bit 63 "refcount is exactly one" (active table only). */
 #define QCOW2_L1E_OFFSET_MASK   0x00fffffffffffe00ull
+#define QCOW2_L1E_COPIED        (1ull << 63)
 
 /* L2 entry (first 64 bits of an extended entry):
  *   bit 62: compressed cluster;
@@ -244,14 +246,72 @@ struct qcow2_run {
     uint64_t cluster_guest; /* COMPRESSED: guest offset of the cluster */
 };
 
+/* Ordering rules a test may break on purpose, to see the crash tests
+ * catch it (DISKSERVE_QCOW2_BREAK, see the write order in qcow2.c). */
+#define QCOW2_BREAK_REFCOUNT_BEFORE_L2  (1u << 0)
+#define QCOW2_BREAK_L2_BEFORE_REFCOUNT  (1u << 1)
+#define QCOW2_BREAK_DATA_BEFORE_MAPPING (1u << 2)
+#define QCOW2_BREAK_L2_BEFORE_L1        (1u << 3)
+
+/* A run of free host clusters, by cluster index. */
+struct qcow2_extent {
+    uint64_t start;
+    uint64_t count;
+};
+
+/* What a queued free waits for before the refcount may drop. */
+enum qcow2_free_wait {
+    QCOW2_FREE_AFTER_L2,    /* the cleared L2 entry written and synced */
+    QCOW2_FREE_AFTER_L1,    /* the changed L1 entry written and synced */
+    QCOW2_FREE_READY,       /* only for requests older than it to end */
+};
+
+/* A queued refcount decrement of every host cluster that bytes
+ * [offset, offset + len) touch (one cluster, or a compressed cluster's
+ * sectors). */
+struct qcow2_free {
+    uint64_t offset;
+    uint64_t len;
+    uint64_t seq;                   /* request counter when queued */
+    uint64_t nowait_call;           /* map_nowait call to outlive, or 0 */
+    enum qcow2_free_wait wait;
+};
+
+/* An in-flight allocation (DESIGN.md): guest clusters [first, end)
+ * getting host clusters, or encrypted sectors being read, changed and
+ * rewritten, while the metadata lock is dropped.  Lives on the stack of
+ * the request that registered it. */
+struct qcow2_inflight {
+    struct qcow2_inflight *next;
+    struct qcow2_inflight *prev;
+    uint64_t first;                 /* guest cluster indexes */
+    uint64_t end;
+};
+
+/* A request that may touch host clusters outside the lock: a cluster
+ * freed after it started is reused only once it has ended. */
+struct qcow2_req {
+    struct qcow2_req *next;
+    struct qcow2_req *prev;
+    uint64_t seq;
+};
+
+/* A set of host cluster indexes (open addressing), for the clusters that
+ * hold L2 tables and refcount blocks. */
+struct qcow2_offset_set {
+    uint64_t *slots;                /* value + 1; 0 is empty */
+    size_t cap;                     /* power of two */
+    size_t n;
+};
+
 struct qcow2_state {
     struct image img;               /* first: the generic part */
     struct qcow2_header h;
 
     int fd;                         /* the qcow2 file */
     int data_fd;                    /* guest data: fd or external file */
-    uint64_t file_size;             /* of fd, at open */
-    uint64_t data_file_size;        /* of data_fd, at open */
+    uint64_t file_size;             /* of fd (grows with allocations) */
+    uint64_t data_file_size;        /* of data_fd (grows with writes) */
     char *data_path;                /* resolved external data file path */
 
     uint32_t cluster_size;
@@ -270,6 +330,7 @@ struct qcow2_state {
 
     struct qcow2_snapshot *snapshots;
     uint32_t nb_snapshots;
+    uint64_t snapshots_size;        /* bytes of the snapshot table */
 
     struct image *backing;          /* NULL: none */
     struct qcow2_cache *cache;
@@ -280,6 +341,50 @@ struct qcow2_state {
     /* Metadata preallocation, detected on first block status. */
     pthread_mutex_t prealloc_lock;
     int prealloc_state;             /* 0 unknown, 1 no, 2 yes; atomic */
+
+    /* ---- Read-write images only.  Everything below, the L1 table
+     * above, file_size and the tables in both caches are guarded by
+     * lock (the "metadata lock"); see qcow2.c. */
+    bool writable;
+    pthread_mutex_t lock;
+    pthread_cond_t inflight_done;   /* an in-flight record went away */
+    unsigned inflight_waiters;
+    struct qcow2_inflight *inflight;
+    struct qcow2_req *reqs;         /* oldest first */
+    struct qcow2_req *reqs_tail;
+    uint64_t req_seq;
+    uint64_t nowait_calls;          /* map_nowait calls so far */
+    uint64_t nowait_data_call;      /* the last one that mapped data */
+
+    unsigned breaks;                /* QCOW2_BREAK_* (tests only) */
+    bool corrupt;                   /* marked corrupt: write nothing */
+    bool lazy;                      /* lazy refcounts */
+    bool dirty_on_disk;             /* the dirty bit is set in the file */
+    bool in_l2_flush;               /* flush already ordered the L2s */
+    int unsynced;                   /* atomic: written since last sync */
+    uint32_t l1_dirty_lo;           /* L1 entries [lo, hi) to write */
+    uint32_t l1_dirty_hi;
+
+    struct qcow2_cache *rc_cache;   /* refcount blocks */
+    uint64_t *reftable;             /* host order */
+    uint64_t reftable_entries;
+    uint32_t rb_bits;               /* log2 of entries per refcount block */
+    uint64_t rc_max;                /* largest refcount value */
+
+    uint64_t open_size;             /* file size at open */
+    uint64_t frontier;              /* cluster index: no cluster from here
+                                     * on was used or written since open */
+    uint64_t scan;                  /* cluster index: every free cluster
+                                     * below is in free_ext or queued */
+    struct qcow2_extent *free_ext;  /* known free clusters */
+    size_t n_free_ext;
+    size_t cap_free_ext;
+    struct qcow2_free *frees;       /* queued refcount decrements */
+    size_t n_frees;
+    size_t cap_frees;
+    size_t n_ready_frees;           /* of them, waiting only for quiet */
+    struct qcow2_offset_set meta;   /* L2 tables and refcount blocks */
+    uint8_t *zero_cluster;          /* a cluster of zeros, read-only */
 };
 
 static inline struct qcow2_state *qcow2_from_img(struct image *img)
@@ -331,22 +436,38 @@ char *qcow2_resolve_path(const char *image_path, const char *name);
 
 /* ---- cache.c ---- */
 
-/* A cached table, pinned between get and put. */
+/* A cached table, pinned between get and put.  Callers change data only
+ * while they hold the image's metadata lock, and mark it dirty. */
 struct qcow2_table {
-    const uint8_t *data;            /* one cluster, as on disk */
+    uint8_t *data;                  /* one cluster, as on disk */
 };
+
+/* Writes one dirty table back to the file, with whatever must reach the
+ * disk before it; 0 or -errno. */
+typedef int qcow2_cache_writeback_fn(void *opaque, uint64_t offset,
+                                     const uint8_t *data);
 
 /* Create a cache of at most bytes worth of tables of table_size bytes
  * read from fd (whose name labels log lines); NULL with errno set. */
 struct qcow2_cache *qcow2_cache_create(const char *name, int fd,
                                        uint32_t table_size, size_t bytes);
 
-/* Free a cache; no table may be pinned. */
+/* Free a cache; no table may be pinned.  Dirty tables are lost. */
 void qcow2_cache_destroy(struct qcow2_cache *c);
 
-/* Pin the table at offset, reading it on a miss; 0 or -errno. */
+/* Register the function that writes dirty tables back. */
+void qcow2_cache_set_writeback(struct qcow2_cache *c,
+                               qcow2_cache_writeback_fn *fn, void *opaque);
+
+/* Pin the table at offset, reading it on a miss; 0 or -errno (also when
+ * a dirty victim could not be written back). */
 int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset,
                     struct qcow2_table **t);
+
+/* Pin a new, zero-filled, dirty table at offset without reading the
+ * file (a freshly allocated cluster); 0 or -errno. */
+int qcow2_cache_get_new(struct qcow2_cache *c, uint64_t offset,
+                        struct qcow2_table **t);
 
 /* Pin the table at offset only if it is already cached: -EAGAIN when
  * that would need disk I/O.  Never blocks on I/O. */
@@ -355,6 +476,23 @@ int qcow2_cache_get_nowait(struct qcow2_cache *c, uint64_t offset,
 
 /* Unpin a table and clear the caller's pointer. */
 void qcow2_cache_put(struct qcow2_cache *c, struct qcow2_table **t);
+
+/* Mark a pinned table changed: it is written back before it is evicted. */
+void qcow2_cache_mark_dirty(struct qcow2_cache *c, struct qcow2_table *t);
+
+/* Whether any table is dirty. */
+bool qcow2_cache_has_dirty(struct qcow2_cache *c);
+
+/* Write back every dirty table through the callback; 0 or the first
+ * -errno (the tables not written stay dirty). */
+int qcow2_cache_flush(struct qcow2_cache *c);
+
+/* Forget the table at offset, dirty or not, unless it is pinned (its
+ * cluster was freed: its contents must never be written again). */
+void qcow2_cache_discard(struct qcow2_cache *c, uint64_t offset);
+
+/* Forget every unpinned table, dirty or not. */
+void qcow2_cache_drop_all(struct qcow2_cache *c);
 
 /* Number of tables the cache holds at most. */
 size_t qcow2_cache_capacity(const struct qcow2_cache *c);
@@ -371,6 +509,58 @@ void qcow2_cache_stats(struct qcow2_cache *c, uint64_t *hits,
                                      * as DATA and host contiguity is not
                                      * required, so runs are longer */
 
+/* What one L2 entry says about its whole guest cluster. */
+enum qcow2_ctype {
+    QCOW2_C_UNALLOCATED,    /* offset 0: extended bitmap may hold zeros */
+    QCOW2_C_ZERO,           /* zero flag (standard entries only); host is
+                             * a preallocated cluster or 0 */
+    QCOW2_C_NORMAL,         /* host cluster; extended bitmap says which
+                             * parts */
+    QCOW2_C_COMPRESSED,
+};
+
+/* A decoded L2 entry. */
+struct qcow2_l2e {
+    enum qcow2_ctype type;
+    uint64_t host;          /* NORMAL, ZERO: host cluster offset */
+    uint64_t bitmap;        /* extended L2 only */
+    uint64_t raw;           /* the first 64 bits as read */
+};
+
+/* Decode and check L2 entry idx of table t (at l2_off) for the guest
+ * cluster at guest; -EIO (logged unless quiet) for a bad entry. */
+int qcow2_decode_l2e(const struct qcow2_state *s, bool quiet,
+                     const uint8_t *t, uint64_t l2_off, uint32_t idx,
+                     uint64_t guest, struct qcow2_l2e *e);
+
+/* Decode the compressed descriptor in L2 entry value v into run's
+ * coffset and csize; -EIO (logged unless quiet) when it points outside
+ * the file. */
+int qcow2_decode_compressed(const struct qcow2_state *s, bool quiet,
+                            uint64_t l2_off, uint32_t idx, uint64_t v,
+                            struct qcow2_run *run);
+
+/* The kind of the unit (cluster or subcluster) of entry e holding byte
+ * in_cluster of its cluster. */
+enum qcow2_kind qcow2_unit_kind(const struct qcow2_state *s,
+                                const struct qcow2_l2e *e,
+                                uint64_t in_cluster);
+
+/* Store entry (raw, bitmap) as L2 entry idx of table t. */
+void qcow2_set_l2e(const struct qcow2_state *s, uint8_t *t, uint32_t idx,
+                   uint64_t raw, uint64_t bitmap);
+
+/* Map guest [pos, end), inside one cluster, by its decoded entry e into
+ * the run of one kind at pos; -EIO for a bad compressed descriptor. */
+int qcow2_l2e_run(const struct qcow2_state *s, const struct qcow2_l2e *e,
+                  uint64_t pos, uint64_t end, struct qcow2_run *run);
+
+/* The L2 table offset of L1 entry l1_index into *l2_off (0: none);
+ * -EIO (logged) when it is unaligned or past the end of the file, or
+ * -EAGAIN instead when quiet. */
+int qcow2_l2_offset(const struct qcow2_state *s, uint64_t l1_index,
+                    bool quiet, uint64_t *l2_off);
+
 /* Map the start of guest range [off, off + len) to one run of a single
  * kind, never crossing an L2 table; loads the L2 table unless
  * QCOW2_MAP_NOWAIT.  Returns 0, -EAGAIN (nowait: table not cached, or
@@ -385,7 +575,198 @@ int qcow2_map(struct qcow2_state *s, uint64_t off, uint64_t len,
  * stores (qemu's test for preallocation=metadata); false on any error. */
 bool qcow2_has_metadata_prealloc(struct qcow2_state *s);
 
+/* ---- qcow2.c ---- */
+
+/* Read host data at host for guest offset guest (decrypting); past the
+ * end of the file reads as zeros.  0 or -errno (logged). */
+int qcow2_read_host(struct qcow2_state *s, uint8_t *buf, uint64_t len,
+                    uint64_t host, uint64_t guest);
+
+/* Read guest bytes from the backing image, or zeros past its end or
+ * without one.  0 or -errno. */
+int qcow2_read_backing(struct qcow2_state *s, uint8_t *buf, uint64_t len,
+                       uint64_t off);
+
+/* ---- inflight.c ---- */
+
+/* Take and drop the metadata lock (no-ops for read-only images, whose
+ * metadata never changes). */
+void qcow2_lock(struct qcow2_state *s);
+void qcow2_unlock(struct qcow2_state *s);
+
+/* Register a request that may touch host clusters with the lock dropped,
+ * and unregister it (which may release quarantined frees).  Lock held. */
+void qcow2_req_begin(struct qcow2_state *s, struct qcow2_req *r);
+void qcow2_req_end(struct qcow2_state *s, struct qcow2_req *r);
+
+/* Whether free f may be applied now: its reference is gone from disk and
+ * no request that might still use the cluster runs. */
+bool qcow2_free_is_quiet(const struct qcow2_state *s,
+                         const struct qcow2_free *f);
+
+/* The map_nowait call a free queued now must outlive, or 0. */
+uint64_t qcow2_nowait_guard(const struct qcow2_state *s);
+
+/* Whether an in-flight record overlaps guest clusters [first, end). */
+bool qcow2_inflight_busy(const struct qcow2_state *s, uint64_t first,
+                         uint64_t end);
+
+/* How many guest clusters from first on, up to end, no record covers. */
+uint64_t qcow2_inflight_free_run(const struct qcow2_state *s, uint64_t first,
+                                 uint64_t end);
+
+/* Wait (lock dropped meanwhile) until some record goes away. */
+void qcow2_inflight_wait(struct qcow2_state *s);
+
+/* Register record r for guest clusters [first, end); remove it and wake
+ * the waiters. */
+void qcow2_inflight_add(struct qcow2_state *s, struct qcow2_inflight *r,
+                        uint64_t first, uint64_t end);
+void qcow2_inflight_remove(struct qcow2_state *s, struct qcow2_inflight *r);
+
+/* ---- refcount.c (write side: lock held) ---- */
+
+/* Load the refcount table of a read-write image and set up its block
+ * cache of cache_bytes (once); 0 or -errno (logged). */
+int qcow2_refcount_open(struct qcow2_state *s, size_t cache_bytes);
+
+/* The refcount of host cluster index cluster; 0 or -errno. */
+int qcow2_refcount_get(struct qcow2_state *s, uint64_t cluster,
+                       uint64_t *rc);
+
+/* The first host cluster index in [first, end) whose refcount is 0
+ * (end when none), into *free_at; 0 or -errno. */
+int qcow2_refcount_scan(struct qcow2_state *s, uint64_t first, uint64_t end,
+                        uint64_t *free_at);
+
+/* Add delta (+1 or -1) to a host cluster's refcount, creating refcount
+ * blocks (and growing the table) as needed; *result gets the new value
+ * unless NULL.  -ERANGE on overflow, -EIO (image marked corrupt) on
+ * underflow or a missing block, other -errno for I/O. */
+int qcow2_refcount_change(struct qcow2_state *s, uint64_t cluster,
+                          int delta, uint64_t *result);
+
+/* ---- alloc.c (lock held) ---- */
+
+/* Add a host offset (a cluster holding an L2 table or refcount block) to
+ * the metadata set; 0 or -ENOMEM. */
+int qcow2_meta_add(struct qcow2_state *s, uint64_t offset);
+
+/* Empty the metadata set. */
+void qcow2_meta_clear(struct qcow2_state *s);
+
+/* What metadata host bytes [off, off + len) overlap (a phrase for log
+ * lines), or NULL for none. */
+const char *qcow2_metadata_at(const struct qcow2_state *s, uint64_t off,
+                              uint64_t len);
+
+/* Take up to n free host clusters in a row, without counting them:
+ * *start (cluster index), *got >= 1; *fresh when they were never written
+ * (read as zeros).  0 or -errno. */
+int qcow2_pick_clusters(struct qcow2_state *s, uint64_t n, uint64_t *start,
+                        uint64_t *got, bool *fresh);
+
+/* Take host clusters [first, first + count) at the frontier (first must
+ * be the frontier), growing the file; 0 or -errno. */
+int qcow2_take_frontier(struct qcow2_state *s, uint64_t first,
+                        uint64_t count);
+
+/* Allocate up to n host clusters in a row with refcount 1: *off (bytes),
+ * *got >= 1, *fresh as for qcow2_pick_clusters.  0 or -errno. */
+int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t n, uint64_t *off,
+                         uint64_t *got, bool *fresh);
+
+/* A host cluster's refcount reached 0: forget it in the caches, punch it
+ * out of the file and make it allocatable. */
+void qcow2_release_cluster(struct qcow2_state *s, uint64_t cluster);
+
+/* Queue a refcount decrement of every host cluster that bytes [offset,
+ * offset + len) touch, applied once wait is satisfied and no older
+ * request runs; 0 or -ENOMEM. */
+int qcow2_queue_free(struct qcow2_state *s, uint64_t offset, uint64_t len,
+                     enum qcow2_free_wait wait);
+
+/* The sync that wait stands for happened: those frees are ready. */
+void qcow2_frees_reached(struct qcow2_state *s, enum qcow2_free_wait wait);
+
+/* Apply every ready and quiet free; 0 or -errno. */
+int qcow2_apply_frees(struct qcow2_state *s);
+
+/* Whether so many frees wait that a request should flush metadata. */
+bool qcow2_frees_pressing(const struct qcow2_state *s);
+
+/* ---- write.c (lock held) ---- */
+
+/* Make the L2 table of L1 entry l1_index writable (allocated, and ours
+ * alone, copied away from a snapshot if need be); *l2_off gets it.  0
+ * or -errno. */
+int qcow2_writable_l2(struct qcow2_state *s, uint32_t l1_index,
+                      uint64_t *l2_off);
+
+/* Whether guest bytes [a, b) of the cluster with entry e read as zeros
+ * without reading any data. */
+bool qcow2_reads_zero(struct qcow2_state *s, const struct qcow2_l2e *e,
+                      uint64_t a, uint64_t b);
+
+/* Write guest bytes [off, off + len) from buf, dropping the lock around
+ * data I/O; *allocated is set when a step allocated.  0 or -errno. */
+int qcow2_write_steps(struct qcow2_state *s, const uint8_t *buf,
+                      uint64_t len, uint64_t off, bool *allocated);
+
+/* The img_ops write entry point. */
+int qcow2_write_op(struct image *img, const void *buf, uint64_t len,
+                   uint64_t off, unsigned flags);
+
+/* ---- zero.c ---- */
+
+/* The img_ops write_zeroes and trim entry points. */
+int qcow2_zero_op(struct image *img, uint64_t len, uint64_t off,
+                  unsigned flags);
+int qcow2_trim_op(struct image *img, uint64_t len, uint64_t off,
+                  unsigned flags);
+
 /* ---- flush.c ---- */
+
+/* Note that a write completed: the next ordered write needs a sync. */
+void qcow2_note_write(struct qcow2_state *s);
+
+/* Sync the image (and data) file, tagged; 0 or -errno (logged). */
+int qcow2_sync(struct qcow2_state *s, enum io_tag tag);
+
+/* Log why, mark the image corrupt (in the file, for version 3) and stop
+ * writing it. */
+void qcow2_mark_corrupt(struct qcow2_state *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Register the L2 cache's write-back callback. */
+void qcow2_flush_setup(struct qcow2_state *s);
+
+/* Set up the allocator and refcounts of an image opened read-write (and
+ * again after a repair); 0 or -errno. */
+int qcow2_writable_setup(struct qcow2_state *s, size_t rc_cache_bytes);
+
+/* Write an L2 table at once, with no ordering (tests' broken mode). */
+int qcow2_write_l2_now(struct qcow2_state *s, uint64_t offset,
+                       const uint8_t *data);
+
+/* Note that L1 entry idx changed in memory. */
+void qcow2_l1_dirty(struct qcow2_state *s, uint32_t idx);
+
+/* Write the changed L1 entries (their L2 tables must be on disk). */
+int qcow2_write_l1(struct qcow2_state *s);
+
+/* Everything dirty to disk in order, ending with a sync tagged final
+ * when anything was written; 0 or -errno. */
+int qcow2_flush_locked(struct qcow2_state *s, enum io_tag final);
+
+/* Move the L1 table to a larger place with room for need entries. */
+int qcow2_grow_l1(struct qcow2_state *s, uint64_t need);
+
+/* Final write-back at close: frees applied, refcounts written, dirty bit
+ * cleared, the file's unused tail cut; 0 or -errno. */
+int qcow2_close_writable(struct qcow2_state *s);
+
+/* ---- flush.c: the interface for the checker ---- */
 
 /* Write back every dirty cached table (refcount blocks, L2 tables, the
  * L1 table, the header) in the order DESIGN.md prescribes and sync the

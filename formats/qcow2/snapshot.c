@@ -116,6 +116,7 @@ int qcow2_read_snapshots(struct qcow2_state *s)
         if (err)
             return err;
     }
+    s->snapshots_size = pos - s->h.snapshots_offset;
     return 0;
 }
 

@@ -1,0 +1,144 @@
+/* qcow2 request tracking for concurrent writers (DESIGN.md, "in-flight
+ * allocation tracking"): which guest clusters are being given new host
+ * clusters right now, and which requests may still be touching host
+ * clusters they looked up before the metadata lock was dropped.
+ *
+ * In-flight records are guest cluster ranges.  A request that must change
+ * the L2 entry of a cluster first waits until no record overlaps it, then
+ * registers its own for the time it writes with the lock dropped; so two
+ * writers never allocate the same guest cluster twice, and neither
+ * loses the other's data.
+ *
+ * Requests (reads, writes, zeroes, trims) get a sequence number when
+ * they start.  A host cluster freed while older requests run is kept out
+ * of the allocator until they have all ended (qcow2_free_is_quiet), so no
+ * request ever reads or writes a cluster after it was reused.  Reads on
+ * the event loop thread go through map_nowait and read the file after it
+ * returns, without telling the driver when they are done; that thread
+ * calls map_nowait for one read at a time, so its mapping is in use only
+ * until its next call, and a free waits for that call instead.
+ *
+ * Everything here runs under the metadata lock.
+ */
+#include <errno.h>
+#include <stdint.h>
+
+#include "qcow2.h"
+
+void qcow2_lock(struct qcow2_state *s)
+{
+    if (s->writable)
+        pthread_mutex_lock(&s->lock);
+}
+
+void qcow2_unlock(struct qcow2_state *s)
+{
+    if (s->writable)
+        pthread_mutex_unlock(&s->lock);
+}
+
+void qcow2_req_begin(struct qcow2_state *s, struct qcow2_req *r)
+{
+    if (!s->writable)
+        return;
+    r->seq = ++s->req_seq;
+    r->next = NULL;
+    r->prev = s->reqs_tail;
+    if (s->reqs_tail)
+        s->reqs_tail->next = r;
+    else
+        s->reqs = r;
+    s->reqs_tail = r;
+}
+
+void qcow2_req_end(struct qcow2_state *s, struct qcow2_req *r)
+{
+    if (!s->writable)
+        return;
+    bool was_oldest = s->reqs == r;
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        s->reqs = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    else
+        s->reqs_tail = r->prev;
+    r->next = r->prev = NULL;
+    /* Only the oldest request's end can release a quarantined free. */
+    if (was_oldest)
+        qcow2_apply_frees(s);
+}
+
+bool qcow2_free_is_quiet(const struct qcow2_state *s,
+                         const struct qcow2_free *f)
+{
+    if (f->wait != QCOW2_FREE_READY)
+        return false;
+    if (s->reqs && s->reqs->seq <= f->seq)
+        return false;
+    return f->nowait_call == 0 || s->nowait_calls > f->nowait_call;
+}
+
+uint64_t qcow2_nowait_guard(const struct qcow2_state *s)
+{
+    return s->nowait_data_call == s->nowait_calls ? s->nowait_calls : 0;
+}
+
+/* Whether guest clusters [a1, b1) and [a2, b2) overlap. */
+static bool overlap(uint64_t a1, uint64_t b1, uint64_t a2, uint64_t b2)
+{
+    return a1 < b2 && a2 < b1;
+}
+
+bool qcow2_inflight_busy(const struct qcow2_state *s, uint64_t first,
+                         uint64_t end)
+{
+    for (const struct qcow2_inflight *r = s->inflight; r; r = r->next)
+        if (overlap(first, end, r->first, r->end))
+            return true;
+    return false;
+}
+
+uint64_t qcow2_inflight_free_run(const struct qcow2_state *s, uint64_t first,
+                                 uint64_t end)
+{
+    uint64_t stop = end;
+
+    for (const struct qcow2_inflight *r = s->inflight; r; r = r->next)
+        if (r->end > first && r->first < stop)
+            stop = r->first > first ? r->first : first;
+    return stop - first;
+}
+
+void qcow2_inflight_wait(struct qcow2_state *s)
+{
+    s->inflight_waiters++;
+    pthread_cond_wait(&s->inflight_done, &s->lock);
+    s->inflight_waiters--;
+}
+
+void qcow2_inflight_add(struct qcow2_state *s, struct qcow2_inflight *r,
+                        uint64_t first, uint64_t end)
+{
+    r->first = first;
+    r->end = end;
+    r->prev = NULL;
+    r->next = s->inflight;
+    if (s->inflight)
+        s->inflight->prev = r;
+    s->inflight = r;
+}
+
+void qcow2_inflight_remove(struct qcow2_state *s, struct qcow2_inflight *r)
+{
+    if (r->prev)
+        r->prev->next = r->next;
+    else
+        s->inflight = r->next;
+    if (r->next)
+        r->next->prev = r->prev;
+    r->next = r->prev = NULL;
+    if (s->inflight_waiters)
+        pthread_cond_broadcast(&s->inflight_done);
+}
