@@ -7,6 +7,9 @@ EXTRA_DIST += tests/img/img-functions.sh tests/img/imgpoke.py \
 IMG_TESTS = \
 	tests/img/img-create-passes-qemu-check.sh \
 	tests/img/img-check-agrees-with-qemu-on-clean-images.sh \
-	tests/img/img-check-agrees-with-qemu-on-injected-faults.sh
+	tests/img/img-check-agrees-with-qemu-on-injected-faults.sh \
+	tests/img/img-info-matches-qemu.sh \
+	tests/img/img-map-matches-qemu.sh \
+	tests/img/img-rejects-bad-usage-with-exit-2.sh
 TESTS += $(IMG_TESTS)
 EXTRA_DIST += $(IMG_TESTS)
