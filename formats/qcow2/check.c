@@ -532,11 +532,15 @@ static void walk_refblocks(struct ck *c)
         }
         if (!off)
             continue;
+        /* A block sharing its cluster with anything else cannot be
+         * trusted, nor written, even when the count would overflow. */
+        uint16_t before = c->ref[cluster];
         inc_range(c, off, c->cs);
-        c->old_blocks[c->n_old_blocks++] = cluster;
-        if (c->ref[cluster] != 1) {
+        if (c->ref[cluster] == before + 1)
+            c->old_blocks[c->n_old_blocks++] = cluster;
+        if (before != 0 || c->ref[cluster] != 1) {
             say(c, "refcount block %" PRIu64 " at 0x%" PRIx64 " has %u "
-                "references", i, off, c->ref[cluster]);
+                "references", i, off, before + 1u);
             res->corruptions++;
             c->rebuild = true;
         }

@@ -10,6 +10,8 @@ IMG_TESTS = \
 	tests/img/img-check-agrees-with-qemu-on-injected-faults.sh \
 	tests/img/img-info-matches-qemu.sh \
 	tests/img/img-map-matches-qemu.sh \
-	tests/img/img-rejects-bad-usage-with-exit-2.sh
+	tests/img/img-rejects-bad-usage-with-exit-2.sh \
+	tests/img/img-repair-rebuilds-broken-refcount-structures.sh \
+	tests/img/img-repair-survives-crash-states.sh
 TESTS += $(IMG_TESTS)
 EXTRA_DIST += $(IMG_TESTS)
