@@ -12,8 +12,9 @@
  * frontier were never written: they read as zeros, which spares the
  * write path from writing the zeros of a partial first write.
  *
- * The file grows ahead of the frontier in steps (truncate), so that
- * lookups see the clusters inside the file.
+ * The file grows ahead of the frontier in steps (truncate) that grow
+ * with it, so that lookups see the clusters inside the file and large
+ * images grow with few system calls.
  *
  * Frees are queued, never applied at once: a host cluster's refcount may
  * drop only after the L2 (or L1) entry that referenced it was cleared on
@@ -37,8 +38,9 @@
 #include "io.h"
 #include "qcow2.h"
 
-/* The file grows in steps of at least this many bytes. */
-#define GROW_STEP       (1u << 20)
+/* The file grows by an eighth of its size at a time, by a cluster at
+ * least and by this much at most. */
+#define GROW_STEP_MAX   (64u << 20)
 
 /* Queued frees beyond which a write forces a metadata flush. */
 #define FREES_FLUSH_AT  4096
@@ -207,17 +209,12 @@ static int grow_file(struct qcow2_state *s, uint64_t end)
     if (end <= s->file_size)
         return 0;
     uint64_t step = s->file_size / 8;
-    if (step < GROW_STEP)
-        step = GROW_STEP;
+    if (step > GROW_STEP_MAX)
+        step = GROW_STEP_MAX;
     if (step < s->cluster_size)
         step = s->cluster_size;
     uint64_t size = (end + step - 1) / step * step;
     int err = io_truncate(s->fd, size, IO_TAG_ALLOC);
-    if (err) {
-        /* Try for exactly what is needed before giving up. */
-        size = end;
-        err = io_truncate(s->fd, size, IO_TAG_ALLOC);
-    }
     if (err) {
         img_log("qcow2: %s: growing the file to %" PRIu64 " bytes: %s",
                 s->img.path, size, strerror(-err));

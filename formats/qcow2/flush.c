@@ -288,8 +288,17 @@ int qcow2_writable_setup(struct qcow2_state *s, size_t rc_cache_bytes)
         err = qcow2_refcount_open(s, rc_cache_bytes);
     if (err)
         return err;
+    /* Past the end of the file, refcounts may still count clusters (a
+     * crash after a refcount block reached the disk but not the data):
+     * the frontier starts past both. */
+    uint64_t rc_end;
+    err = qcow2_refcount_end(s, &rc_end);
+    if (err)
+        return err;
     s->open_size = s->file_size;
     s->frontier = (s->file_size + s->cluster_mask) >> s->h.cluster_bits;
+    if (s->frontier < rc_end)
+        s->frontier = rc_end;
     s->scan = 0;
     s->n_free_ext = 0;
     return 0;

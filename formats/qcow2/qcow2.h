@@ -630,6 +630,10 @@ void qcow2_inflight_remove(struct qcow2_state *s, struct qcow2_inflight *r);
  * cache of cache_bytes (once); 0 or -errno (logged). */
 int qcow2_refcount_open(struct qcow2_state *s, size_t cache_bytes);
 
+/* One past the last host cluster index whose refcount is not 0; 0 or
+ * -errno. */
+int qcow2_refcount_end(struct qcow2_state *s, uint64_t *end);
+
 /* The refcount of host cluster index cluster; 0 or -errno. */
 int qcow2_refcount_get(struct qcow2_state *s, uint64_t cluster,
                        uint64_t *rc);
@@ -702,6 +706,11 @@ bool qcow2_frees_pressing(const struct qcow2_state *s);
  * or -errno. */
 int qcow2_writable_l2(struct qcow2_state *s, uint32_t l1_index,
                       uint64_t *l2_off);
+
+/* Whether guest bytes [a, b) of the cluster at gc with entry e are
+ * written in place (no L2 change). */
+bool qcow2_in_place(const struct qcow2_state *s, const struct qcow2_l2e *e,
+                    uint64_t gc, uint64_t a, uint64_t b);
 
 /* Whether guest bytes [a, b) of the cluster with entry e read as zeros
  * without reading any data. */

@@ -236,6 +236,31 @@ int qcow2_refcount_open(struct qcow2_state *s, size_t cache_bytes)
     return 0;
 }
 
+int qcow2_refcount_end(struct qcow2_state *s, uint64_t *end)
+{
+    uint64_t per = 1ull << s->rb_bits;
+
+    *end = 0;
+    for (uint64_t ti = s->reftable_entries; ti-- > 0;) {
+        if (s->reftable[ti] == 0)
+            continue;
+        struct qcow2_table *t;
+        int err = qcow2_cache_get(s->rc_cache, s->reftable[ti], &t);
+        if (err)
+            return err;
+        for (uint64_t i = per; i-- > 0;) {
+            if (entry_get(s, t->data, i) != 0) {
+                *end = ti * per + i + 1;
+                break;
+            }
+        }
+        qcow2_cache_put(s->rc_cache, &t);
+        if (*end)
+            return 0;
+    }
+    return 0;
+}
+
 int qcow2_refcount_get(struct qcow2_state *s, uint64_t cluster,
                        uint64_t *rc)
 {

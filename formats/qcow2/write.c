@@ -80,8 +80,7 @@ static uint32_t touched(const struct qcow2_state *s, uint64_t gc,
     return (uint32_t)m;
 }
 
-/* Whether entry e (cluster at gc) takes guest bytes [a, b) in place. */
-static bool in_place(const struct qcow2_state *s, const struct qcow2_l2e *e,
+bool qcow2_in_place(const struct qcow2_state *s, const struct qcow2_l2e *e,
                      uint64_t gc, uint64_t a, uint64_t b)
 {
     if (e->type != QCOW2_C_NORMAL)
@@ -247,7 +246,7 @@ static int64_t plan_in_place(struct qcow2_state *s, const uint8_t *t,
         int err = entry_for_write(s, t, l2_off, idx, gc, &e);
         if (err)
             return n > 0 ? (int64_t)n : err;
-        if (!in_place(s, &e, gc, pos, cend))
+        if (!qcow2_in_place(s, &e, gc, pos, cend))
             break;
         uint64_t h = e.host + (pos - gc);
         if (n > 0 && h != *host + n)
@@ -280,7 +279,7 @@ static int count_more(struct qcow2_state *s, const uint8_t *t,
                                   (uint32_t)c & l2_mask, gc, &e);
         if (err)
             return err;
-        if (in_place(s, &e, gc, gc, cend) ||
+        if (qcow2_in_place(s, &e, gc, gc, cend) ||
             (keeps_host(s, &e) &&
              !(s->h.incompatible & QCOW2_INCOMPAT_DATA_FILE)))
             break;

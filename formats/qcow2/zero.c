@@ -16,7 +16,10 @@
  * version 2 keeps such clusters).  The host cluster's refcount drops once
  * the cleared entry is on disk, and then the hole goes down to the file
  * (alloc.c).  With an external data file the guest range is punched out
- * of the data file at once.
+ * of the data file at once.  The parts of clusters a trim covers are
+ * zeroed as by write_zeroes with MAY_TRIM, so a trimmed range never
+ * shows its old data; where a cluster is written in place, zeroing a part
+ * of it is a hole punched into the host cluster, not a write.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -256,6 +259,26 @@ static int punch_data(struct qcow2_state *s, uint64_t a, uint64_t b)
     return err;
 }
 
+/* Zero guest bytes [a, b) of the cluster at gc that e maps in place by
+ * punching a hole into the host cluster: no data to write.  -EAGAIN when
+ * that cannot be done (not in place, encrypted, or the file system
+ * cannot punch); the caller then writes zeros. */
+static int zero_in_place(struct qcow2_state *s, uint64_t gc,
+                         const struct qcow2_l2e *e, uint64_t a, uint64_t b)
+{
+    if (s->crypto || !qcow2_in_place(s, e, gc, a, b))
+        return -EAGAIN;
+    uint64_t host = e->host + (a - gc);
+    if (qcow2_metadata_at(s, host, b - a))
+        return -EAGAIN;     /* the write path marks the image corrupt */
+    int err = io_fallocate(s->data_fd, FALLOC_FL_PUNCH_HOLE |
+                           FALLOC_FL_KEEP_SIZE, host, b - a, IO_TAG_DATA);
+    if (err)
+        return -EAGAIN;
+    qcow2_note_write(s);
+    return 0;
+}
+
 /* Carry out plan p for the cluster at gc (entry e as planned). */
 static int apply(struct qcow2_state *s, uint64_t gc,
                  const struct qcow2_l2e *e, const struct zero_plan *p)
@@ -290,10 +313,11 @@ static int apply(struct qcow2_state *s, uint64_t gc,
             return err;
     }
     for (int i = 0; i < p->n_data && !err; i++) {
+        uint64_t a = p->data[i][0], b = p->data[i][1];
         bool allocated;
-        err = qcow2_write_steps(s, s->zero_cluster,
-                                p->data[i][1] - p->data[i][0],
-                                p->data[i][0], &allocated);
+        if (zero_in_place(s, gc, e, a, b) == 0)
+            continue;
+        err = qcow2_write_steps(s, s->zero_cluster, b - a, a, &allocated);
     }
     return err;
 }
@@ -321,10 +345,6 @@ static int walk(struct qcow2_state *s, uint64_t off, uint64_t len,
     uint64_t end = off + len;
     uint64_t pos = off;
 
-    if (trim) {
-        pos = (off + s->cluster_mask) & ~s->cluster_mask;
-        end &= ~s->cluster_mask;
-    }
     while (pos < end) {
         uint64_t gc = pos & ~s->cluster_mask;
         uint64_t cend = gc + s->cluster_size < end ? gc + s->cluster_size
@@ -342,10 +362,11 @@ static int walk(struct qcow2_state *s, uint64_t off, uint64_t len,
             pos = next < end ? next : end;
             continue;
         }
-        if (trim)
+        if (trim && pos == gc && cend == gc + s->cluster_size)
             plan_trim(s, &e, gc, &p);
         else
-            plan_zero(s, &e, gc, pos, cend, flags, &p);
+            plan_zero(s, &e, gc, pos, cend,
+                      trim ? flags | IMG_MAY_TRIM : flags, &p);
         if (dry) {
             if (p.n_data > 0)
                 return -ENOTSUP;
