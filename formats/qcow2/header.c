@@ -261,12 +261,7 @@ static int check_features(struct qcow2_state *s, bool read_only,
                 "it can only be opened read-only", path);
         return -EROFS;
     }
-    if ((h->incompatible & QCOW2_INCOMPAT_DIRTY) && !read_only) {
-        img_log("qcow2: %s: image is dirty (incompatible bit 0) and "
-                "refcount repair is not supported yet; open it read-only",
-                path);
-        return -EROFS;
-    }
+    /* A dirty image opened for writing is repaired by the caller. */
     if ((h->incompatible & QCOW2_INCOMPAT_EXTL2) &&
         h->cluster_bits < QCOW2_MIN_EXTL2_BITS) {
         img_log("qcow2: %s: cluster_bits %" PRIu32 " too small for "

@@ -64,6 +64,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "crypto.h"
 #include "io.h"
 #include "qcow2.h"
@@ -328,6 +329,35 @@ static int clear_unknown_autoclear(struct qcow2_state *s)
     return 0;
 }
 
+/* The dirty bit says the refcounts on disk may be wrong (a crash with
+ * lazy refcounts): recount and repair them before writing anything. */
+static int repair_dirty(struct qcow2_state *s)
+{
+    const char *path = s->img.path;
+    struct qcow2_check_result res;
+
+    img_log("qcow2: %s: image is dirty (incompatible bit 0): repairing "
+            "its refcounts", path);
+    int err = qcow2_check(s, QCOW2_REPAIR_LEAKS | QCOW2_REPAIR_ERRORS,
+                          &res);
+    if (err) {
+        img_log("qcow2: %s: repairing the dirty image failed: %s", path,
+                strerror(-err));
+        return err;
+    }
+    if (res.corruptions > 0 || res.check_errors > 0 ||
+        (s->h.incompatible & QCOW2_INCOMPAT_DIRTY)) {
+        img_log("qcow2: %s: dirty image still has %" PRIu64 " errors after "
+                "repair; open it read-only", path,
+                res.corruptions + res.check_errors);
+        return -EROFS;
+    }
+    img_log("qcow2: %s: repaired: %" PRIu64 " leaked clusters and %" PRIu64
+            " errors fixed", path, res.leaks_fixed, res.corruptions_fixed);
+    qcow2_cache_drop_all(s->cache);
+    return 0;
+}
+
 /* Set up what writing needs, after everything else is open. */
 static int open_writable(struct qcow2_state *s, size_t cache)
 {
@@ -337,6 +367,11 @@ static int open_writable(struct qcow2_state *s, size_t cache)
     io_register(s->fd, s->img.path);
     if (s->data_fd != s->fd)
         io_register(s->data_fd, s->data_path);
+    if (s->h.incompatible & QCOW2_INCOMPAT_DIRTY) {
+        err = repair_dirty(s);
+        if (err)
+            return err;
+    }
     s->zero_cluster = calloc(1, s->cluster_size);
     if (!s->zero_cluster)
         return -ENOMEM;
