@@ -87,6 +87,8 @@ struct ck {
     uint64_t nb_counted;            /* nb_clusters, or one more when a
                                      * reference reaches past the file */
     uint16_t *ref;                  /* nb_clusters + 1 counters */
+    uint64_t max_seen;              /* last cluster any reference names,
+                                     * counted or not, plus one */
 
     uint64_t *rt;                   /* refcount table, host order */
     uint64_t rt_entries;
@@ -196,6 +198,8 @@ static void inc_range(struct ck *c, uint64_t off, uint64_t len)
      * it is less than a cluster past it (the file's last cluster may be
      * short); anything further is an error that no refcount fixes. */
     uint64_t fsize = c->s->file_size;
+    if ((last_byte >> c->cbits) >= c->max_seen)
+        c->max_seen = (last_byte >> c->cbits) + 1;
     if (last_byte >= fsize && last_byte - fsize >= c->cs - 1) {
         say(c, "reference to 0x%" PRIx64 " (%" PRIu64 " bytes) past the "
             "end of the file", off, len);
@@ -567,6 +571,7 @@ static int calculate(struct ck *c, bool stats)
     if (!c->ref)
         return -ENOMEM;
     c->nb_counted = c->nb_clusters;
+    c->max_seen = 0;
     c->rebuild = false;
     c->need_alloc = false;
     c->zero_used = false;
@@ -765,7 +770,14 @@ static int rebuild(struct ck *c)
     err = used_blocks(c, &used, &n_used);
     if (err)
         return err;
+    /* New structures go past everything in use, and past clusters that
+     * entries name beyond the end of the file too (they are errors, but
+     * a table there would be overwritten through them), unless those
+     * are too far out for a refcount table to reach. */
     uint64_t top = c->nb_counted;
+    if (c->max_seen > top &&
+        (c->max_seen >> c->block_bits) * 8 < QCOW2_MAX_REFTABLE_BYTES / 2)
+        top = c->max_seen;
 
     /* Grow until the new area covers itself, then shrink to fit. */
     uint64_t nb = 1, rt_cl = 1;
