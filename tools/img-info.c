@@ -143,7 +143,7 @@ static int qcow2_info(struct qcow2_state *s, struct info *in)
 static void print_snapshots(const struct info *in)
 {
     printf("Snapshot list:\n");
-    printf("%-9s %-17s%7s %19s %12s %10s\n", "ID", "TAG", "VM SIZE",
+    printf("%-9s %-17s %7s %19s %12s %10s\n", "ID", "TAG", "VM SIZE",
            "DATE", "VM CLOCK", "ICOUNT");
     for (uint32_t i = 0; i < in->n_snaps; i++) {
         const struct snap_info *si = &in->snaps[i];
@@ -162,7 +162,7 @@ static void print_snapshots(const struct info *in)
                  ms / 1000 % 60, ms % 1000);
         if (si->has_icount)
             snprintf(icount, sizeof icount, "%" PRIu64, si->icount);
-        printf("%-9s %-17s%7s %19s %12s %10s\n", si->id, si->name, size,
+        printf("%-9s %-17s %7s %19s %12s %10s\n", si->id, si->name, size,
                date, clock, icount);
     }
 }
@@ -202,12 +202,12 @@ static void print_human(const struct info *in)
     if (in->encrypted)
         printf("    encrypt:\n        format: %s\n", in->crypt_format);
     if (in->version >= 3) {
-        printf("    corrupt: %s\n", in->corrupt ? "true" : "false");
         if (in->data_file) {
             printf("    data file: %s\n", in->data_file);
             printf("    data file raw: %s\n",
                    in->data_file_raw ? "true" : "false");
         }
+        printf("    corrupt: %s\n", in->corrupt ? "true" : "false");
         printf("    extended l2: %s\n", in->ext_l2 ? "true" : "false");
     }
 }
