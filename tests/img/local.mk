@@ -4,6 +4,11 @@
 EXTRA_DIST += tests/img/img-functions.sh tests/img/imgpoke.py \
 	tests/img/imgcmp.py
 
+# qcow2_check_image on an image opened through img_open.
+check_PROGRAMS += tests/img/img-check-open
+tests_img_img_check_open_SOURCES = tests/img/img-check-open.c
+tests_img_img_check_open_LDADD = $(FORMATS_LIBS)
+
 IMG_TESTS = \
 	tests/img/img-create-passes-qemu-check.sh \
 	tests/img/img-check-agrees-with-qemu-on-clean-images.sh \
@@ -12,6 +17,7 @@ IMG_TESTS = \
 	tests/img/img-map-matches-qemu.sh \
 	tests/img/img-rejects-bad-usage-with-exit-2.sh \
 	tests/img/img-repair-rebuilds-broken-refcount-structures.sh \
-	tests/img/img-repair-survives-crash-states.sh
+	tests/img/img-repair-survives-crash-states.sh \
+	tests/img/img-check-repairs-an-open-image.sh
 TESTS += $(IMG_TESTS)
 EXTRA_DIST += $(IMG_TESTS)
