@@ -21,9 +21,7 @@ tests_qcow2w_qcow2w_overlap_SOURCES = tests/qcow2w/qcow2w-overlap.c \
 tests_qcow2w_qcow2w_overlap_CFLAGS = $(TESTS_LIBNBD_CFLAGS)
 tests_qcow2w_qcow2w_overlap_LDADD = $(TESTS_LIBNBD_LIBS)
 
-# Written and checked against qemu-nbd (the fault test needs diskserve);
-# registered in TESTS once diskserve writes qcow2.
-QCOW2W_PENDING = \
+QCOW2W_TESTS = \
 	tests/qcow2w/qcow2w-random-64k-clusters-match-shadow.sh \
 	tests/qcow2w/qcow2w-random-4k-clusters-match-shadow.sh \
 	tests/qcow2w/qcow2w-random-subclusters-match-shadow.sh \
@@ -34,10 +32,8 @@ QCOW2W_PENDING = \
 	tests/qcow2w/qcow2w-overlapping-writes-keep-one-value.sh \
 	tests/qcow2w/qcow2w-faults-fail-requests-not-server.sh
 
-QCOW2W_TESTS =
-
 TESTS += $(QCOW2W_TESTS)
-EXTRA_DIST += $(QCOW2W_TESTS) $(QCOW2W_PENDING) \
+EXTRA_DIST += $(QCOW2W_TESTS) \
 	tests/qcow2w/qcow2w-functions.sh \
 	tests/qcow2w/qcow2w-random.sh \
 	tests/qcow2w/qcow2w-faults.py

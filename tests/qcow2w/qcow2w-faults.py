@@ -10,8 +10,12 @@ ranges that need new L2 tables, refcount blocks and file space, flushing
 every few writes, until a request fails.  Then:
 
 - the failure is the injected errno or EIO, on a write, zero write or
-  flush: the client is told;
-- the server is still running, and a second client, and the first
+  flush: the client is told (ALLOC faults come in pairs, since the
+  driver retries a failed growth of the file for exactly what it
+  needs);
+- reads of flushed data in flight on another connection beside each
+  request, the failing one included, return that data;
+- the server is still running, and a new client, and the first
   connection too, read back every write that was acknowledged and
   flushed before the failure;
 - later writes either fail cleanly or land;
@@ -19,8 +23,9 @@ every few writes, until a request fails.  Then:
   are allowed, corruption is not), and qemu reads every acknowledged and
   flushed write from the image.
 
-A last case fills the disk for good (ALLOC:N+:ENOSPC): every write that
-needs space fails with ENOSPC or EIO while reads go on.
+A last case fills the disk for good (ALLOC:3+:ENOSPC): every write that
+needs space fails with ENOSPC or EIO, while overwrites of allocated
+clusters and reads go on.
 
 Usage: qcow2w-faults.py DISKSERVE SCRATCH SEED
 """
@@ -64,9 +69,17 @@ class Server:
         self.uri = "nbd+unix:///?socket=" + self.sock
 
     def client(self):
-        h = nbd.NBD()
-        h.connect_uri(self.uri)
-        return h
+        # The socket file appears at bind, a moment before listen.
+        for _ in range(100):
+            h = nbd.NBD()
+            try:
+                h.connect_uri(self.uri)
+                return h
+            except nbd.Error as e:
+                if e.errnum != errno.ECONNREFUSED:
+                    raise
+                time.sleep(0.05)
+        fail("%s: the server does not accept connections" % self.name)
 
     def alive(self):
         return self.proc.poll() is None
@@ -143,9 +156,14 @@ def one_fault(binary, scratch, tag, ename, nth, seed):
     prefill = 1900 << 10 if tag == "REFTABLE_GROW" else 0
     image = make_image(scratch, name, prefill)
     spec = "%s:%d:%s" % (tag, nth, ename)
+    if tag == "ALLOC":
+        # A failed growth of the file by a step is retried for exactly
+        # the clusters needed: fail both.
+        spec += ",%s:%d:%s" % (tag, nth + 1, ename)
     s = Server(binary, scratch, name, image, spec)
     rng = random.Random("%d %s" % (seed, name))
     a = s.client()
+    r = s.client()
     durable = {}        # offset -> bytes, acknowledged and flushed
     pending = {}        # acknowledged, not yet flushed
     failure = None
@@ -156,8 +174,19 @@ def one_fault(binary, scratch, tag, ename, nth, seed):
     for i in range((SIZE - base) // (32 << 10)):
         off = base + i * (32 << 10) + rng.randrange(0, 48) * CLUSTER
         n = rng.randrange(1, 9) * CLUSTER
+        if tag == "ALLOC":
+            # Fill whole stretches, so the file grows by a step (1 MiB)
+            # every 32 writes.
+            off = base + i * (32 << 10)
+            n = 32 << 10
         data = data_for(rng, n)
         what = "write %d+%d" % (off, n)
+        # Reads of flushed data in flight on another connection while the
+        # request runs.
+        reads = []
+        for roff in rng.sample(sorted(durable), min(2, len(durable))):
+            buf = nbd.Buffer(len(durable[roff]))
+            reads.append((roff, buf, r.aio_pread(buf, roff)))
         try:
             if i % 7 == 6:
                 what = "zero %d+%d" % (off, n)
@@ -173,6 +202,13 @@ def one_fault(binary, scratch, tag, ename, nth, seed):
                 pending.clear()
         except nbd.Error as e:
             failure = (what, e)
+        for roff, buf, cookie in reads:
+            while not r.aio_command_completed(cookie):
+                r.poll(-1)
+            if buf.to_bytearray() != durable[roff]:
+                fail("%s: a read at %d beside %s returned other data" % (
+                    name, roff, what))
+        if failure:
             break
     if failure is None:
         try:
@@ -181,10 +217,11 @@ def one_fault(binary, scratch, tag, ename, nth, seed):
             failure = ("final flush", e)
     if failure is None:
         fail("%s: no request failed; the server log:\n%s" % (name, s.log()))
-    what, e = failure
-    if e.errnum not in (ERRNOS[ename], errno.EIO):
+    what, err = failure
+    got = errno.errorcode.get(err.errnum or 0, str(err.errnum))
+    if err.errnum not in (ERRNOS[ename], errno.EIO):
         fail("%s: %s failed with %s (%s), want %s or EIO" % (
-            name, what, errno.errorcode.get(e.errnum or 0), e, ename))
+            name, what, got, err, ename))
     if "injected" not in s.log():
         fail("%s: the server log names no injected fault:\n%s" %
              (name, s.log()))
@@ -211,35 +248,37 @@ def one_fault(binary, scratch, tag, ename, nth, seed):
         if e.errnum not in (ERRNOS[ename], errno.EIO):
             fail("%s: a write after the fault failed with %s" % (
                 name, errno.errorcode.get(e.errnum or 0)))
-    for h in (a, b):
+    for h in (a, b, r):
         h.shutdown()
     s.stop()
     rc = qemu_img_check(name, image)
     qemu_reads(name, image, durable)
     print("%s: %s got %s; %d flushed writes read back; later writes %s; "
-          "qemu-img check %d" % (name, what,
-                                 errno.errorcode.get(e.errnum or 0),
-                                 len(durable), later, rc))
+          "qemu-img check %d" % (name, what, got, len(durable), later, rc))
     os.unlink(image)
 
 
 def disk_full(binary, scratch, seed):
-    """ALLOC:3+:ENOSPC: from the third growth of the file on, every write
-    that needs space fails; reads go on, and the image stays sound."""
+    """ALLOC:3+:ENOSPC on an image holding 1 MiB already: from the third
+    growth of the file on, every write that needs space fails; writes
+    into clusters already allocated still land, and reads go on."""
     name = "disk-full"
-    image = make_image(scratch, name)
+    prefill = 1 << 20
+    image = make_image(scratch, name, prefill)
     s = Server(binary, scratch, name, image, "ALLOC:3+:ENOSPC")
     rng = random.Random("%d %s" % (seed, name))
     a = s.client()
     durable = {}
     failures = 0
-    for i in range(SIZE // (256 << 10)):
-        off = i * (256 << 10)
+    landed = 0
+    for i in range((SIZE - prefill) // (128 << 10)):
+        off = prefill + i * (128 << 10)
         data = data_for(rng, 64 << 10)
         try:
             a.pwrite(data, off)
             a.flush()
             durable[off] = data
+            landed += 1
         except nbd.Error as e:
             if e.errnum not in (errno.ENOSPC, errno.EIO):
                 fail("%s: write at %d failed with %s" % (
@@ -247,15 +286,29 @@ def disk_full(binary, scratch, seed):
             failures += 1
     if failures == 0:
         fail("%s: no write failed; the server log:\n%s" % (name, s.log()))
+    for off in range(0, prefill, 64 << 10):
+        durable[off] = b"\x33" * (64 << 10)
     b = s.client()
     read_back(name, b, durable, "a second client")
+    # Overwrites need no space.
+    for off in range(0, prefill, 256 << 10):
+        data = data_for(rng, 64 << 10)
+        try:
+            b.pwrite(data, off)
+            b.flush()
+        except nbd.Error as e:
+            fail("%s: an overwrite of allocated clusters at %d failed on a "
+                 "full disk: %s" % (name, off, e))
+        durable[off] = data
+    read_back(name, a, durable, "the first client")
     for h in (a, b):
         h.shutdown()
     s.stop()
     rc = qemu_img_check(name, image)
     qemu_reads(name, image, durable)
-    print("%s: %d writes landed before the disk filled, %d refused; "
-          "qemu-img check %d" % (name, len(durable), failures, rc))
+    print("%s: %d writes landed before the disk filled, %d refused, "
+          "overwrites landed; qemu-img check %d" % (
+              name, landed, failures, rc))
 
 
 def main():
@@ -266,7 +319,9 @@ def main():
         tags.append("L1_GROW")
     for tag in tags:
         for ename in ("EIO", "ENOSPC"):
-            for nth in (1, 3):
+            # The Nth operation of the tag: the first, and one later (the
+            # refcount table grows once here: its write, then its sync).
+            for nth in (1, 2 if tag == "REFTABLE_GROW" else 3):
                 one_fault(binary, scratch, tag, ename, nth, seed)
     disk_full(binary, scratch, seed)
     return 0

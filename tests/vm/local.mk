@@ -25,12 +25,11 @@ CLEANFILES += \
 	tests/vm/cache/root.img \
 	tests/vm/cache/.lock
 
-# A guest on a qcow2 root served read-write.  Checked against qemu-nbd
-# (DS_TEST_SERVER=qemu-nbd); registered in TESTS once diskserve writes
-# qcow2.
-VM_QCOW2_PENDING = \
+# A guest on a qcow2 root served read-write.
+VM_QCOW2_TESTS = \
 	tests/vm/vm-qcow2-root-converted-image.sh \
 	tests/vm/vm-qcow2-root-overlay-on-backing-file.sh
-EXTRA_DIST += $(VM_QCOW2_PENDING) \
+TESTS += $(VM_QCOW2_TESTS)
+EXTRA_DIST += $(VM_QCOW2_TESTS) \
 	tests/vm/vm-qcow2-root-functions.sh \
 	tests/vm/guest-qcow2-root.sh
