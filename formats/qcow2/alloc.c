@@ -135,10 +135,16 @@ void qcow2_meta_clear(struct qcow2_state *s)
     memset(&s->meta, 0, sizeof s->meta);
 }
 
-/* Whether [off, off + len) overlaps [a, a + alen). */
-static bool hits(uint64_t off, uint64_t len, uint64_t a, uint64_t alen)
+/* Whether [off, off + len) overlaps the clusters holding [a, a + alen):
+ * a table owns its whole clusters. */
+static bool hits(const struct qcow2_state *s, uint64_t off, uint64_t len,
+                 uint64_t a, uint64_t alen)
 {
-    return alen > 0 && off < a + alen && a < off + len;
+    if (alen == 0)
+        return false;
+    uint64_t end = (a + alen + s->cluster_mask) & ~s->cluster_mask;
+    a &= ~s->cluster_mask;
+    return off < end && a < off + len;
 }
 
 const char *qcow2_metadata_at(const struct qcow2_state *s, uint64_t off,
@@ -148,20 +154,20 @@ const char *qcow2_metadata_at(const struct qcow2_state *s, uint64_t off,
 
     if (s->data_fd != s->fd)
         return NULL;        /* guest data lives in another file */
-    if (hits(off, len, 0, s->cluster_size))
+    if (hits(s, off, len, 0, s->cluster_size))
         return "the header";
-    if (hits(off, len, s->l1_offset, (uint64_t)s->l1_size * 8))
+    if (hits(s, off, len, s->l1_offset, (uint64_t)s->l1_size * 8))
         return "the L1 table";
-    if (hits(off, len, h->refcount_table_offset,
+    if (hits(s, off, len, h->refcount_table_offset,
              (uint64_t)h->refcount_table_clusters * s->cluster_size))
         return "the refcount table";
     if (h->nb_snapshots &&
-        hits(off, len, h->snapshots_offset, s->snapshots_size))
+        hits(s, off, len, h->snapshots_offset, s->snapshots_size))
         return "the snapshot table";
-    if (h->has_fde_ext && hits(off, len, h->fde_offset, h->fde_length))
+    if (h->has_fde_ext && hits(s, off, len, h->fde_offset, h->fde_length))
         return "the encryption header";
     for (uint32_t i = 0; i < s->nb_snapshots; i++)
-        if (hits(off, len, s->snapshots[i].l1_table_offset,
+        if (hits(s, off, len, s->snapshots[i].l1_table_offset,
                  (uint64_t)s->snapshots[i].l1_size * 8))
             return "a snapshot's L1 table";
     uint64_t first = off >> h->cluster_bits;

@@ -13,7 +13,9 @@ tests_qcow2_qcow2_cache_keeps_pinned_tables_SOURCES = \
 	tests/qcow2/qcow2-cache-keeps-pinned-tables.c \
 	formats/qcow2/cache.c formats/io.c
 
-EXTRA_DIST += tests/qcow2/qcow2-functions.sh tests/qcow2/qcow2poke.py
+EXTRA_DIST += tests/qcow2/qcow2-functions.sh tests/qcow2/qcow2poke.py \
+	tests/qcow2/qcow2-write-functions.sh \
+	tests/qcow2/qcow2-write-workload.py
 
 QCOW2_TESTS = \
 	tests/qcow2/qcow2-cluster-sizes-match-qemu.sh \
@@ -27,5 +29,19 @@ QCOW2_TESTS = \
 	tests/qcow2/qcow2-bad-entries-fail-only-their-request.sh \
 	tests/qcow2/qcow2-preallocation-matches-qemu.sh \
 	tests/qcow2/qcow2-small-cache-serves-concurrent-readers.sh
+
+# The write path: qemu-img check and compare against a shadow kept by
+# the workload client (qcow2-write-workload.py) judge every image.
+QCOW2_TESTS += \
+	tests/qcow2/qcow2-write-cluster-sizes-match-shadow.sh \
+	tests/qcow2/qcow2-write-subclusters-match-shadow.sh \
+	tests/qcow2/qcow2-write-backing-match-shadow.sh \
+	tests/qcow2/qcow2-write-compressed-base-match-shadow.sh \
+	tests/qcow2/qcow2-write-lazy-refcounts-match-shadow.sh \
+	tests/qcow2/qcow2-write-encrypted-match-shadow.sh \
+	tests/qcow2/qcow2-write-grows-refcount-and-l2-tables.sh \
+	tests/qcow2/qcow2-write-zeroes-honour-flags.sh \
+	tests/qcow2/qcow2-write-concurrent-writers-keep-data.sh \
+	tests/qcow2/qcow2-write-marks-corrupt.sh
 TESTS += $(QCOW2_TESTS)
 EXTRA_DIST += $(QCOW2_TESTS)
