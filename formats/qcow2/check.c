@@ -6,16 +6,20 @@
  * directory and bitmap tables, the LUKS header) and counts, in an array
  * of 16-bit counters indexed by host cluster, how often each cluster is
  * referenced (plus one counter for a last cluster the file ends inside
- * of; references further out are errors in themselves).  The counts are then compared with the refcounts on disk: a
- * refcount lower than the references is an error (the cluster could be
- * handed out again while in use), a higher one a leak.  Flags and
- * entries the spec forbids count as errors too, as do COPIED flags that
- * disagree with the refcount.  The counts reported are the ones
- * `qemu-img check` reports for the same image.
+ * of; references further out are errors in themselves).  The counts are
+ * then compared with the refcounts on disk: a refcount lower than the
+ * references is an error (the cluster could be handed out again while
+ * in use), a higher one a leak.  Flags and entries the spec forbids
+ * count as errors too, as do COPIED flags that disagree with the
+ * refcount.  The counts reported are the ones `qemu-img check` reports
+ * for the same image.
  *
  * Repair order (a crash at any point loses no data):
  *   - refcounts are only ever set to the counted references, so a
  *     cluster still referenced never drops to zero;
+ *   - a repair in place never allocates: when a refcount to raise has
+ *     no refcount block, or a block is shared or unreadable, the
+ *     structures are rebuilt instead;
  *   - broken refcount structures are rebuilt in new clusters past the
  *     end of the file: blocks and table are written and synced first,
  *     then the header is switched to them and synced; until then the old

@@ -39,7 +39,8 @@ for o in compat=0.10 compat=1.1 cluster_size=512 cluster_size=4k \
          refcount_bits=32 refcount_bits=64 \
          cluster_size=512,refcount_bits=64 \
          compat=0.10,lazy_refcounts=off \
-         extended_l2=on,lazy_refcounts=on,compression_type=zstd,refcount_bits=1 \
+         extended_l2=on,lazy_refcounts=on,refcount_bits=1 \
+         extended_l2=on,compression_type=zstd,refcount_bits=1 \
          backing_file=base.qcow2,backing_fmt=qcow2 \
          compat=0.10,backing_file=base.qcow2,backing_fmt=qcow2 \
          extended_l2=on,backing_file=base.qcow2,backing_fmt=qcow2; do

@@ -16,7 +16,8 @@ bad()
     local rc=0
     img "$@" >out.txt 2>err.txt || rc=$?
     [ "$rc" = 2 ] || fail "'$*': exit $rc, expected 2"
-    [ "$(wc -l <err.txt)" = 1 ] || { cat err.txt >&2; fail "'$*': not one line"; }
+    [ "$(wc -l <err.txt)" = 1 ] ||
+        { cat err.txt >&2; fail "'$*': not one line"; }
     [ ! -s out.txt ] || fail "'$*': wrote to stdout"
     [ ! -e new.qcow2 ] || fail "'$*': created a file"
 }

@@ -43,12 +43,15 @@ broken()
     repaired "$name" "$f"
 }
 
+# Byte offsets of the first refcount block and of guest cluster 0.
+block0() { echo $(( $($POKE "$1" block-cluster 0) * CS )); }
+data0() { echo $(( $($POKE "$1" host-cluster 0) * CS )); }
 zero_entry() { $POKE "$1" reftable 0 0; }
-unaligned_entry() { $POKE "$1" reftable 0 $(( $($POKE "$1" block-cluster 0) * CS + 512 )); }
-reserved_entry() { $POKE "$1" reftable 0 $(( $($POKE "$1" block-cluster 0) * CS + 1 )); }
+unaligned_entry() { $POKE "$1" reftable 0 $(( $(block0 "$1") + 512 )); }
+reserved_entry() { $POKE "$1" reftable 0 $(( $(block0 "$1") + 1 )); }
 entry_past_eof() { $POKE "$1" reftable 0 0x40000000; }
-entry_on_data() { $POKE "$1" reftable 0 $(( $($POKE "$1" host-cluster 0) * CS )); }
-entry_twice() { $POKE "$1" reftable 1 $(( $($POKE "$1" block-cluster 0) * CS )); }
+entry_on_data() { $POKE "$1" reftable 0 "$(data0 "$1")"; }
+entry_twice() { $POKE "$1" reftable 1 "$(block0 "$1")"; }
 zero_block() {
     dd if=/dev/zero of="$1" bs=$CS count=1 conv=notrunc \
        seek=$($POKE "$1" block-cluster 0) 2>/dev/null
