@@ -660,7 +660,11 @@ static bool is_metadata_prealloc(struct qcow2_state *s)
         pthread_mutex_lock(&s->prealloc_lock);
         st = s->prealloc_state;
         if (st == 0) {
+            /* Reads the refcounts in the file: no table may move
+             * meanwhile. */
+            qcow2_lock(s);
             st = qcow2_has_metadata_prealloc(s) ? 2 : 1;
+            qcow2_unlock(s);
             __atomic_store_n(&s->prealloc_state, st, __ATOMIC_RELEASE);
         }
         pthread_mutex_unlock(&s->prealloc_lock);

@@ -664,8 +664,32 @@ static int write_in_place(struct qcow2_state *s, const struct step *st,
     return err;
 }
 
+/* Queue the free of what entry cur (index idx of table l2_off) held
+ * before a new host cluster replaced it.  A failure only leaks. */
+static void free_old(struct qcow2_state *s, const struct qcow2_l2e *cur,
+                     uint64_t l2_off, uint32_t idx)
+{
+    int err = 0;
+
+    if (cur->type == QCOW2_C_NORMAL ||
+        (cur->type == QCOW2_C_ZERO && cur->host)) {
+        err = qcow2_queue_free(s, cur->host, s->cluster_size,
+                               QCOW2_FREE_AFTER_L2);
+    } else if (cur->type == QCOW2_C_COMPRESSED) {
+        struct qcow2_run run;
+        err = qcow2_decode_compressed(s, false, l2_off, idx, cur->raw, &run);
+        if (!err)
+            err = qcow2_queue_free(s, run.coffset, run.csize,
+                                   QCOW2_FREE_AFTER_L2);
+    }
+    if (err)
+        img_log("qcow2: %s: host cluster 0x%" PRIx64 " leaks: %s",
+                s->img.path, cur->host, strerror(-err));
+}
+
 /* Link an allocating step's clusters into its L2 table and queue the old
- * clusters' frees. */
+ * clusters' frees.  Every entry is checked before any is changed, so a
+ * failure leaves the table as it was. */
 static int link_step(struct qcow2_state *s, const struct step *st)
 {
     uint32_t l2_mask = (1u << s->l2_bits) - 1;
@@ -681,6 +705,22 @@ static int link_step(struct qcow2_state *s, const struct step *st)
         return err;
     for (uint64_t i = 0; i < st->count && !err; i++) {
         uint64_t c = st->first + i;
+        struct qcow2_l2e cur;
+        err = entry_for_write(s, t->data, l2_off, (uint32_t)c & l2_mask,
+                              c << s->h.cluster_bits, &cur);
+        if (!err && cur.type == QCOW2_C_COMPRESSED) {
+            struct qcow2_run run;
+            err = qcow2_decode_compressed(s, false, l2_off,
+                                          (uint32_t)c & l2_mask, cur.raw,
+                                          &run);
+        }
+    }
+    if (err) {
+        qcow2_cache_put(s->cache, &t);
+        return err;
+    }
+    for (uint64_t i = 0; i < st->count; i++) {
+        uint64_t c = st->first + i;
         uint64_t gc = c << s->h.cluster_bits;
         uint32_t idx = (uint32_t)c & l2_mask;
         uint64_t a = st->off > gc ? st->off : gc;
@@ -688,9 +728,7 @@ static int link_step(struct qcow2_state *s, const struct step *st)
                      ? st->off + st->len : gc + s->cluster_size;
         uint64_t host = data_file ? gc : st->host + i * s->cluster_size;
         struct qcow2_l2e cur;
-        err = entry_for_write(s, t->data, l2_off, idx, gc, &cur);
-        if (err)
-            break;
+        qcow2_decode_l2e(s, false, t->data, l2_off, idx, gc, &cur);
         uint64_t bitmap = 0;
         if (s->ext_l2) {
             uint32_t al = (st->reuse ? (uint32_t)cur.bitmap : old_alloc(&cur))
@@ -700,27 +738,15 @@ static int link_step(struct qcow2_state *s, const struct step *st)
                 z = 0;
             bitmap = al | ((uint64_t)z << 32);
         }
-        if (!st->reuse && !data_file) {
-            if (cur.type == QCOW2_C_NORMAL ||
-                (cur.type == QCOW2_C_ZERO && cur.host)) {
-                err = qcow2_queue_free(s, cur.host, s->cluster_size,
-                                       QCOW2_FREE_AFTER_L2);
-            } else if (cur.type == QCOW2_C_COMPRESSED) {
-                struct qcow2_run run;
-                err = qcow2_decode_compressed(s, false, l2_off, idx, cur.raw,
-                                              &run);
-                if (!err)
-                    err = qcow2_queue_free(s, run.coffset, run.csize,
-                                           QCOW2_FREE_AFTER_L2);
-            }
-        }
+        if (!st->reuse && !data_file)
+            free_old(s, &cur, l2_off, idx);
         qcow2_set_l2e(s, t->data, idx, host | QCOW2_L2E_COPIED, bitmap);
     }
     qcow2_cache_mark_dirty(s->cache, t);
-    if (!err && (s->breaks & QCOW2_BREAK_DATA_BEFORE_MAPPING))
-        err = qcow2_write_l2_now(s, l2_off, t->data);
+    if (s->breaks & QCOW2_BREAK_DATA_BEFORE_MAPPING)
+        qcow2_write_l2_now(s, l2_off, t->data);
     qcow2_cache_put(s->cache, &t);
-    return err;
+    return 0;
 }
 
 /* Undo a planned allocating step that will not be linked. */
@@ -732,7 +758,7 @@ static void abandon(struct qcow2_state *s, const struct step *st)
 }
 
 int qcow2_write_steps(struct qcow2_state *s, const uint8_t *buf,
-                           uint64_t len, uint64_t off, bool *allocated)
+                      uint64_t len, uint64_t off, bool *allocated)
 {
     int err = 0;
 

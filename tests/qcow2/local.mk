@@ -42,6 +42,7 @@ QCOW2_TESTS += \
 	tests/qcow2/qcow2-write-grows-refcount-and-l2-tables.sh \
 	tests/qcow2/qcow2-write-zeroes-honour-flags.sh \
 	tests/qcow2/qcow2-write-concurrent-writers-keep-data.sh \
+	tests/qcow2/qcow2-write-snapshots-and-data-files-match-shadow.sh \
 	tests/qcow2/qcow2-write-marks-corrupt.sh
 TESTS += $(QCOW2_TESTS)
 EXTRA_DIST += $(QCOW2_TESTS)
