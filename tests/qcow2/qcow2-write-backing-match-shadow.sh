@@ -61,6 +61,7 @@ done
 alloc=$(qemu-img map --output=json -f qcow2 "$img" | /usr/bin/python3 -c '
 import json, sys
 print(" ".join("%d+%d" % (e["start"], e["length"])
-               for e in json.load(sys.stdin) if e["depth"] == 0 and e["data"]))')
+               for e in json.load(sys.stdin)
+               if e["depth"] == 0 and e["data"]))')
 [ "$alloc" = "6291456+65536" ] || fail "trim: data left at $alloc"
 echo "ok: trims read zeros over the backing file"

@@ -28,7 +28,8 @@ for fmt in luks aes; do
             tries=$((tries + 1))
             [ $tries -lt 5 ] || fail "$fmt: qemu-img create"
         done
-        QEMU_SPEC="--image-opts driver=qcow2,file.filename=$img,encrypt.key-secret=sec0"
+        QEMU_SPEC="--image-opts driver=qcow2,file.filename=$img"
+        QEMU_SPEC="$QEMU_SPEC,encrypt.key-secret=sec0"
         # shellcheck disable=SC2086
         qemu-io $QEMU_OPTS $QEMU_SPEC -c "write -P 0x5a 0 200k" >/dev/null
         write_and_judge "$fmt-$cs" "$img" --max-len 40000
