@@ -81,7 +81,7 @@ static uint32_t touched(const struct qcow2_state *s, uint64_t gc,
 }
 
 bool qcow2_in_place(const struct qcow2_state *s, const struct qcow2_l2e *e,
-                     uint64_t gc, uint64_t a, uint64_t b)
+                    uint64_t gc, uint64_t a, uint64_t b)
 {
     if (e->type != QCOW2_C_NORMAL)
         return false;

@@ -13,6 +13,11 @@ tests_qcow2_qcow2_cache_keeps_pinned_tables_SOURCES = \
 	tests/qcow2/qcow2-cache-keeps-pinned-tables.c \
 	formats/qcow2/cache.c formats/io.c
 
+# Drives the driver to grow an L1 table, which no valid image needs.
+check_PROGRAMS += tests/qcow2/qcow2-write-grow-l1
+tests_qcow2_qcow2_write_grow_l1_SOURCES = tests/qcow2/qcow2-write-grow-l1.c
+tests_qcow2_qcow2_write_grow_l1_LDADD = $(FORMATS_LIBS)
+
 EXTRA_DIST += tests/qcow2/qcow2-functions.sh tests/qcow2/qcow2poke.py \
 	tests/qcow2/qcow2-write-functions.sh \
 	tests/qcow2/qcow2-write-workload.py
@@ -40,6 +45,7 @@ QCOW2_TESTS += \
 	tests/qcow2/qcow2-write-lazy-refcounts-match-shadow.sh \
 	tests/qcow2/qcow2-write-encrypted-match-shadow.sh \
 	tests/qcow2/qcow2-write-grows-refcount-and-l2-tables.sh \
+	tests/qcow2/qcow2-write-grows-l1.sh \
 	tests/qcow2/qcow2-write-zeroes-honour-flags.sh \
 	tests/qcow2/qcow2-write-concurrent-writers-keep-data.sh \
 	tests/qcow2/qcow2-write-snapshots-and-data-files-match-shadow.sh \
