@@ -321,21 +321,31 @@ int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t n, uint64_t *off,
 
 /* ---- frees ---- */
 
+/* Forget clusters [c, c + n), whose refcounts reached 0, everywhere but
+ * in the free list. */
+static void forget(struct qcow2_state *s, uint64_t c, uint64_t n)
+{
+    for (uint64_t i = c; i < c + n; i++) {
+        uint64_t off = i << s->h.cluster_bits;
+        if (s->cache)
+            qcow2_cache_discard(s->cache, off);
+        if (s->rc_cache)
+            qcow2_cache_discard(s->rc_cache, off);
+        meta_remove(&s->meta, i);
+    }
+    /* Give the space back; the contents are never read again. */
+    io_fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                 c << s->h.cluster_bits, n << s->h.cluster_bits,
+                 IO_TAG_DATA);
+    if (ext_push(s, c, n) != 0)
+        img_log("qcow2: %s: out of memory: %" PRIu64 " host clusters at 0x%"
+                PRIx64 " leak until the image is reopened", s->img.path, n,
+                c << s->h.cluster_bits);
+}
+
 void qcow2_release_cluster(struct qcow2_state *s, uint64_t c)
 {
-    uint64_t off = c << s->h.cluster_bits;
-
-    if (s->cache)
-        qcow2_cache_discard(s->cache, off);
-    if (s->rc_cache)
-        qcow2_cache_discard(s->rc_cache, off);
-    meta_remove(&s->meta, c);
-    /* Give the space back; the contents are never read again. */
-    io_fallocate(s->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off,
-                 s->cluster_size, IO_TAG_DATA);
-    if (ext_push(s, c, 1) != 0)
-        img_log("qcow2: %s: out of memory: host cluster 0x%" PRIx64
-                " leaks until the image is reopened", s->img.path, off);
+    forget(s, c, 1);
 }
 
 int qcow2_queue_free(struct qcow2_state *s, uint64_t offset, uint64_t len,
@@ -352,11 +362,23 @@ int qcow2_queue_free(struct qcow2_state *s, uint64_t offset, uint64_t len,
     if (wait == QCOW2_FREE_AFTER_L2 &&
         (s->breaks & QCOW2_BREAK_L2_BEFORE_REFCOUNT))
         wait = QCOW2_FREE_READY;
+    uint64_t guard = qcow2_nowait_guard(s);
+    if (s->n_frees > 0 && ((offset | len) & s->cluster_mask) == 0) {
+        /* Whole clusters right after the last free, queued alike: one
+         * entry (a trim of a large range queues one, not thousands). */
+        struct qcow2_free *f = &s->frees[s->n_frees - 1];
+        if (f->wait == wait && f->seq == s->req_seq &&
+            f->nowait_call == guard && f->offset + f->len == offset &&
+            ((f->offset | f->len) & s->cluster_mask) == 0) {
+            f->len += len;
+            return 0;
+        }
+    }
     s->frees[s->n_frees++] = (struct qcow2_free){
         .offset = offset,
         .len = len,
         .seq = s->req_seq,
-        .nowait_call = qcow2_nowait_guard(s),
+        .nowait_call = guard,
         .wait = wait,
     };
     if (wait == QCOW2_FREE_READY)
@@ -379,21 +401,42 @@ bool qcow2_frees_pressing(const struct qcow2_state *s)
     return s->n_frees >= FREES_FLUSH_AT;
 }
 
-/* Drop the refcount of every host cluster f touches. */
-static int apply_free(struct qcow2_state *s, const struct qcow2_free *f)
+/* Drop the refcount of every host cluster f touches, releasing runs of
+ * clusters that reach 0 together.  On failure f shrinks to the clusters
+ * not done yet. */
+static int apply_free(struct qcow2_state *s, struct qcow2_free *f)
 {
     uint64_t first = f->offset >> s->h.cluster_bits;
     uint64_t last = (f->offset + f->len - 1) >> s->h.cluster_bits;
+    uint64_t end = f->offset + f->len;
+    uint64_t run = 0, run_start = 0;
+    int err = 0;
 
     for (uint64_t c = first; c <= last; c++) {
         uint64_t rc;
-        int err = qcow2_refcount_change(s, c, -1, &rc);
-        if (err)
-            return err;
-        if (rc == 0)
-            qcow2_release_cluster(s, c);
+        err = qcow2_refcount_change(s, c, -1, &rc);
+        if (err) {
+            uint64_t done = c << s->h.cluster_bits;
+            if (done > f->offset) {
+                f->offset = done;
+                f->len = end - done;
+            }
+            break;
+        }
+        if (rc != 0)
+            continue;
+        if (run > 0 && run_start + run == c) {
+            run++;
+            continue;
+        }
+        if (run > 0)
+            forget(s, run_start, run);
+        run_start = c;
+        run = 1;
     }
-    return 0;
+    if (run > 0)
+        forget(s, run_start, run);
+    return err;
 }
 
 int qcow2_apply_frees(struct qcow2_state *s)
