@@ -227,7 +227,7 @@ static int grow_file(struct qcow2_state *s, uint64_t end)
         return err;
     }
     qcow2_note_write(s);
-    s->file_size = size;
+    __atomic_store_n(&s->file_size, size, __ATOMIC_RELAXED);
     if (s->data_fd == s->fd)
         s->data_file_size = size;
     return 0;

@@ -107,7 +107,9 @@ int qcow2_decode_compressed(const struct qcow2_state *s, bool quiet,
     uint64_t coffset = desc & s->coffset_mask;
     uint64_t sectors = ((desc >> s->csize_shift) & s->csize_mask) + 1;
 
-    if (coffset >= s->file_size) {
+    /* Atomic: copy-on-write decodes old entries with the metadata lock
+     * dropped, while allocations grow the file. */
+    if (coffset >= __atomic_load_n(&s->file_size, __ATOMIC_RELAXED)) {
         bad_entry(s, quiet, l2_off, idx, "compressed data past end of file", v);
         return -EIO;
     }
