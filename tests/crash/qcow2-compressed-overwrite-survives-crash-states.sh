@@ -20,7 +20,7 @@ for s in range(2048):
 qemu-img convert -c -f raw -O qcow2 -o cluster_size=$CS "$IMG.src" "$IMG" &&
 rm -f "$IMG.src"'
 for cs in 512 1k; do
-    CS=$cs sh "$abs_top_srcdir/tests/crash/run-crash.sh" \
+    sh "$abs_top_srcdir/tests/crash/run-crash.sh" \
         --requests 250 --min-states 600 --prep "CS=$cs; $prep" \
         --workload-arg --mix=write:60,zero:10,trim:10,flush:10 \
         qcow2 "$seed" 800 \
