@@ -26,7 +26,8 @@ QW_SECRET="--object secret,id=s0,file=$QW_PASS"
 qw_spec()
 {
     if [ "${2:-}" = luks ]; then
-        echo "$QW_SECRET --image-opts driver=qcow2,file.filename=$1,encrypt.key-secret=s0"
+        echo "$QW_SECRET --image-opts" \
+            "driver=qcow2,file.filename=$1,encrypt.key-secret=s0"
     else
         echo "-f qcow2 $1"
     fi
@@ -37,11 +38,12 @@ qw_spec()
 # with "Unable to get accurate CPU usage": retry.
 qw_create_luks()
 {
-    local img=$1 size=$2 opts=${3:-} tries=0
+    local img=$1 size=$2 tries=0
+    local opts=encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10
+    opts=$opts${3:+,$3}
     # shellcheck disable=SC2086
-    until qemu-img create -q $QW_SECRET -f qcow2 \
-        -o encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10${opts:+,$opts} \
-        "$img" "$size"; do
+    until qemu-img create -q $QW_SECRET -f qcow2 -o "$opts" "$img" "$size"
+    do
         tries=$((tries + 1))
         [ $tries -lt 5 ] || fail "qemu-img create of LUKS image $img"
     done

@@ -4,12 +4,13 @@
  *
  * Each round takes a fresh region (--region bytes, a few clusters) and
  * issues --writers requests at once, spread over the connections: mostly
- * writes, some zero writes (--zeros percent, 12), of random sector-aligned ranges inside the
- * region, so that they overlap each other and share clusters and
- * subclusters.  When all have answered, the region is read back, and
- * every sector must hold exactly one of the values written to it in that
- * round (a whole sector of one writer: never a mix, never a lost write),
- * or its starting contents if no request covered it.  At the end the
+ * writes, some zero writes (--zeros percent, 12 by default), of random
+ * sector-aligned ranges inside the region, so that they overlap each
+ * other and share clusters and subclusters.  When all have answered,
+ * the region is read back, and every sector must hold exactly one of the
+ * values written to it in that round (a whole sector of one writer: never
+ * a mix, never a lost write), or its starting contents if no request
+ * covered it.  At the end the
  * whole disk is read once more and must match what the rounds read, and
  * that is saved (--out) for qemu-img compare.
  *

@@ -28,7 +28,8 @@ overlap()
     "$QW_BIN/qcow2w-overlap" --uri "$QW_URI" --seed "$QW_SEED" \
         --rounds "$rounds" --region "$region" --writers 24 --zeros $zeros \
         --out "$T/$name.shadow" ${initial:+--initial "$initial"} ||
-        fail "$name: the client failed (server log: $(tail -n 5 "$T/$name.log"))"
+        fail "$name: the client failed (server log:" \
+            "$(tail -n 5 "$T/$name.log"))"
     qw_stop "$name"
     qw_check "$name" "$T/$name.qcow2"
     qw_compare "$name" "$T/$name.qcow2" "$T/$name.shadow"

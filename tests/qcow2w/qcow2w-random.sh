@@ -68,8 +68,10 @@ qw_serve server "$img" "$enc"
 "$QW_BIN/qcow2w-random" --uri "$QW_URI" --seed "$QW_SEED" \
     --requests "$requests" --out "$T/shadow.raw" --granule "$granule" \
     ${initial:+--initial "$initial"} ${reveal:+--reveal "$reveal"} ||
-    fail "$variant: the workload failed (server log: $(tail -n 5 "$T/server.log"))"
+    fail "$variant: the workload failed (server log:" \
+        "$(tail -n 5 "$T/server.log"))"
 qw_stop server
 qw_check "$variant" "$img" "$enc"
 qw_compare "$variant" "$img" "$T/shadow.raw" "$enc"
-echo "ok: $variant: $requests requests, image checks clean and equals the shadow"
+echo "ok: $variant: $requests requests; the image checks clean and" \
+    "equals the shadow"
