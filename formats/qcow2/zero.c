@@ -12,14 +12,15 @@
  * anything when any data would have to be written.
  *
  * Trim frees whole clusters: the L2 entry is cleared, or set to the zero
- * flag where a backing file would otherwise show through (version 3;
- * version 2 keeps such clusters).  The host cluster's refcount drops once
- * the cleared entry is on disk, and then the hole goes down to the file
- * (alloc.c).  With an external data file the guest range is punched out
- * of the data file at once.  The parts of clusters a trim covers are
- * zeroed as by write_zeroes with MAY_TRIM, so a trimmed range never
- * shows its old data; where a cluster is written in place, zeroing a part
- * of it is a hole punched into the host cluster, not a write.
+ * flag where a backing file would otherwise show through.  The host
+ * cluster's refcount drops once the cleared entry is on disk, and then
+ * the hole goes down to the file (alloc.c).  With an external data file
+ * the guest range is punched out of the data file at once.  The parts of
+ * clusters a trim covers are zeroed as by write_zeroes with MAY_TRIM, so
+ * a trimmed range never shows its old data; where a cluster is written in
+ * place, zeroing a part of it is a hole punched into the host cluster,
+ * not a write.  Version 2 leaves clusters a backing file covers as they
+ * are: it has no way to hide the backing file but writing zeros.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -362,7 +363,9 @@ static int walk(struct qcow2_state *s, uint64_t off, uint64_t len,
             pos = next < end ? next : end;
             continue;
         }
-        if (trim && pos == gc && cend == gc + s->cluster_size)
+        if (trim && s->h.version < 3 && backed(s, gc))
+            memset(&p, 0, sizeof p);    /* cannot hide the backing file */
+        else if (trim && pos == gc && cend == gc + s->cluster_size)
             plan_trim(s, &e, gc, &p);
         else
             plan_zero(s, &e, gc, pos, cend,
