@@ -2,7 +2,9 @@
 # Claim: after seeded workloads of writes (aligned and not, in place and
 # allocating, many in flight on the same clusters), zero writes, trims
 # and flushes, images with 512-byte, 4 KiB, 64 KiB and 2 MiB clusters,
-# version 2 and 3, and refcounts of 1, 16 and 64 bits pass qemu-img check
+# version 2 and 3, refcounts of 1, 2, 16 and 64 bits, and a metadata
+# cache of a few tables (evictions write tables back all the time) pass
+# qemu-img check
 # with no error and no leak, and qemu reads them exactly as the
 # workload's shadow says.  SEED=N replays a run.
 . "$abs_top_srcdir/tests/functions.sh"
@@ -30,3 +32,6 @@ case_ refcount1 16M cluster_size=4k,refcount_bits=1
 case_ refcount64 8M cluster_size=512,refcount_bits=64 --max-len 8192
 case_ refcount2 8M cluster_size=1k,refcount_bits=2 --max-len 8192
 case_ aligned 32M cluster_size=64k --align 4096
+DS_OPTS="--cache-size 4k"
+case_ small-cache 8M cluster_size=512 --max-len 12288 --hot 0
+case_ small-cache-64k 64M cluster_size=64k,refcount_bits=64 --hot 0
