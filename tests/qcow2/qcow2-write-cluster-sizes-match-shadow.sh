@@ -4,9 +4,8 @@
 # and flushes, images with 512-byte, 4 KiB, 64 KiB and 2 MiB clusters,
 # version 2 and 3, refcounts of 1, 2, 16 and 64 bits, and a metadata
 # cache of a few tables (evictions write tables back all the time) pass
-# qemu-img check
-# with no error and no leak, and qemu reads them exactly as the
-# workload's shadow says.  SEED=N replays a run.
+# qemu-img check with no error and no leak, and qemu reads them exactly
+# as the workload's shadow says.  SEED=N replays a run.
 . "$abs_top_srcdir/tests/functions.sh"
 . "$abs_top_srcdir/tests/qcow2/qcow2-write-functions.sh"
 
