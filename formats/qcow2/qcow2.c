@@ -51,8 +51,10 @@
  * clusters run in parallel, and allocating writes copy, encrypt and write
  * their data unlocked.  map_nowait only tries the lock and answers
  * -EAGAIN when it is taken, so the event loop thread never waits on disk
- * I/O.  Lock order: s->lock, then a cache's mutex, then the scratch
- * pool's.
+ * I/O; only when every file is in memory (tmpfs) may the loop thread
+ * write inline (img.nowait_writes) and take the lock like any writer,
+ * since then nobody holds it across slow I/O.  Lock order: s->lock, then
+ * a cache's mutex, then the scratch pool's.
  */
 #include <endian.h>
 #include <errno.h>
