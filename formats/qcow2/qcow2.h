@@ -374,8 +374,9 @@ struct qcow2_state {
     uint64_t open_size;             /* file size at open */
     uint64_t frontier;              /* cluster index: no cluster from here
                                      * on was used or written since open */
-    uint64_t scan;                  /* cluster index: every free cluster
-                                     * below is in free_ext or queued */
+    uint64_t scan;                  /* cluster index: the refcounts below
+                                     * were looked at; clusters freed
+                                     * since are in free_ext */
     struct qcow2_extent *free_ext;  /* known free clusters */
     size_t n_free_ext;
     size_t cap_free_ext;
