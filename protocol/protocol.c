@@ -352,6 +352,11 @@ uint32_t proto_validate_request(const struct proto_request *req,
         return PROTO_EINVAL;
     if (req->type == PROTO_CMD_BLOCK_STATUS && req->length == 0)
         return PROTO_EINVAL;
+    /* The spec asks clients to align these to the minimum block size
+     * and servers to answer EINVAL when they do not. */
+    if (lim->min_block > 1 && req->type != PROTO_CMD_BLOCK_STATUS &&
+        ((req->offset | req->length) & (lim->min_block - 1)))
+        return PROTO_EINVAL;
     if (req->offset > lim->export_size ||
         req->length > lim->export_size - req->offset)
         return req->type == PROTO_CMD_WRITE ||

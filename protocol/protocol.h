@@ -196,6 +196,7 @@ size_t proto_encode_bs_desc(uint8_t *buf, bool extended, uint64_t length,
 struct proto_limits {
     uint64_t export_size;
     uint32_t max_payload;       /* reads and writes */
+    uint32_t min_block;         /* advertised alignment; 0 or 1: none */
     uint16_t tflags;            /* transmission flags sent */
     bool structured;            /* structured replies negotiated */
     bool extended;              /* extended headers negotiated */

@@ -184,8 +184,14 @@ static int opt_info_go(struct conn *c)
     }
     if (!err)
         err = send_ack(c);
-    if (!err && c->opt.option == PROTO_OPT_GO)
+    if (!err && c->opt.option == PROTO_OPT_GO) {
         enter_transmission(c, e);
+        /* Only a client that asked for the constraints promised to keep
+         * them; others get read-modify-write in the driver, as qemu-nbd
+         * does. */
+        if (go_requested(&go, PROTO_INFO_BLOCK_SIZE))
+            c->check_align = e->img->min_block;
+    }
     return err ? -EPIPE : 0;
 }
 

@@ -331,6 +331,7 @@ int req_receive_header(struct conn *c)
     struct proto_limits lim = {
         .export_size = c->exp->img->size,
         .max_payload = PROTO_MAX_PAYLOAD,
+        .min_block = c->check_align,
         .tflags = c->tflags,
         .structured = c->structured,
         .extended = c->extended,

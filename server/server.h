@@ -142,6 +142,7 @@ struct conn {
     bool extended;
     struct export *exp;
     uint16_t tflags;
+    uint32_t check_align;   /* min block to enforce: the client asked */
     /* meta contexts selected for meta_export */
     struct export *meta_export;
     bool meta_base, meta_depth;

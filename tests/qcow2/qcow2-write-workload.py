@@ -65,6 +65,9 @@ def main():
     # Unaligned requests on purpose, also where the server prefers
     # whole sectors (encrypted images).
     h.set_strict_mode(h.get_strict_mode() & ~nbd.STRICT_ALIGN)
+    # Unaligned requests on purpose: do not promise the server to keep
+    # its block size constraints, so it serves them.
+    h.set_request_block_size(False)
     h.connect_uri(args.uri)
     size = h.get_size()
     can_fast_zero = h.can_fast_zero()

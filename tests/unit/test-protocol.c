@@ -1241,6 +1241,46 @@ static void test_validate_read_only(void)
     CHECK_EQ(proto_validate_request(&req, &lim), 0);
 }
 
+/* An advertised minimum block size: unaligned offsets and lengths are
+ * EINVAL for every command but FLUSH and BLOCK_STATUS (whose length is
+ * a hint); none advertised (0 or 1) means any alignment. */
+static void test_validate_min_block(void)
+{
+    static const uint16_t cmds[] = {
+        PROTO_CMD_READ, PROTO_CMD_WRITE, PROTO_CMD_TRIM,
+        PROTO_CMD_WRITE_ZEROES, PROTO_CMD_CACHE,
+    };
+    struct proto_limits lim = make_limits(false, true, false, true,
+                                          all_optional_tflags());
+    struct proto_request req = { .offset = 512, .length = 1024 };
+
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        req.type = cmds[i];
+        req.offset = 512;
+        req.length = 1024;
+        lim.min_block = 512;
+        CHECK_EQ(proto_validate_request(&req, &lim), 0);
+        req.offset = 513;
+        CHECK_EQ(proto_validate_request(&req, &lim), PROTO_EINVAL);
+        req.offset = 512;
+        req.length = 1000;
+        CHECK_EQ(proto_validate_request(&req, &lim), PROTO_EINVAL);
+        lim.min_block = 1;
+        CHECK_EQ(proto_validate_request(&req, &lim), 0);
+        lim.min_block = 0;
+        CHECK_EQ(proto_validate_request(&req, &lim), 0);
+    }
+    lim.min_block = 512;
+    req.type = PROTO_CMD_BLOCK_STATUS;
+    req.offset = 512;
+    req.length = 1000;
+    CHECK_EQ(proto_validate_request(&req, &lim), 0);
+    req.type = PROTO_CMD_FLUSH;
+    req.offset = 0;
+    req.length = 0;
+    CHECK_EQ(proto_validate_request(&req, &lim), 0);
+}
+
 static void test_errno_to_wire(void)
 {
     const struct { int err; uint32_t wire; } map[] = {
@@ -1328,6 +1368,7 @@ int main(void)
         { "validate: ranges", test_validate_ranges },
         { "validate: payload limits", test_validate_payload_limits },
         { "validate: zero length", test_validate_zero_length },
+        { "validate: minimum block size", test_validate_min_block },
         { "validate: read-only", test_validate_read_only },
         { "errno to wire", test_errno_to_wire },
         { "names", test_names },
