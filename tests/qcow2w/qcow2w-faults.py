@@ -30,6 +30,7 @@ clusters and reads go on.
 Usage: qcow2w-faults.py DISKSERVE SCRATCH SEED
 """
 
+import atexit
 import errno
 import os
 import random
@@ -49,6 +50,18 @@ def fail(msg):
     sys.exit(1)
 
 
+RUNNING = []
+
+
+@atexit.register
+def stop_all():
+    """A failing case leaves no server behind."""
+    for proc in RUNNING:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 class Server:
     """diskserve on image with DISKSERVE_FAULT=spec."""
 
@@ -60,6 +73,7 @@ class Server:
         self.proc = subprocess.Popen(
             [binary, "-k", self.sock, "-f", "qcow2", image], env=env,
             stdout=subprocess.DEVNULL, stderr=open(self.logfile, "w"))
+        RUNNING.append(self.proc)
         for _ in range(200):
             if os.path.exists(self.sock):
                 break
