@@ -50,9 +50,10 @@ int qcow2_sync(struct qcow2_state *s, enum io_tag tag)
         return 0;
 out_fail:
     qcow2_note_write(s);
-    img_log("qcow2: %s: sync (%s): %s", s->img.path, io_tag_name(tag),
-            strerror(-err));
-    return err;
+    if (!__atomic_exchange_n(&s->sync_failed, 1, __ATOMIC_ACQ_REL))
+        img_log("qcow2: %s: sync (%s) failed, refusing further writes: %s",
+                s->img.path, io_tag_name(tag), strerror(-err));
+    return -EIO;
 }
 
 /* Sync when something was written since the last sync. */
@@ -137,7 +138,7 @@ static int write_l2(void *opaque, uint64_t offset, const uint8_t *data)
     struct qcow2_state *s = opaque;
     int err;
 
-    if (s->corrupt)
+    if (qcow2_writes_refused(s))
         return -EIO;
     if (!s->in_l2_flush) {
         err = prepare_l2(s);
@@ -213,7 +214,7 @@ int qcow2_flush_locked(struct qcow2_state *s, enum io_tag final)
 {
     int err;
 
-    if (s->corrupt)
+    if (qcow2_writes_refused(s))
         return -EIO;
     bool l2_dirty = qcow2_cache_has_dirty(s->cache);
     bool l1_dirty = s->l1_dirty_hi > s->l1_dirty_lo;
@@ -326,7 +327,7 @@ int qcow2_close_writable(struct qcow2_state *s)
     int err;
 
     qcow2_lock(s);
-    if (s->corrupt) {
+    if (qcow2_writes_refused(s)) {
         err = -EIO;
         goto out_unlock;
     }

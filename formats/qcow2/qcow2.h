@@ -358,6 +358,7 @@ struct qcow2_state {
 
     unsigned breaks;                /* QCOW2_BREAK_* (tests only) */
     bool corrupt;                   /* marked corrupt: write nothing */
+    int sync_failed;                /* atomic: an fdatasync failed */
     bool lazy;                      /* lazy refcounts */
     bool dirty_on_disk;             /* the dirty bit is set in the file */
     bool in_l2_flush;               /* flush already ordered the L2s */
@@ -803,5 +804,14 @@ void qcow2_scratch_pool_destroy(struct qcow2_scratch_pool *p);
  * by run into buf; 0 or -EIO (logged). */
 int qcow2_read_compressed(struct qcow2_state *s, const struct qcow2_run *run,
                           uint64_t within, void *buf, uint64_t len);
+
+/* True once the image must not be written: marked corrupt, or a sync
+ * failed (after a failed fdatasync the kernel may have dropped dirty
+ * pages, and a later successful sync could make metadata durable that
+ * points at lost data). */
+static inline bool qcow2_writes_refused(const struct qcow2_state *s)
+{
+    return s->corrupt || __atomic_load_n(&s->sync_failed, __ATOMIC_ACQUIRE);
+}
 
 #endif /* DISKSERVE_QCOW2_H */

@@ -412,7 +412,7 @@ static int plan(struct qcow2_state *s, uint64_t off, uint64_t len,
     int err;
 
     memset(st, 0, sizeof *st);
-    if (s->corrupt)
+    if (qcow2_writes_refused(s))
         return -EIO;
     if (l1_index >= s->l1_size) {
         err = qcow2_grow_l1(s, l1_index + 1);

@@ -400,7 +400,7 @@ static int zero_or_trim(struct image *img, uint64_t len, uint64_t off,
 
     qcow2_lock(s);
     qcow2_req_begin(s, &req);
-    if (s->corrupt)
+    if (qcow2_writes_refused(s))
         err = -EIO;
     if (!err && !trim && (flags & IMG_FAST_ZERO))
         err = walk(s, off, len, flags, false, true);
