@@ -433,15 +433,8 @@ int qcow2_grow_l1(struct qcow2_state *s, uint64_t need)
     s->h.l1_size = (uint32_t)n;
     s->h.l1_table_offset = off;
     /* The header no longer points at the old table. */
-    for (uint64_t c = 0; c < old_clusters && old_off; c++) {
-        uint64_t rc;
-        uint64_t cl = (old_off >> s->h.cluster_bits) + c;
-        err = qcow2_refcount_change(s, cl, -1, &rc);
-        if (err)
-            goto out_free;
-        if (rc == 0)
-            qcow2_release_cluster(s, cl);
-    }
+    if (old_off)
+        err = qcow2_drop_clusters(s, old_off, old_clusters);
     goto out_free;
 
 out_io:

@@ -645,6 +645,12 @@ int qcow2_refcount_get(struct qcow2_state *s, uint64_t cluster,
 int qcow2_refcount_scan(struct qcow2_state *s, uint64_t first, uint64_t end,
                         uint64_t *free_at);
 
+/* Drop one reference from each of count clusters starting at host
+ * offset off (a table that moved), releasing those that reach 0; 0 or
+ * -errno as qcow2_refcount_change. */
+int qcow2_drop_clusters(struct qcow2_state *s, uint64_t off,
+                        uint64_t count);
+
 /* Add delta (+1 or -1) to a host cluster's refcount, creating refcount
  * blocks (and growing the table) as needed; *result gets the new value
  * unless NULL.  -ERANGE on overflow, -EIO (image marked corrupt) on

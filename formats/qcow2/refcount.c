@@ -505,15 +505,7 @@ static int grow_reftable(struct qcow2_state *s, uint64_t need)
             goto out_free;
     }
     /* The header no longer points at the old table. */
-    for (uint64_t c = 0; c < old_clusters; c++) {
-        uint64_t rc;
-        uint64_t cl = (old_off >> s->h.cluster_bits) + c;
-        err = qcow2_refcount_change(s, cl, -1, &rc);
-        if (err)
-            goto out_free;
-        if (rc == 0)
-            qcow2_release_cluster(s, cl);
-    }
+    err = qcow2_drop_clusters(s, old_off, old_clusters);
     goto out_free;
 
 out_io:
@@ -523,6 +515,21 @@ out_free:
     free(table);
     free(blocks);
     return err;
+}
+
+int qcow2_drop_clusters(struct qcow2_state *s, uint64_t off,
+                        uint64_t count)
+{
+    for (uint64_t c = 0; c < count; c++) {
+        uint64_t rc;
+        uint64_t cl = (off >> s->h.cluster_bits) + c;
+        int err = qcow2_refcount_change(s, cl, -1, &rc);
+        if (err)
+            return err;
+        if (rc == 0)
+            qcow2_release_cluster(s, cl);
+    }
+    return 0;
 }
 
 int qcow2_refcount_change(struct qcow2_state *s, uint64_t cluster,
