@@ -112,6 +112,13 @@ struct img_ops {
     int (*map_nowait)(struct image *img, uint64_t len, uint64_t off,
                       struct img_map *m);
 
+    /* The caller is done with every range map_nowait returned so far
+     * (its reads of them are over), so the driver may reuse that space.
+     * Called on the same thread as map_nowait, after each read that
+     * called it, whether the read succeeded or fell back.  Never blocks.
+     * NULL: nothing to do. */
+    void (*map_done)(struct image *img);
+
     /* Dirty bitmaps: count, names, and status of bitmap i over a range
      * (flags bit 0 set = dirty). */
     size_t (*bitmap_count)(struct image *img);

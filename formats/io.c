@@ -66,6 +66,7 @@ static const char *const tag_names[IO_TAG_COUNT] = {
     [IO_TAG_REFTABLE_GROW] = "REFTABLE_GROW",
     [IO_TAG_FLUSH] = "FLUSH",
     [IO_TAG_OTHER] = "OTHER",
+    [IO_TAG_META_SET] = "META_SET",
 };
 
 static bool hooks_on;       /* written only before main() */
@@ -390,6 +391,13 @@ static int check_fault(int fd, enum io_tag tag, uint32_t kind, uint64_t off,
     };
     log_op(fd, &rec, NULL, 0);
     return err;
+}
+
+int io_fault_point(enum io_tag tag)
+{
+    if (__builtin_expect(!hooks_on, 1))
+        return 0;
+    return -check_fault(-1, tag, IO_REC_FAULT, 0, 0);
 }
 
 __attribute__((constructor)) static void io_hooks_init(void)

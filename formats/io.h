@@ -36,6 +36,8 @@ enum io_tag {
     IO_TAG_REFTABLE_GROW = 8,   /* writing a new, bigger refcount table */
     IO_TAG_FLUSH = 9,           /* the sync of a FLUSH or FUA request */
     IO_TAG_OTHER = 10,          /* anything else */
+    IO_TAG_META_SET = 11,       /* not I/O: memory for the qcow2 set of
+                                 * metadata clusters (io_fault_point) */
     IO_TAG_COUNT
 };
 
@@ -76,6 +78,10 @@ int io_truncate(int fd, uint64_t size, enum io_tag tag);
  * caller tells "unsupported" from the errno, as with fallocate). */
 int io_fallocate(int fd, int mode, uint64_t off, uint64_t len,
                  enum io_tag tag);
+
+/* A fault point that is not I/O (an allocation a test makes fail):
+ * the negative errno DISKSERVE_FAULT injects into this call, or 0. */
+int io_fault_point(enum io_tag tag);
 
 /* Name the file open on fd in the log (the path as the driver knows it).
  * Optional: an unnamed file is logged under its /proc/self/fd name. */

@@ -417,7 +417,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
     }
     if (process_input(c) && c->state != CONN_CLOSING && !c->paused &&
-        c->ibuf_len == c->ibuf_cap) {
+        !c->disc && c->ibuf_len == c->ibuf_cap) {
         /* Cannot happen: every state consumes or pauses. */
         srv_log("client %llu: input buffer stuck", (unsigned long long)c->id);
         conn_close(c);

@@ -188,15 +188,11 @@ static void req_done(struct srv_work *w)
     req_reply(r);
 }
 
-/* Serve a read on the loop thread when every byte is mapped by cached
- * metadata and already in memory; false means "use a worker". */
-static bool read_inline(struct request *r, struct image *img)
+/* Read [off, off + left) into p from the ranges map_nowait gives, all
+ * in memory; false as soon as one would block or needs the driver. */
+static bool read_mapped(struct image *img, uint8_t *p, uint64_t left,
+                        uint64_t off)
 {
-    uint64_t off = r->hdr.offset, left = r->hdr.length;
-    uint8_t *p = r->buf;
-
-    if (!img->ops->map_nowait || left > INLINE_MAX)
-        return false;
     while (left > 0) {
         struct img_map m;
         if (img->ops->map_nowait(img, left, off, &m) < 0 ||
@@ -220,8 +216,22 @@ static bool read_inline(struct request *r, struct image *img)
         off += m.length;
         left -= m.length;
     }
-    r->err = 0;
     return true;
+}
+
+/* Serve a read on the loop thread when every byte is mapped by cached
+ * metadata and already in memory; false means "use a worker".  Either
+ * way the driver hears that the mapped ranges are no longer in use. */
+static bool read_inline(struct request *r, struct image *img)
+{
+    if (!img->ops->map_nowait || r->hdr.length > INLINE_MAX)
+        return false;
+    bool done = read_mapped(img, r->buf, r->hdr.length, r->hdr.offset);
+    if (img->ops->map_done)
+        img->ops->map_done(img);
+    if (done)
+        r->err = 0;
+    return done;
 }
 
 void req_dispatch(struct conn *c, struct request *r)
@@ -269,6 +279,20 @@ void req_dispatch(struct conn *c, struct request *r)
     srv_workers_submit(&r->work);
 }
 
+/* Read no more requests from c: close it once every request already
+ * received has been answered and its reply written (NBD_CMD_DISC, or a
+ * request the connection cannot continue past). */
+static void finish_after_replies(struct conn *c)
+{
+    c->disc = true;
+    if (c->reading) {
+        uv_read_stop(c->in);
+        c->reading = false;
+    }
+    if (c->inflight == 0)
+        conn_close(c);
+}
+
 /* Answer a request refused before running.  A payload that follows is
  * read and dropped first and the error sent after it: clients may read
  * replies only once their whole request is out.  A payload too big to be
@@ -288,7 +312,8 @@ static int refuse(struct conn *c, const struct proto_request *hdr,
         srv_log("client %llu: %llu-byte payload refused, dropping",
                 (unsigned long long)c->id, (unsigned long long)payload);
         req_reply(r);
-        return -EPROTO;
+        finish_after_replies(c);
+        return 0;
     }
     if (payload) {
         c->cur = r;
@@ -317,13 +342,7 @@ int req_receive_header(struct conn *c)
     if (hdr.type == PROTO_CMD_DISC) {
         srv_debug("client %llu: disconnect requested",
                   (unsigned long long)c->id);
-        c->disc = true;
-        if (c->reading) {
-            uv_read_stop(c->in);
-            c->reading = false;
-        }
-        if (c->inflight == 0)
-            conn_close(c);
+        finish_after_replies(c);
         return 0;
     }
 

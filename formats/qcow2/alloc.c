@@ -23,6 +23,20 @@
  * cluster whose refcount reaches zero is punched out of the file and
  * joins the free list.
  *
+ * The invariant the allocator rests on: a cluster is handed out only
+ * while nothing counts it and nothing else holds it.  Three sources keep
+ * it: the free list holds only clusters whose refcount reached 0 and
+ * that nothing may touch any more; the scan covers only [0, scan_end),
+ * the clusters below the frontier as it was at open, where a refcount of
+ * 0 means free (a cluster taken there is passed by the scan before it is
+ * counted); and clusters past scan_end were all taken from the frontier
+ * since open, so they are counted, or freed into the free list, or held
+ * uncounted by whoever took them (a refcount block being created, a
+ * table being moved), and no scan ever looks at them.  Every count of a
+ * newly taken cluster goes through qcow2_count_taken, which checks that
+ * it goes from 0 to 1: a cluster handed out twice is caught there, logged
+ * and the image marked corrupt, rather than written over.
+ *
  * A set of the clusters holding L2 tables and refcount blocks, with the
  * header's fixed tables, lets a write refuse to touch metadata: an L2
  * entry that points there marks the image corrupt.
@@ -90,6 +104,9 @@ int qcow2_meta_add(struct qcow2_state *s, uint64_t offset)
 
     if (set_has(m, v))
         return 0;
+    int fault = io_fault_point(IO_TAG_META_SET);
+    if (fault)
+        return fault;
     if ((m->n + 1) * 2 > m->cap) {
         int err = set_grow(m);
         if (err)
@@ -242,8 +259,6 @@ int qcow2_take_frontier(struct qcow2_state *s, uint64_t first,
     if (err)
         return err;
     s->frontier = first + count;
-    if (s->scan < s->frontier && s->scan >= first)
-        s->scan = s->frontier;
     return 0;
 }
 
@@ -264,20 +279,20 @@ int qcow2_pick_clusters(struct qcow2_state *s, uint64_t n, uint64_t *start,
             s->n_free_ext--;
         return 0;
     }
-    while (s->scan < s->frontier) {
+    while (s->scan < s->scan_end) {
         uint64_t c;
-        err = qcow2_refcount_scan(s, s->scan, s->frontier, &c);
+        err = qcow2_refcount_scan(s, s->scan, s->scan_end, &c);
         if (err)
             return err;
         s->scan = c;
-        if (c >= s->frontier)
+        if (c >= s->scan_end)
             break;
         if (qcow2_metadata_at(s, c << s->h.cluster_bits, s->cluster_size)) {
             s->scan = c + 1;    /* metadata with refcount 0: leave it */
             continue;
         }
         uint64_t k = 1;
-        while (k < n && c + k < s->frontier) {
+        while (k < n && c + k < s->scan_end) {
             uint64_t rc;
             err = qcow2_refcount_get(s, c + k, &rc);
             if (err)
@@ -301,22 +316,60 @@ int qcow2_pick_clusters(struct qcow2_state *s, uint64_t n, uint64_t *start,
     return 0;
 }
 
+int qcow2_count_taken(struct qcow2_state *s, uint64_t first,
+                      uint64_t count, uint64_t *counted)
+{
+    *counted = 0;
+    for (uint64_t c = first; c < first + count; c++) {
+        uint64_t rc;
+        int err = qcow2_refcount_change(s, c, 1, &rc);
+        if (err)
+            return err;
+        *counted = c - first + 1;
+        if (rc != 1) {
+            qcow2_mark_corrupt(s, "allocator handed out host cluster 0x%"
+                               PRIx64 " whose refcount was %" PRIu64,
+                               c << s->h.cluster_bits, rc - 1);
+            return -EIO;
+        }
+    }
+    return 0;
+}
+
 int qcow2_alloc_clusters(struct qcow2_state *s, uint64_t n, uint64_t *off,
                          uint64_t *got, bool *fresh)
 {
-    uint64_t start, k;
+    uint64_t start, k, counted;
 
     int err = qcow2_pick_clusters(s, n, &start, &k, fresh);
     if (err)
         return err;
-    for (uint64_t i = 0; i < k; i++) {
-        err = qcow2_refcount_change(s, start + i, 1, NULL);
-        if (err)
-            return err;     /* what was taken is lost until reopen */
+    err = qcow2_count_taken(s, start, k, &counted);
+    if (err) {
+        qcow2_give_back(s, start, k, counted);
+        return err;
     }
     *off = start << s->h.cluster_bits;
     *got = k;
     return 0;
+}
+
+void qcow2_give_back(struct qcow2_state *s, uint64_t first, uint64_t count,
+                     uint64_t counted)
+{
+    if (s->corrupt)
+        return;     /* nothing is allocated again */
+    if (counted > 0 &&
+        qcow2_queue_free(s, first << s->h.cluster_bits,
+                         counted << s->h.cluster_bits, QCOW2_FREE_READY))
+        img_log("qcow2: %s: out of memory: %" PRIu64 " host clusters at 0x%"
+                PRIx64 " leak until the image is reopened", s->img.path,
+                counted, first << s->h.cluster_bits);
+    if (count > counted &&
+        ext_push(s, first + counted, count - counted) != 0)
+        img_log("qcow2: %s: out of memory: %" PRIu64 " host clusters at 0x%"
+                PRIx64 " leak until the image is reopened", s->img.path,
+                count - counted, (first + counted) << s->h.cluster_bits);
 }
 
 /* ---- frees ---- */

@@ -301,6 +301,7 @@ int qcow2_writable_setup(struct qcow2_state *s, size_t rc_cache_bytes)
     if (s->frontier < rc_end)
         s->frontier = rc_end;
     s->scan = 0;
+    s->scan_end = s->frontier;
     s->n_free_ext = 0;
     return 0;
 }
@@ -383,20 +384,20 @@ int qcow2_grow_l1(struct qcow2_state *s, uint64_t need)
     err = qcow2_flush_locked(s, IO_TAG_L1_GROW);
     if (err)
         return err;
-    uint64_t first = s->frontier;
+    uint64_t first = s->frontier, counted;
     err = qcow2_take_frontier(s, first, clusters);
     if (err)
         return err;
-    for (uint64_t c = 0; c < clusters; c++) {
-        err = qcow2_refcount_change(s, first + c, 1, NULL);
-        if (err)
-            return err;
+    err = qcow2_count_taken(s, first, clusters, &counted);
+    if (err) {
+        qcow2_give_back(s, first, clusters, counted);
+        return err;
     }
     uint64_t *l1 = calloc(n, 8);
     uint64_t *buf = calloc(clusters, s->cluster_size);
     if (!l1 || !buf) {
         err = -ENOMEM;
-        goto out_free;
+        goto out_give_back;
     }
     memcpy(l1, s->l1, (size_t)s->l1_size * 8);
     for (uint64_t i = 0; i < n; i++)
@@ -408,8 +409,11 @@ int qcow2_grow_l1(struct qcow2_state *s, uint64_t need)
         err = qcow2_cache_flush(s->rc_cache);
     if (!err)
         err = qcow2_sync(s, IO_TAG_L1_GROW);
-    if (err)
-        goto out_io;
+    if (err) {
+        img_log("qcow2: %s: growing the L1 table to %" PRIu64 " entries: "
+                "%s", path, n, strerror(-err));
+        goto out_give_back;
+    }
 
     uint8_t hdr[12];
     uint32_t be_n = htobe32((uint32_t)n);
@@ -437,6 +441,10 @@ int qcow2_grow_l1(struct qcow2_state *s, uint64_t need)
         err = qcow2_drop_clusters(s, old_off, old_clusters);
     goto out_free;
 
+out_give_back:
+    /* The header never named the new table. */
+    qcow2_give_back(s, first, clusters, clusters);
+    goto out_free;
 out_io:
     img_log("qcow2: %s: growing the L1 table to %" PRIu64 " entries: %s",
             path, n, strerror(-err));

@@ -14,9 +14,10 @@
  * of the allocator until they have all ended (qcow2_free_is_quiet), so no
  * request ever reads or writes a cluster after it was reused.  Reads on
  * the event loop thread go through map_nowait and read the file after it
- * returns, without telling the driver when they are done; that thread
- * calls map_nowait for one read at a time, so its mapping is in use only
- * until its next call, and a free waits for that call instead.
+ * returns, outside the lock; that thread serves one such read at a time
+ * and calls map_done when it is over.  Calls are counted: a free queued
+ * while the last call's data range may still be read waits until that
+ * call is done (nowait_done), or until a later call, which implies it.
  *
  * Everything here runs under the metadata lock.
  */
@@ -77,12 +78,27 @@ bool qcow2_free_is_quiet(const struct qcow2_state *s,
         return false;
     if (s->reqs && s->reqs->seq <= f->seq)
         return false;
-    return f->nowait_call == 0 || s->nowait_calls > f->nowait_call;
+    return f->nowait_call == 0 ||
+           __atomic_load_n(&s->nowait_done, __ATOMIC_ACQUIRE) >=
+               f->nowait_call ||
+           s->nowait_calls > f->nowait_call;
 }
 
 uint64_t qcow2_nowait_guard(const struct qcow2_state *s)
 {
-    return s->nowait_data_call == s->nowait_calls ? s->nowait_calls : 0;
+    if (s->nowait_data_call != s->nowait_calls ||
+        __atomic_load_n(&s->nowait_done, __ATOMIC_ACQUIRE) >=
+            s->nowait_calls)
+        return 0;
+    return s->nowait_calls;
+}
+
+void qcow2_nowait_reads_over(struct qcow2_state *s)
+{
+    /* Only the calling thread changes nowait_calls, under the lock. */
+    __atomic_store_n(&s->nowait_done,
+                     __atomic_load_n(&s->nowait_calls, __ATOMIC_RELAXED),
+                     __ATOMIC_RELEASE);
 }
 
 /* Whether guest clusters [a1, b1) and [a2, b2) overlap. */

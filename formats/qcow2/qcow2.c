@@ -21,8 +21,9 @@
  *      and synced before the refcount of the cluster it named drops, and
  *      the cluster is handed out again only after every request that
  *      could still touch it has ended;
- *   5. a new refcount block is written and synced before the refcount
- *      table entry for it; a new refcount table (or L1 table) with its
+ *   5. a new refcount block, and the refcount that counts its own cluster
+ *      when another block holds it, are written and synced before the
+ *      refcount table entry for it; a new refcount table (or L1 table) with its
  *      blocks before the header that moves to it, and the header before
  *      the old table is freed;
  *   6. FLUSH and FUA: all of that, then a sync tagged FLUSH (nothing at
@@ -38,6 +39,10 @@
  *                        after the data, with no sync in between
  *   l2-before-l1         L1 entries written as soon as a new L2 table is
  *                        allocated, before the table itself
+ *   block-count-before-table
+ *                        a new refcount block linked into the refcount
+ *                        table while its own refcount, held in another
+ *                        block, is still only in the cache
  *
  * Locking: a read-only image never changes after open except for two
  * shared objects with their own short-held mutexes: the L2 table cache
@@ -285,6 +290,7 @@ static int parse_breaks(const char *path, unsigned *out)
         { "l2-before-refcount", QCOW2_BREAK_L2_BEFORE_REFCOUNT },
         { "data-before-mapping", QCOW2_BREAK_DATA_BEFORE_MAPPING },
         { "l2-before-l1", QCOW2_BREAK_L2_BEFORE_L1 },
+        { "block-count-before-table", QCOW2_BREAK_BLOCK_COUNT },
     };
     const char *env = getenv("DISKSERVE_QCOW2_BREAK");
 
@@ -807,17 +813,28 @@ static int qcow2_map_nowait_op(struct image *img, uint64_t len,
     if (!s->writable)
         return map_nowait(s, len, off, m);
     /* Never wait for the lock: whoever holds it may be doing disk I/O.
-     * The caller reads the mapped range after we return and before its
-     * next call (inflight.c); count calls so that a cluster freed
-     * meanwhile waits for that read. */
+     * The caller reads the mapped range after we return and says when
+     * it is done (map_done); count calls so that a cluster freed
+     * meanwhile waits for that read (inflight.c). */
     if (pthread_mutex_trylock(&s->lock) != 0)
         return -EAGAIN;
-    s->nowait_calls++;
+    __atomic_store_n(&s->nowait_calls, s->nowait_calls + 1,
+                     __ATOMIC_RELAXED);
     int err = map_nowait(s, len, off, m);
     if (err == 0 && m->kind == IMG_MAP_DATA && m->fd == s->data_fd)
         s->nowait_data_call = s->nowait_calls;
     pthread_mutex_unlock(&s->lock);
     return err;
+}
+
+static void qcow2_map_done_op(struct image *img)
+{
+    struct qcow2_state *s = qcow2_from_img(img);
+
+    if (s->writable)
+        qcow2_nowait_reads_over(s);
+    if (s->backing && s->backing->ops->map_done)
+        s->backing->ops->map_done(s->backing);
 }
 
 static int qcow2_cache_op(struct image *img, uint64_t len, uint64_t off)
@@ -863,4 +880,5 @@ const struct img_ops qcow2_ops = {
     .cache = qcow2_cache_op,
     .block_status = qcow2_block_status,
     .map_nowait = qcow2_map_nowait_op,
+    .map_done = qcow2_map_done_op,
 };

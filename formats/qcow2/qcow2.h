@@ -252,6 +252,7 @@ struct qcow2_run {
 #define QCOW2_BREAK_L2_BEFORE_REFCOUNT  (1u << 1)
 #define QCOW2_BREAK_DATA_BEFORE_MAPPING (1u << 2)
 #define QCOW2_BREAK_L2_BEFORE_L1        (1u << 3)
+#define QCOW2_BREAK_BLOCK_COUNT         (1u << 4)
 
 /* A run of free host clusters, by cluster index. */
 struct qcow2_extent {
@@ -354,6 +355,8 @@ struct qcow2_state {
     struct qcow2_req *reqs_tail;
     uint64_t req_seq;
     uint64_t nowait_calls;          /* map_nowait calls so far */
+    uint64_t nowait_done;           /* atomic: calls whose reads are over
+                                     * (map_done) */
     uint64_t nowait_data_call;      /* the last one that mapped data */
 
     unsigned breaks;                /* QCOW2_BREAK_* (tests only) */
@@ -378,6 +381,8 @@ struct qcow2_state {
     uint64_t scan;                  /* cluster index: the refcounts below
                                      * were looked at; clusters freed
                                      * since are in free_ext */
+    uint64_t scan_end;              /* the frontier at open: the scan
+                                     * stops there (alloc.c) */
     struct qcow2_extent *free_ext;  /* known free clusters */
     size_t n_free_ext;
     size_t cap_free_ext;
@@ -609,6 +614,10 @@ bool qcow2_free_is_quiet(const struct qcow2_state *s,
 /* The map_nowait call a free queued now must outlive, or 0. */
 uint64_t qcow2_nowait_guard(const struct qcow2_state *s);
 
+/* The map_done op: every range map_nowait returned is read.  Called on
+ * the map_nowait thread without the lock. */
+void qcow2_nowait_reads_over(struct qcow2_state *s);
+
 /* Whether an in-flight record overlaps guest clusters [first, end). */
 bool qcow2_inflight_busy(const struct qcow2_state *s, uint64_t first,
                          uint64_t end);
@@ -682,6 +691,19 @@ int qcow2_pick_clusters(struct qcow2_state *s, uint64_t n, uint64_t *start,
  * be the frontier), growing the file; 0 or -errno. */
 int qcow2_take_frontier(struct qcow2_state *s, uint64_t first,
                         uint64_t count);
+
+/* Count clusters [first, first + count), just taken, as used: each
+ * refcount goes from 0 to 1.  *counted gets how many were counted.  0,
+ * -EIO (image marked corrupt) when one was counted already, or -errno as
+ * qcow2_refcount_change. */
+int qcow2_count_taken(struct qcow2_state *s, uint64_t first,
+                      uint64_t count, uint64_t *counted);
+
+/* Give back clusters [first, first + count) taken for a step that failed,
+ * of which the first counted were counted: those are queued to be freed,
+ * the rest return to the free list. */
+void qcow2_give_back(struct qcow2_state *s, uint64_t first, uint64_t count,
+                     uint64_t counted);
 
 /* Allocate up to n host clusters in a row with refcount 1: *off (bytes),
  * *got >= 1, *fresh as for qcow2_pick_clusters.  0 or -errno. */

@@ -327,7 +327,10 @@ static int grow_reftable(struct qcow2_state *s, uint64_t need);
 /* Give refcount range ti (host clusters ti << rb_bits onwards) its first
  * refcount block: written and synced before the table entry that points
  * to it.  The block goes wherever the allocator says; when that is in
- * range ti it counts itself.  0 or -errno. */
+ * range ti it counts itself, otherwise the block of its own range counts
+ * it, and that count is written back before the same sync: until then
+ * the table entry would name a cluster whose refcount is 0 on disk.
+ * 0 or -errno. */
 static int create_block(struct qcow2_state *s, uint64_t ti)
 {
     int err;
@@ -339,20 +342,24 @@ static int create_block(struct qcow2_state *s, uint64_t ti)
         if (s->reftable[ti])
             return 0;
     }
-    uint64_t b, got;
+    uint64_t b, got, counted = 0;
     bool fresh;
     err = qcow2_pick_clusters(s, 1, &b, &got, &fresh);
     if (err)
         return err;
     uint8_t *buf = calloc(1, s->cluster_size);
-    if (!buf)
-        return -ENOMEM;
+    if (!buf) {
+        err = -ENOMEM;
+        goto out_give_back;
+    }
     if (b >> s->rb_bits == ti) {
         entry_set(s, buf, b & ((1ull << s->rb_bits) - 1), 1);
     } else {
-        err = qcow2_refcount_change(s, b, 1, NULL);
+        err = qcow2_count_taken(s, b, 1, &counted);
+        if (!err && !(s->breaks & QCOW2_BREAK_BLOCK_COUNT))
+            err = qcow2_cache_flush(s->rc_cache);
         if (err)
-            goto out_free;
+            goto out_give_back;
     }
     uint64_t off = b << s->h.cluster_bits;
     err = io_pwrite_tag(s->fd, buf, s->cluster_size, off,
@@ -362,14 +369,18 @@ static int create_block(struct qcow2_state *s, uint64_t ti)
     if (err) {
         img_log("qcow2: %s: writing new refcount block at 0x%" PRIx64
                 ": %s", s->img.path, off, strerror(-err));
-        goto out_free;
+        goto out_give_back;
     }
     err = write_be64(s, s->h.refcount_table_offset + ti * 8, off,
                      IO_TAG_REFCOUNT_TABLE);
     if (err)
-        goto out_free;
+        goto out_free;      /* the entry may be on disk: keep b */
     s->reftable[ti] = off;
     err = qcow2_meta_add(s, off);
+    goto out_free;
+
+out_give_back:
+    qcow2_give_back(s, b, 1, counted);
 out_free:
     free(buf);
     return err;

@@ -182,29 +182,31 @@ int qcow2_writable_l2(struct qcow2_state *s, uint32_t l1_index,
                            "overwrite %s (refcount 0)", noff, what);
         return -EIO;
     }
+    err = qcow2_meta_add(s, noff);
+    if (err)
+        goto out_give_back;
     err = qcow2_cache_get_new(s->cache, noff, &t);
     if (err)
-        return err;
+        goto out_give_back;
     if (ooff) {
         /* Shared with a snapshot: the copy is ours alone. */
         err = qcow2_cache_get(s->cache, ooff, &o);
         if (err) {
             qcow2_cache_put(s->cache, &t);
-            return err;
+            goto out_give_back;
         }
         memcpy(t->data, o->data, s->cluster_size);
         qcow2_cache_put(s->cache, &o);
-        err = qcow2_queue_free(s, ooff, s->cluster_size,
-                               QCOW2_FREE_AFTER_L1);
     }
     qcow2_cache_put(s->cache, &t);
-    if (err)
-        return err;
-    err = qcow2_meta_add(s, noff);
-    if (err)
-        return err;
     s->l1[l1_index] = noff | QCOW2_L1E_COPIED;
     qcow2_l1_dirty(s, l1_index);
+    /* Only now does the L1 entry stop naming the old table: its free
+     * waits for that entry to reach the disk.  Failing here leaks. */
+    if (ooff && qcow2_queue_free(s, ooff, s->cluster_size,
+                                 QCOW2_FREE_AFTER_L1))
+        img_log("qcow2: %s: out of memory: L2 table 0x%" PRIx64 " leaks "
+                "until the image is reopened", s->img.path, ooff);
     if (s->breaks & QCOW2_BREAK_L2_BEFORE_L1) {
         err = qcow2_write_l1(s);
         if (err)
@@ -212,6 +214,11 @@ int qcow2_writable_l2(struct qcow2_state *s, uint32_t l1_index,
     }
     *l2_off = noff;
     return 0;
+
+out_give_back:
+    /* Freed once nothing can touch it; the free forgets the table. */
+    qcow2_give_back(s, noff >> s->h.cluster_bits, 1, 1);
+    return err;
 }
 
 /* Decode entry idx of table t for the guest cluster at gc, marking the
@@ -395,6 +402,13 @@ static int plan_alloc(struct qcow2_state *s, uint64_t off, uint64_t end,
     qcow2_inflight_add(s, &st->rec, first, first + st->count);
     st->has_rec = true;
 out_put:
+    if (err && st->new_clusters) {
+        /* Taken but never linked: give them back (a no-op once the
+         * image is marked corrupt). */
+        qcow2_give_back(s, st->host >> s->h.cluster_bits, st->count,
+                        st->count);
+        st->new_clusters = false;
+    }
     qcow2_cache_put(s->cache, &t);
     return err;
 }
@@ -753,8 +767,8 @@ static int link_step(struct qcow2_state *s, const struct step *st)
 static void abandon(struct qcow2_state *s, const struct step *st)
 {
     if (st->new_clusters)
-        qcow2_queue_free(s, st->host, st->count * s->cluster_size,
-                         QCOW2_FREE_READY);
+        qcow2_give_back(s, st->host >> s->h.cluster_bits, st->count,
+                        st->count);
 }
 
 int qcow2_write_steps(struct qcow2_state *s, const uint8_t *buf,

@@ -244,12 +244,16 @@ static int free_entry(struct qcow2_state *s, const struct qcow2_l2e *e,
                             QCOW2_FREE_AFTER_L2);
 }
 
-/* Punch guest bytes [a, b) out of the external data file, or write
- * zeros there when the file system cannot. */
-static int punch_data(struct qcow2_state *s, uint64_t a, uint64_t b)
+/* Punch guest bytes [a, b) out of the external data file (MAY_TRIM in
+ * flags), or zero them there keeping their space, or write zeros when
+ * the file system can do neither. */
+static int punch_data(struct qcow2_state *s, uint64_t a, uint64_t b,
+                      unsigned flags)
 {
-    int err = io_fallocate(s->data_fd, FALLOC_FL_PUNCH_HOLE |
-                           FALLOC_FL_KEEP_SIZE, a, b - a, IO_TAG_DATA);
+    int mode = (flags & IMG_MAY_TRIM)
+               ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+               : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+    int err = io_fallocate(s->data_fd, mode, a, b - a, IO_TAG_DATA);
     if (err == -EOPNOTSUPP || err == -ENOSYS)
         err = io_write_zeroes_tag(s->data_fd, b - a, a, IO_TAG_DATA);
     if (err)
@@ -260,29 +264,36 @@ static int punch_data(struct qcow2_state *s, uint64_t a, uint64_t b)
     return err;
 }
 
-/* Zero guest bytes [a, b) of the cluster at gc that e maps in place by
- * punching a hole into the host cluster: no data to write.  -EAGAIN when
- * that cannot be done (not in place, encrypted, or the file system
- * cannot punch); the caller then writes zeros. */
+/* Zero guest bytes [a, b) of the cluster at gc that e maps in place
+ * without writing data: a hole punched into the host cluster when the
+ * request may deallocate (MAY_TRIM), else the range zeroed with its
+ * space kept (the client asked for no hole).  -EAGAIN when that cannot be
+ * done (not in place, encrypted, or the file system cannot); the caller
+ * then writes zeros. */
 static int zero_in_place(struct qcow2_state *s, uint64_t gc,
-                         const struct qcow2_l2e *e, uint64_t a, uint64_t b)
+                         const struct qcow2_l2e *e, uint64_t a, uint64_t b,
+                         unsigned flags)
 {
     if (s->crypto || !qcow2_in_place(s, e, gc, a, b))
         return -EAGAIN;
     uint64_t host = e->host + (a - gc);
     if (qcow2_metadata_at(s, host, b - a))
         return -EAGAIN;     /* the write path marks the image corrupt */
-    int err = io_fallocate(s->data_fd, FALLOC_FL_PUNCH_HOLE |
-                           FALLOC_FL_KEEP_SIZE, host, b - a, IO_TAG_DATA);
+    int mode = (flags & IMG_MAY_TRIM)
+               ? FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+               : FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+    int err = io_fallocate(s->data_fd, mode, host, b - a, IO_TAG_DATA);
     if (err)
         return -EAGAIN;
     qcow2_note_write(s);
     return 0;
 }
 
-/* Carry out plan p for the cluster at gc (entry e as planned). */
+/* Carry out plan p for the cluster at gc (entry e as planned), made
+ * for a request with flags. */
 static int apply(struct qcow2_state *s, uint64_t gc,
-                 const struct qcow2_l2e *e, const struct zero_plan *p)
+                 const struct qcow2_l2e *e, const struct zero_plan *p,
+                 unsigned flags)
 {
     uint32_t span_bits = s->h.cluster_bits + s->l2_bits;
     uint32_t idx = (uint32_t)(gc >> s->h.cluster_bits) &
@@ -290,7 +301,7 @@ static int apply(struct qcow2_state *s, uint64_t gc,
     int err = 0;
 
     if (p->punch) {
-        err = punch_data(s, p->punch_a, p->punch_b);
+        err = punch_data(s, p->punch_a, p->punch_b, flags);
         if (err)
             return err;
     }
@@ -316,7 +327,7 @@ static int apply(struct qcow2_state *s, uint64_t gc,
     for (int i = 0; i < p->n_data && !err; i++) {
         uint64_t a = p->data[i][0], b = p->data[i][1];
         bool allocated;
-        if (zero_in_place(s, gc, e, a, b) == 0)
+        if (zero_in_place(s, gc, e, a, b, flags) == 0)
             continue;
         err = qcow2_write_steps(s, s->zero_cluster, b - a, a, &allocated);
     }
@@ -382,7 +393,7 @@ static int walk(struct qcow2_state *s, uint64_t off, uint64_t len,
             qcow2_inflight_wait(s);
             continue;           /* look again */
         }
-        err = apply(s, gc, &e, &p);
+        err = apply(s, gc, &e, &p, trim ? flags | IMG_MAY_TRIM : flags);
         if (err)
             return err;
         pos = cend;

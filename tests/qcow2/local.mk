@@ -13,6 +13,13 @@ tests_qcow2_qcow2_cache_keeps_pinned_tables_SOURCES = \
 	tests/qcow2/qcow2-cache-keeps-pinned-tables.c \
 	formats/qcow2/cache.c formats/io.c
 
+# Grows an L1 table whose clusters start a refcount range with no block
+# while the free-cluster scan is below them.
+check_PROGRAMS += tests/qcow2/qcow2-l1-growth-at-range-start
+tests_qcow2_qcow2_l1_growth_at_range_start_SOURCES = \
+	tests/qcow2/qcow2-l1-growth-at-range-start.c
+tests_qcow2_qcow2_l1_growth_at_range_start_LDADD = $(FORMATS_LIBS)
+
 # Drives the driver to grow an L1 table, which no valid image needs.
 check_PROGRAMS += tests/qcow2/qcow2-write-grow-l1
 tests_qcow2_qcow2_write_grow_l1_SOURCES = tests/qcow2/qcow2-write-grow-l1.c
@@ -48,6 +55,7 @@ QCOW2_TESTS += \
 	tests/qcow2/qcow2-write-encrypted-match-shadow.sh \
 	tests/qcow2/qcow2-write-grows-refcount-and-l2-tables.sh \
 	tests/qcow2/qcow2-write-grows-l1.sh \
+	tests/qcow2/qcow2-write-l1-growth-keeps-its-clusters.sh \
 	tests/qcow2/qcow2-write-zeroes-honour-flags.sh \
 	tests/qcow2/qcow2-write-concurrent-writers-keep-data.sh \
 	tests/qcow2/qcow2-write-snapshots-and-data-files-match-shadow.sh \
