@@ -12,6 +12,7 @@ PROTOCOL_TESTS = \
 	tests/protocol/stdio-serves-one-client.py \
 	tests/protocol/fragmented-messages-are-reassembled.py \
 	tests/protocol/slow-reader-does-not-starve-others.py
+PROTOCOL_TESTS += tests/protocol/requests-too-big-get-reply-before-close.py
 TESTS += $(PROTOCOL_TESTS)
 EXTRA_DIST += $(PROTOCOL_TESTS)
 

@@ -61,5 +61,8 @@ QCOW2_TESTS += \
 	tests/qcow2/qcow2-write-concurrent-writers-keep-data.sh \
 	tests/qcow2/qcow2-write-snapshots-and-data-files-match-shadow.sh \
 	tests/qcow2/qcow2-write-marks-corrupt.sh
+QCOW2_TESTS += \
+	tests/qcow2/qcow2-write-snapshot-l2-copy-survives-enomem.sh \
+	tests/qcow2/qcow2-write-zeroes-no-hole-keeps-allocation.sh
 TESTS += $(QCOW2_TESTS)
 EXTRA_DIST += $(QCOW2_TESTS)
