@@ -38,6 +38,8 @@ struct slot {
     uint8_t state;
     bool referenced;                /* clock bit */
     bool dirty;                     /* changed since read or written */
+    uint64_t first_seq;             /* dirty: the change that made it so */
+    uint64_t last_seq;              /* dirty: its latest change */
 };
 
 struct qcow2_cache {
@@ -55,6 +57,7 @@ struct qcow2_cache {
     uint64_t hits;
     uint64_t misses;
     uint32_t ndirty;
+    uint64_t seq;                   /* changes so far */
     qcow2_cache_writeback_fn *writeback;
     void *wb_opaque;
 };
@@ -117,6 +120,17 @@ void qcow2_cache_destroy(struct qcow2_cache *c)
     free(c->slots);
     free(c->buckets);
     free(c);
+}
+
+/* Record a change to slot s; caller holds the lock. */
+static void set_dirty(struct qcow2_cache *c, struct slot *s)
+{
+    s->last_seq = ++c->seq;
+    if (!s->dirty) {
+        s->dirty = true;
+        s->first_seq = s->last_seq;
+        c->ndirty++;
+    }
 }
 
 /* Find the slot holding key; caller holds the lock. */
@@ -204,12 +218,13 @@ static int write_back(struct qcow2_cache *c, struct slot *s)
 }
 
 /* Find offset's slot or claim a victim for it, writing a dirty victim
- * back first.  Returns 0 with the lock held and *out either a READY slot
- * (pinned, *hit true) or a slot hashed under offset in state LOADING and
- * pinned, which the caller fills; -errno (lock held) when a dirty victim
- * could not be written. */
-static int claim(struct qcow2_cache *c, uint64_t offset, struct slot **out,
-                 bool *hit)
+ * back first unless clean_only.  Returns 0 with the lock held and *out
+ * either a READY slot (pinned, *hit true) or a slot hashed under offset
+ * in state LOADING and pinned, which the caller fills; -errno (lock
+ * held) when a dirty victim could not be written, -EAGAIN when it would
+ * have to be and clean_only. */
+static int claim_slot(struct qcow2_cache *c, uint64_t offset,
+                      bool clean_only, struct slot **out, bool *hit)
 {
     struct slot *s;
 
@@ -233,6 +248,8 @@ static int claim(struct qcow2_cache *c, uint64_t offset, struct slot **out,
             continue;
         }
         if (s->state == SLOT_READY && s->dirty) {
+            if (clean_only)
+                return -EAGAIN;
             int err = write_back(c, s);
             if (err)
                 return err;
@@ -255,6 +272,12 @@ static int claim(struct qcow2_cache *c, uint64_t offset, struct slot **out,
     return 0;
 }
 
+static int claim(struct qcow2_cache *c, uint64_t offset, struct slot **out,
+                 bool *hit)
+{
+    return claim_slot(c, offset, false, out, hit);
+}
+
 /* Finish a claimed slot: READY on success, forgotten on failure. */
 static void finish_claim(struct qcow2_cache *c, struct slot *s, int err)
 {
@@ -268,14 +291,15 @@ static void finish_claim(struct qcow2_cache *c, struct slot *s, int err)
     wake(c);
 }
 
-int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset,
-                    struct qcow2_table **t)
+/* qcow2_cache_get, or qcow2_cache_fetch when clean_only. */
+static int get_table(struct qcow2_cache *c, uint64_t offset, bool clean_only,
+                     struct qcow2_table **t)
 {
     struct slot *s;
     bool hit;
 
     pthread_mutex_lock(&c->lock);
-    int err = claim(c, offset, &s, &hit);
+    int err = claim_slot(c, offset, clean_only, &s, &hit);
     pthread_mutex_unlock(&c->lock);
     if (err)
         return err;
@@ -312,6 +336,22 @@ int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset,
     return 0;
 }
 
+int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset,
+                    struct qcow2_table **t)
+{
+    return get_table(c, offset, false, t);
+}
+
+int qcow2_cache_fetch(struct qcow2_cache *c, uint64_t offset)
+{
+    struct qcow2_table *t;
+
+    int err = get_table(c, offset, true, &t);
+    if (!err)
+        qcow2_cache_put(c, &t);
+    return err;
+}
+
 int qcow2_cache_get_new(struct qcow2_cache *c, uint64_t offset,
                         struct qcow2_table **t)
 {
@@ -336,10 +376,7 @@ int qcow2_cache_get_new(struct qcow2_cache *c, uint64_t offset,
     }
     memset(s->buf, 0, c->table_size);
     s->t.data = s->buf;
-    if (!s->dirty) {
-        s->dirty = true;
-        c->ndirty++;
-    }
+    set_dirty(c, s);
     if (!hit)
         finish_claim(c, s, 0);
     *t = &s->t;
@@ -353,10 +390,7 @@ void qcow2_cache_mark_dirty(struct qcow2_cache *c, struct qcow2_table *t)
     struct slot *s = (struct slot *)t;
 
     pthread_mutex_lock(&c->lock);
-    if (!s->dirty) {
-        s->dirty = true;
-        c->ndirty++;
-    }
+    set_dirty(c, s);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -387,6 +421,41 @@ int qcow2_cache_flush(struct qcow2_cache *c)
     }
     pthread_mutex_unlock(&c->lock);
     return err;
+}
+
+uint64_t qcow2_cache_seq(struct qcow2_cache *c)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t seq = c->seq;
+    pthread_mutex_unlock(&c->lock);
+    return seq;
+}
+
+int qcow2_cache_flush_upto(struct qcow2_cache *c, uint64_t seq)
+{
+    int err = 0;
+
+    pthread_mutex_lock(&c->lock);
+    for (uint32_t i = 0; i < c->nslots && c->ndirty > 0 && !err; i++) {
+        struct slot *s = &c->slots[i];
+        if (s->state == SLOT_READY && s->dirty && s->last_seq <= seq)
+            err = write_back(c, s);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return err;
+}
+
+bool qcow2_cache_dirty_upto(struct qcow2_cache *c, uint64_t seq)
+{
+    bool found = false;
+
+    pthread_mutex_lock(&c->lock);
+    for (uint32_t i = 0; i < c->nslots && c->ndirty > 0 && !found; i++) {
+        const struct slot *s = &c->slots[i];
+        found = s->state == SLOT_READY && s->dirty && s->first_seq <= seq;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return found;
 }
 
 void qcow2_cache_discard(struct qcow2_cache *c, uint64_t offset)

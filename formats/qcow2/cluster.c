@@ -322,3 +322,37 @@ int qcow2_map(struct qcow2_state *s, uint64_t off, uint64_t len,
         return -EAGAIN;
     return err;
 }
+
+int qcow2_fetch_unlocked(struct qcow2_state *s, uint64_t l2_off)
+{
+    struct qcow2_table *t;
+
+    if (!s->writable || l2_off == 0)
+        return 0;
+    if (qcow2_cache_get_nowait(s->cache, l2_off, &t) == 0) {
+        qcow2_cache_put(s->cache, &t);
+        return 0;
+    }
+    qcow2_unlock(s);
+    int err = qcow2_cache_fetch(s->cache, l2_off);
+    qcow2_lock(s);
+    return err ? 0 : 1;
+}
+
+int qcow2_map_fetching(struct qcow2_state *s, uint64_t off, uint64_t len,
+                       unsigned flags, struct qcow2_run *run)
+{
+    uint32_t span_bits = s->h.cluster_bits + s->l2_bits;
+
+    /* A few tries: the table may be evicted again before we look. */
+    for (int tries = 0; s->writable && tries < 3; tries++) {
+        int err = qcow2_map(s, off, len, flags | QCOW2_MAP_NOWAIT, run);
+        if (err != -EAGAIN)
+            return err;
+        uint64_t l2_off;
+        if (qcow2_l2_offset(s, off >> span_bits, true, &l2_off) != 0 ||
+            qcow2_fetch_unlocked(s, l2_off) != 1)
+            break;      /* bad metadata: the lookup below reports it */
+    }
+    return qcow2_map(s, off, len, flags, run);
+}

@@ -30,36 +30,44 @@
 
 void qcow2_note_write(struct qcow2_state *s)
 {
-    __atomic_store_n(&s->unsynced, 1, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&s->write_gen, 1, __ATOMIC_SEQ_CST);
 }
 
 int qcow2_sync(struct qcow2_state *s, enum io_tag tag)
 {
     int err;
 
-    /* Clear first: a write that completes during the sync must make the
-     * next sync happen. */
-    __atomic_store_n(&s->unsynced, 0, __ATOMIC_SEQ_CST);
+    /* Writes counted now completed before the sync starts, so it covers
+     * them; a write that completes meanwhile makes the next sync happen.
+     * Syncs may run at once on several threads. */
+    uint64_t gen = __atomic_load_n(&s->write_gen, __ATOMIC_SEQ_CST);
     if (s->data_fd != s->fd) {
         err = io_sync(s->data_fd, tag);
         if (err)
             goto out_fail;
     }
     err = io_sync(s->fd, tag);
-    if (!err)
+    if (!err) {
+        uint64_t done = __atomic_load_n(&s->synced_gen, __ATOMIC_ACQUIRE);
+        while (done < gen &&
+               !__atomic_compare_exchange_n(&s->synced_gen, &done, gen, false,
+                                            __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+            ;
         return 0;
+    }
 out_fail:
-    qcow2_note_write(s);
     if (!__atomic_exchange_n(&s->sync_failed, 1, __ATOMIC_ACQ_REL))
         img_log("qcow2: %s: sync (%s) failed, refusing further writes: %s",
                 s->img.path, io_tag_name(tag), strerror(-err));
     return -EIO;
 }
 
-/* Sync when something was written since the last sync. */
+/* Sync unless a finished sync covered every write completed so far. */
 static int sync_if_needed(struct qcow2_state *s, enum io_tag tag)
 {
-    if (!__atomic_load_n(&s->unsynced, __ATOMIC_ACQUIRE))
+    if (__atomic_load_n(&s->synced_gen, __ATOMIC_ACQUIRE) >=
+        __atomic_load_n(&s->write_gen, __ATOMIC_SEQ_CST))
         return 0;
     return qcow2_sync(s, tag);
 }
@@ -254,6 +262,99 @@ int qcow2_flush_locked(struct qcow2_state *s, enum io_tag final)
             return err;
     }
     return sync_if_needed(s, final);
+}
+
+/* Rounds of L2 write-back with the sync dropped out of the lock before
+ * the rest is done with the lock held throughout. */
+#define UNLOCKED_ROUNDS 3
+
+/* Sync with the metadata lock dropped (the flush lock stays held). */
+static int sync_unlocked(struct qcow2_state *s, enum io_tag tag)
+{
+    qcow2_unlock(s);
+    int err = sync_if_needed(s, tag);
+    qcow2_lock(s);
+    return err;
+}
+
+/* Write back the L2 tables dirty at change start or before, dropping the
+ * lock for the syncs they wait for.  Each round takes the number of the
+ * latest change, writes the refcount blocks (so every cluster an L2
+ * change up to then allocated is counted in the file), syncs unlocked
+ * (that covers the refcount blocks and the data of every linked cluster,
+ * linked only once its data write had completed), then writes the
+ * tables not changed since the number was taken: what they map was all
+ * on disk before the sync.  Tables changed meanwhile wait for the next
+ * round; after a few rounds the rest is written with the lock held. */
+static int write_l2_tables(struct qcow2_state *s, uint64_t start)
+{
+    int err = 0;
+
+    for (int round = 0; round < UNLOCKED_ROUNDS; round++) {
+        if (!qcow2_cache_dirty_upto(s->cache, start))
+            return 0;
+        err = mark_dirty(s);
+        if (err)
+            return err;
+        uint64_t seq = qcow2_cache_seq(s->cache);
+        if (!s->lazy && !(s->breaks & QCOW2_BREAK_REFCOUNT_BEFORE_L2)) {
+            err = qcow2_cache_flush(s->rc_cache);
+            if (err)
+                return err;
+        }
+        if (!(s->breaks & QCOW2_BREAK_DATA_BEFORE_MAPPING)) {
+            err = sync_unlocked(s, IO_TAG_REFCOUNT_BLOCK);
+            if (err)
+                return err;
+        }
+        if (qcow2_writes_refused(s))
+            return -EIO;
+        s->in_l2_flush = true;
+        err = qcow2_cache_flush_upto(s->cache, seq);
+        s->in_l2_flush = false;
+        if (err)
+            return err;
+    }
+    if (!qcow2_cache_dirty_upto(s->cache, start))
+        return 0;
+    err = prepare_l2(s);
+    if (err)
+        return err;
+    s->in_l2_flush = true;
+    err = qcow2_cache_flush(s->cache);
+    s->in_l2_flush = false;
+    return err;
+}
+
+int qcow2_flush_ordered(struct qcow2_state *s, enum io_tag final)
+{
+    int err;
+
+    /* Lock order: the flush lock first. */
+    qcow2_unlock(s);
+    pthread_mutex_lock(&s->flush_lock);
+    qcow2_lock(s);
+    if (qcow2_writes_refused(s)) {
+        err = -EIO;
+        goto out_unlock_flush;
+    }
+    err = write_l2_tables(s, qcow2_cache_seq(s->cache));
+    if (err)
+        goto out_unlock_flush;
+    if (s->l1_dirty_hi > s->l1_dirty_lo || s->n_frees > s->n_ready_frees) {
+        /* New L2 tables to link, or cleared references whose frees wait
+         * for a sync: rare enough to do as before, lock held. */
+        err = qcow2_flush_locked(s, final);
+        goto out_unlock_flush;
+    }
+    err = qcow2_apply_frees(s);
+    if (!err && !s->lazy)
+        err = qcow2_cache_flush(s->rc_cache);
+    if (!err)
+        err = sync_unlocked(s, final);
+out_unlock_flush:
+    pthread_mutex_unlock(&s->flush_lock);
+    return err;
 }
 
 int qcow2_metadata_flush(struct qcow2_state *s)

@@ -244,6 +244,7 @@ static void qcow2_close(struct image *img)
     free(s->img.path);
     pthread_mutex_destroy(&s->prealloc_lock);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->flush_lock);
     pthread_cond_destroy(&s->inflight_done);
     free(s);
 }
@@ -403,6 +404,7 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     s->fd = s->data_fd = -1;
     pthread_mutex_init(&s->prealloc_lock, NULL);
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->flush_lock, NULL);
     pthread_cond_init(&s->inflight_done, NULL);
     s->img.path = strdup(args->path);
     if (!s->img.path) {
@@ -568,7 +570,7 @@ static int qcow2_read(struct image *img, void *buf, uint64_t len,
     qcow2_lock(s);
     qcow2_req_begin(s, &req);
     while (len > 0) {
-        err = qcow2_map(s, off, len, 0, &run);
+        err = qcow2_map_fetching(s, off, len, 0, &run);
         if (err)
             break;
         qcow2_unlock(s);
@@ -607,7 +609,7 @@ static int qcow2_flush(struct image *img)
     if (!s->writable)
         return 0;       /* read-only: nothing to make durable */
     qcow2_lock(s);
-    int err = qcow2_flush_locked(s, IO_TAG_FLUSH);
+    int err = qcow2_flush_ordered(s, IO_TAG_FLUSH);
     qcow2_unlock(s);
     return err;
 }
@@ -617,7 +619,7 @@ static int map_locked(struct qcow2_state *s, uint64_t off, uint64_t len,
                       unsigned flags, struct qcow2_run *run)
 {
     qcow2_lock(s);
-    int err = qcow2_map(s, off, len, flags, run);
+    int err = qcow2_map_fetching(s, off, len, flags, run);
     qcow2_unlock(s);
     return err;
 }

@@ -365,7 +365,11 @@ struct qcow2_state {
     bool lazy;                      /* lazy refcounts */
     bool dirty_on_disk;             /* the dirty bit is set in the file */
     bool in_l2_flush;               /* flush already ordered the L2s */
-    int unsynced;                   /* atomic: written since last sync */
+    uint64_t write_gen;             /* atomic: writes completed so far */
+    uint64_t synced_gen;            /* atomic: writes a finished sync
+                                     * covered */
+    pthread_mutex_t flush_lock;     /* one flush at a time; taken before
+                                     * lock (flush.c) */
     uint32_t l1_dirty_lo;           /* L1 entries [lo, hi) to write */
     uint32_t l1_dirty_hi;
 
@@ -471,6 +475,13 @@ void qcow2_cache_set_writeback(struct qcow2_cache *c,
 int qcow2_cache_get(struct qcow2_cache *c, uint64_t offset,
                     struct qcow2_table **t);
 
+/* Bring the table at offset into the cache, evicting only clean tables
+ * (so that nothing is written back): callable without the image's
+ * metadata lock, as a table's contents on disk are current whenever it
+ * is not cached.  0, -EAGAIN when only dirty tables could make room, or
+ * -errno. */
+int qcow2_cache_fetch(struct qcow2_cache *c, uint64_t offset);
+
 /* Pin a new, zero-filled, dirty table at offset without reading the
  * file (a freshly allocated cluster); 0 or -errno. */
 int qcow2_cache_get_new(struct qcow2_cache *c, uint64_t offset,
@@ -493,6 +504,18 @@ bool qcow2_cache_has_dirty(struct qcow2_cache *c);
 /* Write back every dirty table through the callback; 0 or the first
  * -errno (the tables not written stay dirty). */
 int qcow2_cache_flush(struct qcow2_cache *c);
+
+/* Every change to a table is numbered: the number of the last change so
+ * far (0 before any). */
+uint64_t qcow2_cache_seq(struct qcow2_cache *c);
+
+/* Write back the dirty tables not changed after change seq; 0 or the
+ * first -errno. */
+int qcow2_cache_flush_upto(struct qcow2_cache *c, uint64_t seq);
+
+/* Whether a table has been dirty since change seq or before (changed
+ * then and not written back since). */
+bool qcow2_cache_dirty_upto(struct qcow2_cache *c, uint64_t seq);
 
 /* Forget the table at offset, dirty or not, unless it is pinned (its
  * cluster was freed: its contents must never be written again). */
@@ -575,6 +598,19 @@ int qcow2_l2_offset(const struct qcow2_state *s, uint64_t l1_index,
  * for bad metadata at off. */
 int qcow2_map(struct qcow2_state *s, uint64_t off, uint64_t len,
               unsigned flags, struct qcow2_run *run);
+
+/* For a read-write image, with the metadata lock held: bring the L2
+ * table at l2_off into the cache with the lock dropped, so that requests
+ * that do not need it go on meanwhile.  Returns 1 when the lock was
+ * dropped (look again: anything may have changed), 0 when the table was
+ * cached already or could not be fetched that way (the caller's own
+ * lookup then loads it, or reports the error). */
+int qcow2_fetch_unlocked(struct qcow2_state *s, uint64_t l2_off);
+
+/* qcow2_map for a caller holding the metadata lock, which is dropped
+ * while an L2 table is read (qcow2_fetch_unlocked). */
+int qcow2_map_fetching(struct qcow2_state *s, uint64_t off, uint64_t len,
+                       unsigned flags, struct qcow2_run *run);
 
 /* ---- refcount.c ---- */
 
@@ -797,6 +833,11 @@ int qcow2_write_l1(struct qcow2_state *s);
 /* Everything dirty to disk in order, ending with a sync tagged final
  * when anything was written; 0 or -errno. */
 int qcow2_flush_locked(struct qcow2_state *s, enum io_tag final);
+
+/* The same for FLUSH and FUA: the syncs run with the metadata lock
+ * dropped wherever the order allows (held on entry and on return; other
+ * requests go on meanwhile), one flush at a time.  0 or -errno. */
+int qcow2_flush_ordered(struct qcow2_state *s, enum io_tag final);
 
 /* Move the L1 table to a larger place with room for need entries. */
 int qcow2_grow_l1(struct qcow2_state *s, uint64_t need);

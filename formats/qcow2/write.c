@@ -438,6 +438,8 @@ static int plan(struct qcow2_state *s, uint64_t off, uint64_t len,
         qcow2_mark_corrupt(s, "bad L1 entry %" PRIu64, l1_index);
         return err;
     }
+    if (l2_off && qcow2_fetch_unlocked(s, l2_off) == 1)
+        return 1;               /* the lock was dropped: plan again */
     if (l2_off) {
         struct qcow2_table *t;
         uint64_t host = 0;
@@ -821,9 +823,9 @@ int qcow2_write_op(struct image *img, const void *buf, uint64_t len,
     qcow2_req_begin(s, &req);
     int err = qcow2_write_steps(s, buf, len, off, &allocated);
     if (!err && (flags & IMG_FUA))
-        err = qcow2_flush_locked(s, IO_TAG_FLUSH);
+        err = qcow2_flush_ordered(s, IO_TAG_FLUSH);
     if (!err && qcow2_frees_pressing(s))
-        err = qcow2_flush_locked(s, IO_TAG_L2);
+        err = qcow2_flush_ordered(s, IO_TAG_L2);
     qcow2_req_end(s, &req);
     qcow2_unlock(s);
     return err;

@@ -418,9 +418,9 @@ static int zero_or_trim(struct image *img, uint64_t len, uint64_t off,
     if (!err)
         err = walk(s, off, len, flags, trim, false);
     if (!err && (flags & IMG_FUA))
-        err = qcow2_flush_locked(s, IO_TAG_FLUSH);
+        err = qcow2_flush_ordered(s, IO_TAG_FLUSH);
     if (!err && qcow2_frees_pressing(s))
-        err = qcow2_flush_locked(s, IO_TAG_L2);
+        err = qcow2_flush_ordered(s, IO_TAG_L2);
     qcow2_req_end(s, &req);
     qcow2_unlock(s);
     return err;
