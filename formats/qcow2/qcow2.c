@@ -51,15 +51,20 @@
  * mutex (s->lock) guarding the L1 table, the contents of both table
  * caches, the refcount table, the allocator, queued frees, in-flight
  * records and the request list (inflight.c).  It is held for lookups and
- * metadata I/O (table loads, write-back and the syncs that order it), but
- * never across guest data I/O: in-place writes and reads of different
- * clusters run in parallel, and allocating writes copy, encrypt and write
- * their data unlocked.  map_nowait only tries the lock and answers
+ * metadata writes, but never across guest data I/O: in-place writes and
+ * reads of different clusters run in parallel, and allocating writes
+ * copy, encrypt and write their data unlocked.  Nor is it held across
+ * the syncs of a FLUSH or FUA in the common cases (flush.c: L2 tables
+ * are written in rounds around unlocked syncs, one flush at a time under
+ * a flush lock taken first), nor across the read of an L2 table missing
+ * from the cache (cluster.c, qcow2_fetch_unlocked); what still syncs
+ * under it is rare: a new L1 entry, frees waiting for their cleared
+ * reference, table growth, a dirty table evicted.  map_nowait only tries the lock and answers
  * -EAGAIN when it is taken, so the event loop thread never waits on disk
  * I/O; only when every file is in memory (tmpfs) may the loop thread
  * write inline (img.nowait_writes) and take the lock like any writer,
- * since then nobody holds it across slow I/O.  Lock order: s->lock, then
- * a cache's mutex, then the scratch pool's.
+ * since then nobody holds it across slow I/O.  Lock order: the flush
+ * lock, s->lock, then a cache's mutex, then the scratch pool's.
  */
 #include <endian.h>
 #include <errno.h>
