@@ -2,7 +2,9 @@
 """Side-by-side NBD server benchmark: diskserve beside nbdkit and qemu-nbd.
 
 Every server in a scenario serves its own identical copy of one image on a
-Unix socket in /dev/shm and is driven by the same fio job (nbd engine).  The
+Unix socket in /dev/shm and is driven by the same fio job (nbd engine).
+qcow2-flush keeps its images on a real file system (--disk-tmpdir) instead,
+because a flush on tmpfs is free.  The
 servers run interleaved, round by round (A B C A B C ...), so that drift on a
 shared machine hits all of them alike.  For each run the script records
 fio's IOPS and bandwidth and the CPU time the server (all its threads and
@@ -39,7 +41,7 @@ class Job:
     """One fio workload: access pattern, block size, queue depth, range."""
 
     def __init__(self, name, rw, bs, iodepth, numjobs=1, limit=None,
-                 base=None, desc=''):
+                 base=None, desc='', writer=False):
         self.name = name
         self.rw = rw
         self.bs = bs
@@ -48,6 +50,10 @@ class Job:
         self.limit = limit      # 'data' restricts fio to the allocated part
         self.base = base        # qcow2-write: which fresh image to copy
         self.desc = desc
+        # qcow2-flush: a second fio job in the same run, on its own
+        # connection, writes 4k at random offsets in the same range with a
+        # flush after every write (fsync=1 makes fio send NBD_CMD_FLUSH), QD1.
+        self.writer = writer
 
     @property
     def writes(self):
@@ -74,7 +80,8 @@ class Server:
 
 class Scenario:
     def __init__(self, name, desc, servers, jobs, fresh_per_run=False,
-                 check=False, read_only=False):
+                 check=False, read_only=False, on_disk=False,
+                 interleave_jobs=False):
         self.name = name
         self.read_only = read_only  # every server exports read-only
         self.desc = desc
@@ -82,6 +89,11 @@ class Scenario:
         self.jobs = jobs
         self.fresh_per_run = fresh_per_run
         self.check = check
+        # Images in --disk-tmpdir (a real file system) instead of --tmpdir.
+        self.on_disk = on_disk
+        # Rounds outermost: every job of every server runs in each round,
+        # so that jobs compared with each other see the same drift.
+        self.interleave_jobs = interleave_jobs
 
 
 SCENARIOS = [
@@ -123,6 +135,19 @@ SCENARIOS = [
              base='empty',
              desc='4k random write, 8 connections x QD4, fresh image')],
         fresh_per_run=True, check=True),
+    Scenario(
+        'qcow2-flush', 'reads beside a flushing writer; qcow2 with its '
+        'first part allocated, on a real file system (--disk-tmpdir)',
+        [Server('diskserve', 'diskserve', 'qcow2', 'qcow2'),
+         Server('qemu-nbd', 'qemu-nbd', 'qcow2', 'qcow2')],
+        [Job('randread-alone', 'randread', '4k', 32, limit='data',
+             desc='4k random read, QD32, allocated range'),
+         Job('randread-beside-flushing-writer', 'randread', '4k', 32,
+             limit='data', writer=True,
+             desc='4k random read, QD32, allocated range, beside a 4k '
+             'random writer (allocated range) flushing after every '
+             'write, QD1')],
+        check=True, on_disk=True, interleave_jobs=True),
 ]
 
 
@@ -218,6 +243,24 @@ def remove_stale_dirs(parent):
         shutil.rmtree(d, ignore_errors=True)
 
 
+def fs_type(path):
+    """The type of the file system path is on, from /proc/self/mountinfo."""
+    path = os.path.realpath(path)
+    best, kind = '', '?'
+    try:
+        with open('/proc/self/mountinfo') as f:
+            for line in f:
+                left, _, right = line.partition(' - ')
+                mnt = left.split()[4].replace('\\040', ' ')
+                inside = path == mnt or path.startswith(
+                    mnt.rstrip('/') + '/')
+                if inside and len(mnt) >= len(best):
+                    best, kind = mnt, right.split()[0]
+    except (OSError, IndexError):
+        pass
+    return kind
+
+
 def tool_version(argv):
     try:
         out = subprocess.run(argv, capture_output=True, text=True,
@@ -231,6 +274,7 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.tmp = None
+        self.disk_tmp = None    # work directory in --disk-tmpdir, if needed
         self.live = set()
         self.out_file = None
         self.results = {}
@@ -301,8 +345,9 @@ class Bench:
                 p.kill()
                 p.wait()
         self.live.clear()
-        if self.tmp and os.path.isdir(self.tmp):
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        for d in (self.tmp, self.disk_tmp):
+            if d and os.path.isdir(d):
+                shutil.rmtree(d, ignore_errors=True)
         if self.out_file:
             self.out_file.close()
             self.out_file = None
@@ -311,6 +356,26 @@ class Bench:
 
     def path(self, name):
         return os.path.join(self.tmp, name)
+
+    def disk_path(self, name):
+        return os.path.join(self.disk_tmp, name)
+
+    def image_path(self, scen, name):
+        """Where scen keeps an image: --disk-tmpdir or --tmpdir."""
+        return (self.disk_path if scen.on_disk else self.path)(name)
+
+    @staticmethod
+    def settle(path):
+        """fsync path, then read it once: the image is on the disk and in
+        the page cache before a run, so the first flush does not write back
+        the whole copy, and reads hit the cache rather than the disk."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            while os.read(fd, 16 * MiB):
+                pass
+        finally:
+            os.close(fd)
 
     def random_source(self, size):
         """A raw file of size bytes of random data, made once per size."""
@@ -373,15 +438,29 @@ class Bench:
                            str(a.qcow2_size)])
             bases['empty'] = e
             return bases
+        if scen.name == 'qcow2-flush':
+            src = self.random_source(a.qcow2_data)
+            q = self.disk_path('qcow2-flush-base.qcow2')
+            log('creating %s qcow2 with %s allocated in %s'
+                % (fmt_size(a.qcow2_size), fmt_size(a.qcow2_data),
+                   self.disk_tmp))
+            self.run_tool(['qemu-img', 'convert', '-f', 'raw', '-O',
+                           'qcow2', src, q])
+            self.run_tool(['qemu-img', 'resize', '-f', 'qcow2', q,
+                           str(a.qcow2_size)])
+            return {'qcow2': q}
         raise AssertionError(scen.name)
 
     def release_scenario(self):
         """Delete the scenario's images; random sources stay for reuse."""
         keep = set(self.random_sources.values())
-        for name in os.listdir(self.tmp):
-            p = self.path(name)
-            if name.endswith(('.raw', '.qcow2')) and p not in keep:
-                os.unlink(p)
+        for d in (self.tmp, self.disk_tmp):
+            if not d:
+                continue
+            for name in os.listdir(d):
+                p = os.path.join(d, name)
+                if name.endswith(('.raw', '.qcow2')) and p not in keep:
+                    os.unlink(p)
 
     # ---- servers --------------------------------------------------------
 
@@ -512,6 +591,17 @@ class Bench:
             argv.append('--size=%d' % a.qcow2_data)
         if job.writes:
             argv.append('--end_fsync=1')
+        if job.writer:
+            # A second job of the same fio process, so a second connection:
+            # options after --name belong to this job alone, and none of
+            # the first job's are inherited.
+            argv += ['--name=writer', '--ioengine=nbd',
+                     '--uri=nbd+unix:///?socket=' + sock,
+                     '--rw=randwrite', '--bs=4k', '--iodepth=1',
+                     '--fsync=1', '--size=%d' % a.qcow2_data,
+                     '--time_based', '--runtime=%g' % a.runtime,
+                     '--ramp_time=%g' % a.ramp,
+                     '--norandommap', '--randrepeat=0']
         return argv
 
     def run_fio(self, job, sock, server, tag):
@@ -565,18 +655,40 @@ class Bench:
             raise RunError('no fio results: %s; %s'
                            % (e, self.tail(fio_log)))
         self.save(json_path, tag + '.json')
+        for j in data['jobs']:
+            if j.get('error'):
+                raise RunError('fio job %s error %s: %s'
+                               % (j.get('jobname'), j['error'],
+                                  self.tail(fio_log)))
         j = data['jobs'][0]
-        if j.get('error'):
-            raise RunError('fio job error %s: %s'
-                           % (j['error'], self.tail(fio_log)))
         ios = sum(j[d]['total_ios'] for d in ('read', 'write'))
         iops = sum(j[d]['iops'] for d in ('read', 'write'))
         bw = sum(j[d]['bw_bytes'] for d in ('read', 'write'))
         if ios == 0:
             raise RunError('fio completed no requests')
+        m = {'iops': iops, 'mibs': bw / MiB}
+        if j['read']['total_ios']:
+            pct = j['read']['clat_ns'].get('percentile', {})
+            if '99.000000' in pct:
+                m['p99'] = pct['99.000000'] / 1000.0
+        if job.writer:
+            w = [x for x in data['jobs'] if x.get('jobname') == 'writer']
+            if len(w) != 1:
+                raise RunError('no writer job in fio results')
+            w = w[0]
+            m['w_iops'] = w['write']['iops']
+            m['w_writes'] = w['write']['total_ios']
+            m['w_flushes'] = w.get('sync', {}).get('total_ios', 0)
+            if m['w_writes'] == 0:
+                raise RunError('the writer completed no writes')
+            if m['w_flushes'] < m['w_writes'] - 1:
+                raise RunError('the writer sent %d flushes for %d writes'
+                               % (m['w_flushes'], m['w_writes']))
+            # CPU per request counts every request the server answered.
+            ios += m['w_writes'] + m['w_flushes']
         srv_cpu = (srv1 - srv0) / CLK_TCK
-        m = {'iops': iops, 'mibs': bw / MiB, 'ios': ios, 'srv_cpu': srv_cpu,
-             'srv_us': srv_cpu / ios * 1e6}
+        m.update({'ios': ios, 'srv_cpu': srv_cpu,
+                  'srv_us': srv_cpu / ios * 1e6})
         if fio0 is not None:
             fio_cpu = ru.ru_utime + ru.ru_stime - fio0 / CLK_TCK
             m['fio_us'] = max(0.0, fio_cpu) / ios * 1e6
@@ -609,7 +721,7 @@ class Bench:
         if status not in (0, -signal.SIGTERM):
             log('warning: %s exited with status %s after SIGTERM'
                 % (srv.label, status))
-        if scen.check:
+        if scen.check and (job.writes or job.writer):
             m['check'], m['check_text'] = self.check_image(image)
         return m
 
@@ -628,6 +740,9 @@ class Bench:
         if not jobs or not servers:
             return
         self.emit('## scenario %s: %s' % (scen.name, scen.desc))
+        if scen.on_disk:
+            self.emit('# images in %s (%s)'
+                      % (self.disk_tmp, fs_type(self.disk_tmp)))
         na = {}
         for s in servers:
             why = self.server_missing(s)
@@ -642,12 +757,15 @@ class Bench:
             users.setdefault(s.image_kind, []).append(s)
         for kind, group in users.items():
             for i, s in enumerate(group):
-                dst = self.path('%s-%s.%s' % (scen.name, s.label, s.fmt))
+                dst = self.image_path(scen, '%s-%s.%s'
+                                      % (scen.name, s.label, s.fmt))
                 last = i == len(group) - 1
                 if last and bases[kind] not in self.random_sources.values():
                     os.rename(bases[kind], dst)  # saves one copy's memory
                 else:
                     self.copy(bases[kind], dst)
+                if scen.on_disk:
+                    self.settle(dst)
                 copies[s.label] = dst
         if scen.name == 'qcow2-write':
             for s in servers:
@@ -658,35 +776,51 @@ class Bench:
         for s in servers:
             if s.label in na:
                 log('%s: %s: n/a (%s)' % (scen.name, s.label, na[s.label]))
-        for job in jobs:
-            res = {s.label: [] for s in servers}
-            for rnd in range(1, self.args.rounds + 1):
-                for s in servers:
-                    if s.label in na:
-                        continue
-                    if scen.fresh_per_run:
-                        image = self.copy(bases[job.base],
-                                          self.path('run.%s' % s.fmt))
-                    else:
-                        image = copies.get(s.label, '')
-                    what = '[%s %s round %d/%d] %s' % (
-                        scen.name, job.name, rnd, self.args.rounds, s.label)
-                    try:
-                        m = self.measure(scen, job, s, image, rnd)
-                    except RunError as e:
-                        log('%s: FAILED: %s' % (what, e))
-                        m = {'error': str(e)}
-                    else:
-                        msg = '%s: %.0f IOPS, %.1f MiB/s, server %.2f us/req' \
-                              % (what, m['iops'], m['mibs'], m['srv_us'])
-                        if 'check' in m:
-                            msg += ', qemu-img check: %s' % m['check_text']
-                        log(msg)
-                    finally:
-                        if scen.fresh_per_run and os.path.exists(image):
-                            os.unlink(image)
-                    res[s.label].append(m)
-            self.report_job(scen, job, servers, res, na)
+        rounds = range(1, self.args.rounds + 1)
+        if scen.interleave_jobs:
+            order = [(job, rnd) for rnd in rounds for job in jobs]
+        else:
+            order = [(job, rnd) for job in jobs for rnd in rounds]
+        allres = {job.name: {s.label: [] for s in servers} for job in jobs}
+        for job, rnd in order:
+            res = allres[job.name]
+            for s in servers:
+                if s.label in na:
+                    continue
+                if scen.fresh_per_run:
+                    image = self.copy(bases[job.base],
+                                      self.path('run.%s' % s.fmt))
+                else:
+                    image = copies.get(s.label, '')
+                what = '[%s %s round %d/%d] %s' % (
+                    scen.name, job.name, rnd, self.args.rounds, s.label)
+                try:
+                    m = self.measure(scen, job, s, image, rnd)
+                except RunError as e:
+                    log('%s: FAILED: %s' % (what, e))
+                    m = {'error': str(e)}
+                else:
+                    msg = '%s: %.0f IOPS, %.1f MiB/s, server %.2f us/req' \
+                          % (what, m['iops'], m['mibs'], m['srv_us'])
+                    if scen.on_disk and 'p99' in m:
+                        msg += ', read p99 %.0f us' % m['p99']
+                    if 'w_iops' in m:
+                        msg += ', writer %.0f IOPS (%d flushes)' % (
+                            m['w_iops'], m['w_flushes'])
+                    if 'check' in m:
+                        msg += ', qemu-img check: %s' % m['check_text']
+                    log(msg)
+                finally:
+                    if scen.fresh_per_run and os.path.exists(image):
+                        os.unlink(image)
+                res[s.label].append(m)
+            if rnd == self.args.rounds:
+                if scen.name == 'qcow2-flush':
+                    self.report_flush_job(scen, job, servers, res, na)
+                else:
+                    self.report_job(scen, job, servers, res, na)
+        if scen.name == 'qcow2-flush':
+            self.report_flush_targets(scen, jobs)
         self.release_scenario()
 
     # ---- reporting ------------------------------------------------------
@@ -703,6 +837,14 @@ class Bench:
         fio = [m['fio_us'] for m in ok if 'fio_us' in m]
         if fio:
             s['fio_us'] = statistics.median(fio)
+        p99 = [m['p99'] for m in ok if 'p99' in m]
+        if p99:
+            s['p99'] = statistics.median(p99)
+        w = [m['w_iops'] for m in ok if 'w_iops' in m]
+        if w:
+            s['w_iops'] = statistics.median(w)
+            s['w_writes'] = sum(m['w_writes'] for m in ok)
+            s['w_flushes'] = sum(m['w_flushes'] for m in ok)
         checks = [m['check'] for m in runs if 'check' in m]
         if checks:
             bad = [c for c in checks if c != 'ok']
@@ -763,7 +905,7 @@ class Bench:
                                        na.get(s.label)))
         self.results.setdefault(scen.name, {})[job.name] = summ
 
-    def result_line(self, scen, job, label, runs, su, ref, why):
+    def result_line(self, scen, job, label, runs, su, ref, why, extra=()):
         fields = [('scenario', scen.name), ('job', job.name),
                   ('server', label)]
         if why:
@@ -785,10 +927,156 @@ class Bench:
                 ('iops_rounds', ','.join('%.0f' % m['iops'] if 'error'
                                          not in m else 'fail'
                                          for m in runs))]
+            fields += list(extra)
             if 'check' in su:
                 fields.append(('check', su['check']))
         return 'RESULT ' + ' '.join('%s=%s' % (k, shlex.quote(str(v)))
                                     for k, v in fields)
+
+    def report_flush_job(self, scen, job, servers, res, na):
+        """qcow2-flush: reader IOPS, reader p99 and (beside the writer) the
+        writer's IOPS, per server and round."""
+        a = self.args
+        self.emit()
+        self.emit('### %s / %s: %s, %g s (+%g s ramp) x %d rounds'
+                  % (scen.name, job.name, job.desc, a.runtime, a.ramp,
+                     a.rounds))
+        summ = {label: self.summarize(runs) for label, runs in res.items()}
+        ref = summ.get(REFERENCE)
+        rounds = ''.join('%10s' % ('round %d' % (i + 1))
+                         for i in range(a.rounds))
+
+        def section(title, key, fmt, tail_head, tail):
+            self.emit('%-14s' % title + rounds + '%10s' % 'median'
+                      + tail_head)
+            for s in servers:
+                label = s.label
+                line = '%-14s' % label
+                if label in na:
+                    self.emit(line + 'n/a: ' + na[label])
+                    continue
+                for m in res[label]:
+                    line += '%10s' % ('FAILED' if 'error' in m
+                                      else fmt % m[key] if key in m
+                                      else '-')
+                line += ' ' * 10 * (a.rounds - len(res[label]))
+                su = summ[label]
+                if su is None:
+                    self.emit(line + '  all rounds failed')
+                    continue
+                self.emit(line + '%10s' % (fmt % su[key] if key in su
+                                           else '-') + tail(su))
+
+        def ratio(su):
+            return '%.2f' % (ref['iops'] / su['iops']) if ref else 'n/a'
+
+        section('reader IOPS', 'iops', '%.0f',
+                '%9s%13s%12s%12s' % ('MiB/s', 'diskserve/x', 'srv us/req',
+                                     'fio us/req'),
+                lambda su: '%9.1f%13s%12.2f%12s' % (
+                    su['mibs'], ratio(su), su['srv_us'],
+                    '%.2f' % su['fio_us'] if 'fio_us' in su else '-'))
+        section('reader p99 us', 'p99', '%.0f', '', lambda su: '')
+        if job.writer:
+            section('writer IOPS', 'w_iops', '%.0f',
+                    '%10s%10s  %s' % ('writes', 'flushes', 'qemu-img check'),
+                    lambda su: '%10d%10d  %s' % (
+                        su['w_writes'], su['w_flushes'],
+                        '%s (%s ok)' % (su['check'], su['check_n'])
+                        if 'check' in su else '-'))
+        for label, runs in res.items():
+            for i, m in enumerate(runs):
+                if 'error' in m:
+                    self.emit('  %s round %d failed: %s'
+                              % (label, i + 1, m['error']))
+                elif m.get('check', 'ok') != 'ok':
+                    self.emit('  %s round %d qemu-img check: %s'
+                              % (label, i + 1, m['check_text']))
+        for s in servers:
+            su, runs = summ.get(s.label), res.get(s.label) or []
+            extra = []
+            if su:
+                def rounds_of(key):
+                    return ','.join('%.0f' % m[key] if key in m else 'fail'
+                                    for m in runs)
+                extra = [('p99_us', '%.0f' % su['p99'] if 'p99' in su
+                          else 'n/a'),
+                         ('p99_us_rounds', rounds_of('p99'))]
+                if job.writer:
+                    extra += [('writer_iops', '%.0f' % su['w_iops']),
+                              ('writer_iops_rounds', rounds_of('w_iops')),
+                              ('writer_writes', su['w_writes']),
+                              ('writer_flushes', su['w_flushes'])]
+            self.emit(self.result_line(scen, job, s.label, runs, su, ref,
+                                       na.get(s.label), extra))
+        self.results.setdefault(scen.name, {})[job.name] = (summ, res)
+
+    def report_flush_targets(self, scen, jobs):
+        """The issue's two targets for diskserve in qcow2-flush: reader p99
+        beside the flushing writer at most 2x its own p99 alone, and reader
+        IOPS beside the writer at least 3x qemu-nbd's."""
+        got = self.results.get(scen.name, {})
+        alone = got.get('randread-alone')
+        beside = got.get('randread-beside-flushing-writer')
+        if not beside:
+            return
+
+        def med(pair, label, key):
+            su = pair[0].get(label) if pair else None
+            return su.get(key) if su else None
+
+        def per_round(pair_a, label_a, pair_b, label_b, key):
+            ra = pair_a[1].get(label_a, []) if pair_a else []
+            rb = pair_b[1].get(label_b, []) if pair_b else []
+            out = []
+            for x, y in zip(ra, rb):
+                out.append('%.2f' % (x[key] / y[key])
+                           if key in x and y.get(key) else 'fail')
+            return ','.join(out) or 'n/a'
+
+        def verdict(r, limit, at_most):
+            if r is None:
+                return 'n/a'
+            return 'met' if (r <= limit if at_most else r >= limit) \
+                else 'not met'
+
+        self.emit()
+        self.emit('### %s targets for diskserve (medians; per round in '
+                  'brackets)' % scen.name)
+        rows, fields = [], [('scenario', scen.name), ('job', 'targets'),
+                            ('server', REFERENCE)]
+        pb = med(beside, REFERENCE, 'p99')
+        pa = med(alone, REFERENCE, 'p99')
+        r1 = pb / pa if pb is not None and pa else None
+        rr1 = per_round(beside, REFERENCE, alone, REFERENCE, 'p99')
+        rows.append('reader p99 beside writer / alone:       %s / %s us = %s'
+                    '  [%s]  target <= 2: %s' % (
+                        '%.0f' % pb if pb is not None else 'n/a',
+                        '%.0f' % pa if pa is not None else 'n/a',
+                        '%.2f' % r1 if r1 is not None else 'n/a', rr1,
+                        verdict(r1, 2, True)))
+        ib = med(beside, REFERENCE, 'iops')
+        iq = med(beside, 'qemu-nbd', 'iops')
+        r2 = ib / iq if ib is not None and iq else None
+        rr2 = per_round(beside, REFERENCE, beside, 'qemu-nbd', 'iops')
+        rows.append('reader IOPS beside writer, vs qemu-nbd: %s / %s = %s'
+                    '  [%s]  target >= 3: %s' % (
+                        '%.0f' % ib if ib is not None else 'n/a',
+                        '%.0f' % iq if iq is not None else 'n/a',
+                        '%.2f' % r2 if r2 is not None else 'n/a', rr2,
+                        verdict(r2, 3, False)))
+        for row in rows:
+            self.emit(row)
+        fields += [('p99_ratio', '%.3f' % r1 if r1 is not None else 'n/a'),
+                   ('p99_ratio_rounds', rr1), ('p99_ratio_target', '<=2'),
+                   ('p99_target', verdict(r1, 2, True)),
+                   ('iops_ratio_vs_qemu_nbd',
+                    '%.3f' % r2 if r2 is not None else 'n/a'),
+                   ('iops_ratio_rounds', rr2),
+                   ('iops_ratio_target', '>=3'),
+                   ('iops_target', verdict(r2, 3, False))]
+        self.emit('RESULT ' + ' '.join('%s=%s' % (k, shlex.quote(str(v)))
+                                       for k, v in fields))
 
     # ---- main -----------------------------------------------------------
 
@@ -812,6 +1100,9 @@ class Bench:
                 ('source', rev), ('fio', tool_version(['fio', '--version'])),
                 ('nbdkit', tool_version(['nbdkit', '--version'])),
                 ('qemu_nbd', tool_version(['qemu-nbd', '--version']))]
+        if self.disk_tmp:
+            info.insert(7, ('disk_tmpdir', '%s(%s)' % (
+                a.disk_tmpdir, fs_type(self.disk_tmp))))
         self.emit('# diskserve side-by-side benchmark')
         self.emit('RUN ' + ' '.join('%s=%s' % (k, shlex.quote(str(v)))
                                     for k, v in info))
@@ -830,11 +1121,22 @@ class Bench:
         self.tmp = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=a.tmpdir)
         with open(self.path('owner.pid'), 'w') as f:
             f.write('%d\n' % os.getpid())
+        scens = [s for s in SCENARIOS if s.name in a.selected]
+        if any(s.on_disk for s in scens):
+            remove_stale_dirs(a.disk_tmpdir)
+            self.disk_tmp = tempfile.mkdtemp(prefix=TMP_PREFIX,
+                                             dir=a.disk_tmpdir)
+            with open(self.disk_path('owner.pid'), 'w') as f:
+                f.write('%d\n' % os.getpid())
+            kind = fs_type(self.disk_tmp)
+            if kind in ('tmpfs', 'ramfs'):
+                log('warning: --disk-tmpdir %s is on %s: a flush costs '
+                    'nothing there, which hides what qcow2-flush measures'
+                    % (a.disk_tmpdir, kind))
         if a.output:
             self.out_file = open(a.output, 'w')
         if a.save:
             os.makedirs(a.save, exist_ok=True)
-        scens = [s for s in SCENARIOS if s.name in a.selected]
         self.header()
         self.estimate(scens)
         for scen in scens:
@@ -882,6 +1184,9 @@ def parse_args(argv):
                    help='extra diskserve options, shell-quoted')
     p.add_argument('--tmpdir', default='/dev/shm',
                    help='where images and sockets go (default /dev/shm)')
+    p.add_argument('--disk-tmpdir', default='/var/tmp',
+                   help='where qcow2-flush keeps its images: a real file '
+                   'system, not tmpfs (default /var/tmp)')
     p.add_argument('-l', '--list', action='store_true',
                    help='list scenarios, jobs and servers, then exit')
     p.add_argument('-v', '--verbose', action='store_true',
