@@ -59,12 +59,13 @@
  * a flush lock taken first), nor across the read of an L2 table missing
  * from the cache (cluster.c, qcow2_fetch_unlocked); what still syncs
  * under it is rare: a new L1 entry, frees waiting for their cleared
- * reference, table growth, a dirty table evicted.  map_nowait only tries the lock and answers
- * -EAGAIN when it is taken, so the event loop thread never waits on disk
- * I/O; only when every file is in memory (tmpfs) may the loop thread
- * write inline (img.nowait_writes) and take the lock like any writer,
- * since then nobody holds it across slow I/O.  Lock order: the flush
- * lock, s->lock, then a cache's mutex, then the scratch pool's.
+ * reference, table growth, a dirty table evicted.  map_nowait only
+ * tries the lock and answers -EAGAIN when it is taken, so the event loop
+ * thread never waits on disk I/O; only when every file is in memory
+ * (tmpfs) may the loop thread write inline (img.nowait_writes) and take
+ * the lock like any writer, since then nobody holds it across slow I/O.
+ * Lock order: the flush lock, s->lock, then a cache's mutex, then the
+ * scratch pool's.
  */
 #include <endian.h>
 #include <errno.h>

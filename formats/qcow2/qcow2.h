@@ -773,6 +773,18 @@ bool qcow2_frees_pressing(const struct qcow2_state *s);
 int qcow2_writable_l2(struct qcow2_state *s, uint32_t l1_index,
                       uint64_t *l2_off);
 
+/* The L2 table offset of L1 entry l1_index for a write (0: none), the
+ * image marked corrupt when the entry is bad; 0 or -EIO. */
+int qcow2_l2_for_write(struct qcow2_state *s, uint64_t l1_index,
+                       uint64_t *l2_off);
+
+/* Decode entry idx of table t (at l2_off) for the guest cluster at gc,
+ * the image marked corrupt when it is bad: a write must not go on with
+ * it.  0 or -EIO. */
+int qcow2_entry_for_write(struct qcow2_state *s, const uint8_t *t,
+                          uint64_t l2_off, uint32_t idx, uint64_t gc,
+                          struct qcow2_l2e *e);
+
 /* Whether guest bytes [a, b) of the cluster at gc with entry e are
  * written in place (no L2 change). */
 bool qcow2_in_place(const struct qcow2_state *s, const struct qcow2_l2e *e,

@@ -221,16 +221,23 @@ out_give_back:
     return err;
 }
 
-/* Decode entry idx of table t for the guest cluster at gc, marking the
- * image corrupt when it is bad: a write must not go on with it. */
-static int entry_for_write(struct qcow2_state *s, const uint8_t *t,
-                           uint64_t l2_off, uint32_t idx, uint64_t gc,
-                           struct qcow2_l2e *e)
+int qcow2_entry_for_write(struct qcow2_state *s, const uint8_t *t,
+                          uint64_t l2_off, uint32_t idx, uint64_t gc,
+                          struct qcow2_l2e *e)
 {
     int err = qcow2_decode_l2e(s, false, t, l2_off, idx, gc, e);
     if (err)
         qcow2_mark_corrupt(s, "bad L2 entry for guest offset 0x%" PRIx64,
                            gc);
+    return err;
+}
+
+int qcow2_l2_for_write(struct qcow2_state *s, uint64_t l1_index,
+                       uint64_t *l2_off)
+{
+    int err = qcow2_l2_offset(s, l1_index, false, l2_off);
+    if (err)
+        qcow2_mark_corrupt(s, "bad L1 entry %" PRIu64, l1_index);
     return err;
 }
 
@@ -250,7 +257,7 @@ static int64_t plan_in_place(struct qcow2_state *s, const uint8_t *t,
                                                    : end;
         uint32_t idx = (uint32_t)(pos >> s->h.cluster_bits) & l2_mask;
         struct qcow2_l2e e;
-        int err = entry_for_write(s, t, l2_off, idx, gc, &e);
+        int err = qcow2_entry_for_write(s, t, l2_off, idx, gc, &e);
         if (err)
             return n > 0 ? (int64_t)n : err;
         if (!qcow2_in_place(s, &e, gc, pos, cend))
@@ -282,8 +289,8 @@ static int count_more(struct qcow2_state *s, const uint8_t *t,
         uint64_t cend = gc + s->cluster_size < end ? gc + s->cluster_size
                                                    : end;
         struct qcow2_l2e e;
-        int err = entry_for_write(s, t, l2_off,
-                                  (uint32_t)c & l2_mask, gc, &e);
+        int err = qcow2_entry_for_write(s, t, l2_off,
+                                        (uint32_t)c & l2_mask, gc, &e);
         if (err)
             return err;
         if (qcow2_in_place(s, &e, gc, gc, cend) ||
@@ -321,8 +328,8 @@ static int plan_alloc(struct qcow2_state *s, uint64_t off, uint64_t end,
     if (err)
         return err;
     struct qcow2_l2e e;
-    err = entry_for_write(s, t->data, l2_off, (uint32_t)first & l2_mask, gc,
-                          &e);
+    err = qcow2_entry_for_write(s, t->data, l2_off,
+                                (uint32_t)first & l2_mask, gc, &e);
     if (err)
         goto out_put;
 
@@ -365,9 +372,10 @@ static int plan_alloc(struct qcow2_state *s, uint64_t off, uint64_t end,
         if (got < st->count) {
             st->count = got;
             uint64_t lc = first + got - 1;
-            err = entry_for_write(s, t->data, l2_off,
-                                  (uint32_t)lc & l2_mask,
-                                  lc << s->h.cluster_bits, &st->tail_e);
+            err = qcow2_entry_for_write(s, t->data, l2_off,
+                                        (uint32_t)lc & l2_mask,
+                                        lc << s->h.cluster_bits,
+                                        &st->tail_e);
             if (err)
                 goto out_put;
         }
@@ -433,11 +441,9 @@ static int plan(struct qcow2_state *s, uint64_t off, uint64_t len,
         if (err)
             return err;
     }
-    err = qcow2_l2_offset(s, l1_index, false, &l2_off);
-    if (err) {
-        qcow2_mark_corrupt(s, "bad L1 entry %" PRIu64, l1_index);
+    err = qcow2_l2_for_write(s, l1_index, &l2_off);
+    if (err)
         return err;
-    }
     if (l2_off && qcow2_fetch_unlocked(s, l2_off) == 1)
         return 1;               /* the lock was dropped: plan again */
     if (l2_off) {
@@ -722,8 +728,9 @@ static int link_step(struct qcow2_state *s, const struct step *st)
     for (uint64_t i = 0; i < st->count && !err; i++) {
         uint64_t c = st->first + i;
         struct qcow2_l2e cur;
-        err = entry_for_write(s, t->data, l2_off, (uint32_t)c & l2_mask,
-                              c << s->h.cluster_bits, &cur);
+        err = qcow2_entry_for_write(s, t->data, l2_off,
+                                    (uint32_t)c & l2_mask,
+                                    c << s->h.cluster_bits, &cur);
         if (!err && cur.type == QCOW2_C_COMPRESSED) {
             struct qcow2_run run;
             err = qcow2_decode_compressed(s, false, l2_off,

@@ -206,22 +206,14 @@ static int lookup(struct qcow2_state *s, uint64_t gc, struct qcow2_l2e *e,
 
     memset(e, 0, sizeof *e);
     e->type = QCOW2_C_UNALLOCATED;
-    int err = qcow2_l2_offset(s, gc >> span_bits, false, l2_off);
-    if (err) {
-        qcow2_mark_corrupt(s, "bad L1 entry for guest offset 0x%" PRIx64,
-                           gc);
+    int err = qcow2_l2_for_write(s, gc >> span_bits, l2_off);
+    if (err || *l2_off == 0)
         return err;
-    }
-    if (*l2_off == 0)
-        return 0;
     err = qcow2_cache_get(s->cache, *l2_off, &t);
     if (err)
         return err;
-    err = qcow2_decode_l2e(s, false, t->data, *l2_off, idx, gc, e);
+    err = qcow2_entry_for_write(s, t->data, *l2_off, idx, gc, e);
     qcow2_cache_put(s->cache, &t);
-    if (err)
-        qcow2_mark_corrupt(s, "bad L2 entry for guest offset 0x%" PRIx64,
-                           gc);
     return err;
 }
 
