@@ -41,6 +41,12 @@
  * header's fixed tables, lets a write refuse to touch metadata: an L2
  * entry that points there marks the image corrupt.
  *
+ * With refcount.c this is one unit, the allocator: counting a cluster
+ * may need a new refcount block, whose cluster comes from here.  The
+ * rest of the driver sees the unit through qcow2.h's alloc.c and
+ * refcount.c sections; below it sit only the table cache, the request
+ * tracking of inflight.c and the syncs of sync.c.
+ *
  * Everything here runs under the metadata lock.
  */
 #include <errno.h>
@@ -512,4 +518,11 @@ int qcow2_apply_frees(struct qcow2_state *s)
     }
     s->n_frees = j;
     return err;
+}
+
+void qcow2_req_finish(struct qcow2_state *s, struct qcow2_req *r)
+{
+    /* Only the oldest request's end can release a quarantined free. */
+    if (qcow2_req_end(s, r))
+        qcow2_apply_frees(s);
 }

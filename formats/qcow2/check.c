@@ -752,6 +752,112 @@ static void needs_for(const struct ck *c, const uint64_t *used, size_t n_used,
     *rt_clusters = ((last + 1) * 8 + c->cs - 1) / c->cs;
 }
 
+/* How big the new area at cluster top must be: *nb refcount blocks and
+ * a table of *rt_cl clusters that count every used cluster (blocks
+ * used[0..n_used)) and the area itself.  Grows until the area covers
+ * itself, then shrinks to fit. */
+static void size_new_area(struct ck *c, const uint64_t *used, size_t n_used,
+                          uint64_t top, uint64_t *nb, uint64_t *rt_cl)
+{
+    *nb = 1;
+    *rt_cl = 1;
+    for (;;) {
+        uint64_t b, r;
+        needs_for(c, used, n_used, top, top + *rt_cl + *nb, &b, &r);
+        if (b > *nb || r > *rt_cl) {
+            *nb = b > *nb ? b : *nb;
+            *rt_cl = r > *rt_cl ? r : *rt_cl;
+            continue;
+        }
+        if (b == *nb && r == *rt_cl)
+            return;
+        *nb = b;
+        *rt_cl = r;
+    }
+}
+
+/* Write the nb new refcount blocks after the table of rt_cl clusters at
+ * cluster top, in block index order (the used ranges merged with the new
+ * area's), each from the counted references, and point the new table
+ * rt (host order) at them.  buf is one cluster of scratch.  0 or
+ * -errno. */
+static int write_new_blocks(struct ck *c, const uint64_t *used,
+                            size_t n_used, uint64_t top, uint64_t rt_cl,
+                            uint64_t nb, uint64_t *rt, uint8_t *buf)
+{
+    uint64_t end = top + rt_cl + nb;
+    uint64_t epb = 1ull << c->block_bits;
+    uint64_t next_block = top + rt_cl;
+    uint64_t first_new = top >> c->block_bits;
+    uint64_t last_new = (end - 1) >> c->block_bits;
+    size_t u = 0;
+    uint64_t b_idx = 0;
+
+    for (uint64_t written = 0; written < nb; written++) {
+        uint64_t cand_u = u < n_used ? used[u] : UINT64_MAX;
+        uint64_t cand_n = b_idx < first_new ? first_new : b_idx;
+        if (cand_n > last_new)
+            cand_n = UINT64_MAX;
+        uint64_t b = cand_u < cand_n ? cand_u : cand_n;
+        if (b == UINT64_MAX)
+            break;
+        if (cand_u == b)
+            u++;
+        b_idx = b + 1;
+
+        memset(buf, 0, c->cs);
+        for (uint64_t j = 0; j < epb; j++) {
+            uint64_t k = b * epb + j;
+            uint64_t v;
+            if (k >= top)
+                v = k < end;
+            else
+                v = k < c->nb_counted ? c->ref[k] : 0;
+            if (v)
+                rc_set(buf, c->order, j, v);
+        }
+        uint64_t at = next_block++ << c->cbits;
+        rt[b] = at;
+        int err = io_pwrite_tag(c->wfd, buf, c->cs, at,
+                                IO_TAG_REFCOUNT_BLOCK);
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+/* Write the new table rt (rt_cl clusters, host order) at cluster top,
+ * sync, and switch the header to it; rt comes back in host order.  0 or
+ * -errno. */
+static int switch_table(struct ck *c, uint64_t *rt, uint64_t rt_cl,
+                        uint64_t top)
+{
+    uint64_t rt_ents = rt_cl * c->cs / 8;
+
+    for (uint64_t i = 0; i < rt_ents; i++)
+        rt[i] = htobe64(rt[i]);
+    int err = io_pwrite_tag(c->wfd, rt, rt_cl * c->cs, top << c->cbits,
+                            IO_TAG_REFTABLE_GROW);
+    for (uint64_t i = 0; i < rt_ents; i++)
+        rt[i] = be64toh(rt[i]);
+    if (!err)
+        err = io_sync(c->wfd, IO_TAG_REFTABLE_GROW);
+    if (err)
+        return err;
+
+    /* Table offset and size are adjacent header fields. */
+    uint8_t hdr[12];
+    put_be64(hdr, top << c->cbits);
+    uint32_t cl32 = htobe32((uint32_t)rt_cl);
+    memcpy(hdr + 8, &cl32, 4);
+    err = io_pwrite_tag(c->wfd, hdr, sizeof hdr,
+                        offsetof(struct qcow2_disk_header,
+                                 refcount_table_offset), IO_TAG_HEADER);
+    if (!err)
+        err = io_sync(c->wfd, IO_TAG_HEADER);
+    return err;
+}
+
 /* Write new refcount blocks and a new table past the end of the file,
  * then switch the header to them. */
 static int rebuild(struct ck *c)
@@ -783,28 +889,14 @@ static int rebuild(struct ck *c)
         (c->max_seen >> c->block_bits) * 8 < QCOW2_MAX_REFTABLE_BYTES / 2)
         top = c->max_seen;
 
-    /* Grow until the new area covers itself, then shrink to fit. */
-    uint64_t nb = 1, rt_cl = 1;
-    for (;;) {
-        uint64_t b, r;
-        needs_for(c, used, n_used, top, top + rt_cl + nb, &b, &r);
-        if (b > nb || r > rt_cl) {
-            nb = b > nb ? b : nb;
-            rt_cl = r > rt_cl ? r : rt_cl;
-            continue;
-        }
-        if (b == nb && r == rt_cl)
-            break;
-        nb = b;
-        rt_cl = r;
-    }
+    uint64_t nb, rt_cl;
+    size_new_area(c, used, n_used, top, &nb, &rt_cl);
     if (rt_cl * c->cs > QCOW2_MAX_REFTABLE_BYTES) {
         say(c, "a new refcount table would need %" PRIu64 " clusters",
             rt_cl);
         err = -EFBIG;
         goto out;
     }
-    uint64_t end = top + rt_cl + nb;
     uint64_t rt_ents = rt_cl * c->cs / 8;
     rt = calloc(rt_ents, 8);
     buf = malloc(c->cs);
@@ -813,70 +905,15 @@ static int rebuild(struct ck *c)
         goto out;
     }
 
-    /* Blocks in index order: the used ones merged with the new area's. */
     c->wrote = true;
-    uint64_t epb = 1ull << c->block_bits;
-    uint64_t next_block = top + rt_cl;
-    uint64_t first_new = top >> c->block_bits;
-    uint64_t last_new = (end - 1) >> c->block_bits;
-    size_t u = 0;
-    uint64_t b_idx = 0;
-    for (uint64_t written = 0; written < nb; written++) {
-        uint64_t cand_u = u < n_used ? used[u] : UINT64_MAX;
-        uint64_t cand_n = b_idx < first_new ? first_new : b_idx;
-        if (cand_n > last_new)
-            cand_n = UINT64_MAX;
-        uint64_t b = cand_u < cand_n ? cand_u : cand_n;
-        if (b == UINT64_MAX)
-            break;
-        if (cand_u == b)
-            u++;
-        b_idx = b + 1;
-
-        memset(buf, 0, c->cs);
-        for (uint64_t j = 0; j < epb; j++) {
-            uint64_t k = b * epb + j;
-            uint64_t v;
-            if (k >= top)
-                v = k < end;
-            else
-                v = k < c->nb_counted ? c->ref[k] : 0;
-            if (v)
-                rc_set(buf, c->order, j, v);
-        }
-        uint64_t at = next_block++ << c->cbits;
-        rt[b] = at;
-        err = io_pwrite_tag(c->wfd, buf, c->cs, at, IO_TAG_REFCOUNT_BLOCK);
-        if (err)
-            goto out_io;
-    }
-    for (uint64_t i = 0; i < rt_ents; i++)
-        rt[i] = htobe64(rt[i]);
-    err = io_pwrite_tag(c->wfd, rt, rt_cl * c->cs, top << c->cbits,
-                        IO_TAG_REFTABLE_GROW);
+    err = write_new_blocks(c, used, n_used, top, rt_cl, nb, rt, buf);
     if (!err)
-        err = io_sync(c->wfd, IO_TAG_REFTABLE_GROW);
-    if (err)
-        goto out_io;
-
-    /* The switch: table offset and size are adjacent header fields. */
-    uint8_t hdr[12];
-    put_be64(hdr, top << c->cbits);
-    uint32_t cl32 = htobe32((uint32_t)rt_cl);
-    memcpy(hdr + 8, &cl32, 4);
-    err = io_pwrite_tag(c->wfd, hdr, sizeof hdr,
-                        offsetof(struct qcow2_disk_header,
-                                 refcount_table_offset), IO_TAG_HEADER);
-    if (!err)
-        err = io_sync(c->wfd, IO_TAG_HEADER);
-    c->wrote = true;
+        err = switch_table(c, rt, rt_cl, top);
     if (err)
         goto out_io;
 
     s->h.refcount_table_offset = top << c->cbits;
     s->h.refcount_table_clusters = (uint32_t)rt_cl;
-    for (uint64_t i = 0; i < rt_ents; i++)
-        rt[i] = be64toh(rt[i]);
     free(c->rt);
     c->rt = rt;
     rt = NULL;

@@ -12,102 +12,27 @@
  * table through the same path, so it obeys the same order.
  *
  * Syncs are issued only when a write depends on them or a FLUSH asks,
- * and only when something was written since the last one.
+ * and only when no finished sync covered every write so far (sync.c).
+ *
+ * FLUSH and FUA go through qcow2_flush_ordered, which keeps the metadata
+ * lock out of the syncs so that reads and in-place writes go on during
+ * them: tables are written in rounds around unlocked syncs, and a table
+ * changed while a sync ran waits for the next round (write_l2_tables).
+ * One flush runs at a time, under a flush lock taken before the metadata
+ * lock.  Growing the L1 table, a close and the checker's flush keep the
+ * lock throughout (qcow2_flush_locked).
  *
  * Everything here runs under the metadata lock except the public entry
- * points, which take it.
+ * points, which take it, and the unlocked syncs named above.
  */
 #include <endian.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "io.h"
 #include "qcow2.h"
-
-void qcow2_note_write(struct qcow2_state *s)
-{
-    __atomic_add_fetch(&s->write_gen, 1, __ATOMIC_SEQ_CST);
-}
-
-int qcow2_sync(struct qcow2_state *s, enum io_tag tag)
-{
-    int err;
-
-    /* Writes counted now completed before the sync starts, so it covers
-     * them; a write that completes meanwhile makes the next sync happen.
-     * Syncs may run at once on several threads. */
-    uint64_t gen = __atomic_load_n(&s->write_gen, __ATOMIC_SEQ_CST);
-    if (s->data_fd != s->fd) {
-        err = io_sync(s->data_fd, tag);
-        if (err)
-            goto out_fail;
-    }
-    err = io_sync(s->fd, tag);
-    if (!err) {
-        uint64_t done = __atomic_load_n(&s->synced_gen, __ATOMIC_ACQUIRE);
-        while (done < gen &&
-               !__atomic_compare_exchange_n(&s->synced_gen, &done, gen, false,
-                                            __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE))
-            ;
-        return 0;
-    }
-out_fail:
-    if (!__atomic_exchange_n(&s->sync_failed, 1, __ATOMIC_ACQ_REL))
-        img_log("qcow2: %s: sync (%s) failed, refusing further writes: %s",
-                s->img.path, io_tag_name(tag), strerror(-err));
-    return -EIO;
-}
-
-/* Sync unless a finished sync covered every write completed so far. */
-static int sync_if_needed(struct qcow2_state *s, enum io_tag tag)
-{
-    if (__atomic_load_n(&s->synced_gen, __ATOMIC_ACQUIRE) >=
-        __atomic_load_n(&s->write_gen, __ATOMIC_SEQ_CST))
-        return 0;
-    return qcow2_sync(s, tag);
-}
-
-/* Write the incompatible feature bits (version 3 only) and sync. */
-static int write_incompatible(struct qcow2_state *s, uint64_t bits)
-{
-    uint64_t be = htobe64(bits);
-    int err = io_pwrite_tag(s->fd, &be, 8, 72, IO_TAG_HEADER);
-    if (!err) {
-        qcow2_note_write(s);
-        err = qcow2_sync(s, IO_TAG_HEADER);
-    }
-    if (err) {
-        img_log("qcow2: %s: writing the header's feature bits: %s",
-                s->img.path, strerror(-err));
-        return err;
-    }
-    s->h.incompatible = bits;
-    return 0;
-}
-
-void qcow2_mark_corrupt(struct qcow2_state *s, const char *fmt, ...)
-{
-    char why[256];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(why, sizeof why, fmt, ap);
-    va_end(ap);
-    if (s->corrupt) {
-        img_log("qcow2: %s: %s", s->img.path, why);
-        return;
-    }
-    s->corrupt = true;
-    img_log("qcow2: %s: %s; image marked corrupt, no longer written",
-            s->img.path, why);
-    if (s->h.version >= 3)
-        write_incompatible(s, s->h.incompatible | QCOW2_INCOMPAT_CORRUPT);
-}
 
 /* Before the first L2 or L1 write of a lazy-refcounts image: set the
  * dirty bit, since the refcounts on disk are no longer kept right. */
@@ -115,7 +40,7 @@ static int mark_dirty(struct qcow2_state *s)
 {
     if (!s->lazy || s->dirty_on_disk)
         return 0;
-    int err = write_incompatible(s, s->h.incompatible |
+    int err = qcow2_write_incompatible(s, s->h.incompatible |
                                     QCOW2_INCOMPAT_DIRTY);
     if (!err)
         s->dirty_on_disk = true;
@@ -136,7 +61,7 @@ static int prepare_l2(struct qcow2_state *s)
     }
     if (s->breaks & QCOW2_BREAK_DATA_BEFORE_MAPPING)
         return 0;
-    return sync_if_needed(s, IO_TAG_REFCOUNT_BLOCK);
+    return qcow2_sync_if_needed(s, IO_TAG_REFCOUNT_BLOCK);
 }
 
 /* Write back one L2 table: the cache's callback.  Unless a flush already
@@ -238,7 +163,7 @@ int qcow2_flush_locked(struct qcow2_state *s, enum io_tag final)
             return err;
     }
     if (l1_dirty) {
-        err = sync_if_needed(s, IO_TAG_L2);
+        err = qcow2_sync_if_needed(s, IO_TAG_L2);
         if (!err)
             err = qcow2_write_l1(s);
         if (err)
@@ -247,7 +172,7 @@ int qcow2_flush_locked(struct qcow2_state *s, enum io_tag final)
     if (s->n_frees > s->n_ready_frees) {
         /* Every cleared reference is written: once synced, the frees
          * may proceed. */
-        err = sync_if_needed(s, l1_dirty ? IO_TAG_L1 : IO_TAG_L2);
+        err = qcow2_sync_if_needed(s, l1_dirty ? IO_TAG_L1 : IO_TAG_L2);
         if (err)
             return err;
         qcow2_frees_reached(s, QCOW2_FREE_AFTER_L2);
@@ -261,7 +186,7 @@ int qcow2_flush_locked(struct qcow2_state *s, enum io_tag final)
         if (err)
             return err;
     }
-    return sync_if_needed(s, final);
+    return qcow2_sync_if_needed(s, final);
 }
 
 /* Rounds of L2 write-back with the sync dropped out of the lock before
@@ -272,7 +197,7 @@ int qcow2_flush_locked(struct qcow2_state *s, enum io_tag final)
 static int sync_unlocked(struct qcow2_state *s, enum io_tag tag)
 {
     qcow2_unlock(s);
-    int err = sync_if_needed(s, tag);
+    int err = qcow2_sync_if_needed(s, tag);
     qcow2_lock(s);
     return err;
 }
@@ -441,9 +366,9 @@ int qcow2_close_writable(struct qcow2_state *s)
     if (!err)
         err = qcow2_cache_flush(s->rc_cache);
     if (!err)
-        err = sync_if_needed(s, IO_TAG_REFCOUNT_BLOCK);
+        err = qcow2_sync_if_needed(s, IO_TAG_REFCOUNT_BLOCK);
     if (!err && s->dirty_on_disk) {
-        err = write_incompatible(s, s->h.incompatible &
+        err = qcow2_write_incompatible(s, s->h.incompatible &
                                     ~QCOW2_INCOMPAT_DIRTY);
         if (!err)
             s->dirty_on_disk = false;

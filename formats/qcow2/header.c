@@ -402,6 +402,100 @@ static void set_geometry(struct qcow2_state *s)
     s->coffset_mask = (1ull << s->csize_shift) - 1;
 }
 
+/* Check the fixed header's version, cluster size and (version 3)
+ * lengths against the file; 0 or -errno, logged. */
+static int check_fixed(const struct qcow2_state *s)
+{
+    const struct qcow2_header *h = &s->h;
+    const char *path = s->img.path;
+
+    if (h->version != 2 && h->version != 3) {
+        img_log("qcow2: %s: unsupported version %" PRIu32
+                " (supported: 2, 3)", path, h->version);
+        return -ENOTSUP;
+    }
+    if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
+        h->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
+        img_log("qcow2: %s: cluster_bits %" PRIu32 " out of range (%u..%u)",
+                path, h->cluster_bits, QCOW2_MIN_CLUSTER_BITS,
+                QCOW2_MAX_CLUSTER_BITS);
+        return -EINVAL;
+    }
+    if (h->version < 3)
+        return 0;
+    uint32_t cluster_size = 1u << h->cluster_bits;
+    if (s->file_size < QCOW2_V3_HEADER_LEN) {
+        img_log("qcow2: %s: truncated header: file is %" PRIu64
+                " bytes (header needs %u)", path, s->file_size,
+                QCOW2_V3_HEADER_LEN);
+        return -EINVAL;
+    }
+    if (h->header_length < QCOW2_V3_HEADER_LEN) {
+        img_log("qcow2: %s: header_length %" PRIu32 " too short "
+                "(min %u)", path, h->header_length, QCOW2_V3_HEADER_LEN);
+        return -EINVAL;
+    }
+    if (h->header_length > cluster_size) {
+        img_log("qcow2: %s: header_length %" PRIu32 " larger than "
+                "the cluster size %" PRIu32, path, h->header_length,
+                cluster_size);
+        return -EINVAL;
+    }
+    if (h->refcount_order > 6) {
+        img_log("qcow2: %s: refcount_order %" PRIu32 " too large "
+                "(max 6)", path, h->refcount_order);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Copy the backing file name out of the header cluster buf; 0 or
+ * -errno, logged. */
+static int read_backing_name(struct qcow2_state *s, const uint8_t *buf)
+{
+    struct qcow2_header *h = &s->h;
+    uint32_t cluster_size = 1u << h->cluster_bits;
+    uint64_t bo = h->backing_file_offset;
+    uint32_t bl = h->backing_file_size;
+
+    if (!bo)
+        return 0;
+    if (bo > cluster_size || bl > QCOW2_MAX_BACKING_NAME ||
+        bl > cluster_size - bo) {
+        img_log("qcow2: %s: backing file name at offset %" PRIu64
+                " size %" PRIu32 " not inside the first cluster "
+                "(or longer than %u)", s->img.path, bo, bl,
+                QCOW2_MAX_BACKING_NAME);
+        return -EINVAL;
+    }
+    if (bl > 0) {
+        h->backing_file = copy_string(buf + bo, bl);
+        if (!h->backing_file)
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Check that the encryption header the extension names lies inside the
+ * file; 0 or -EINVAL, logged. */
+static int check_fde(const struct qcow2_state *s)
+{
+    const struct qcow2_header *h = &s->h;
+    uint64_t end;
+
+    if (!h->has_fde_ext)
+        return 0;
+    if ((h->fde_offset & s->cluster_mask) ||
+        __builtin_add_overflow(h->fde_offset, h->fde_length, &end) ||
+        end > s->file_size || h->fde_length == 0) {
+        img_log("qcow2: %s: encryption header at 0x%" PRIx64
+                " length %" PRIu64 " misaligned or past end of file",
+                s->img.path, h->fde_offset, h->fde_length);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int qcow2_read_header(struct qcow2_state *s, bool read_only)
 {
     struct qcow2_header *h = &s->h;
@@ -435,43 +529,10 @@ int qcow2_read_header(struct qcow2_state *s, bool read_only)
         return -EINVAL;
     }
     decode_fixed(fixed, h);
-    if (h->version != 2 && h->version != 3) {
-        img_log("qcow2: %s: unsupported version %" PRIu32
-                " (supported: 2, 3)", path, h->version);
-        return -ENOTSUP;
-    }
-    if (h->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
-        h->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
-        img_log("qcow2: %s: cluster_bits %" PRIu32 " out of range (%u..%u)",
-                path, h->cluster_bits, QCOW2_MIN_CLUSTER_BITS,
-                QCOW2_MAX_CLUSTER_BITS);
-        return -EINVAL;
-    }
+    err = check_fixed(s);
+    if (err)
+        return err;
     uint32_t cluster_size = 1u << h->cluster_bits;
-    if (h->version == 3) {
-        if (s->file_size < QCOW2_V3_HEADER_LEN) {
-            img_log("qcow2: %s: truncated header: file is %" PRIu64
-                    " bytes (header needs %u)", path, s->file_size,
-                    QCOW2_V3_HEADER_LEN);
-            return -EINVAL;
-        }
-        if (h->header_length < QCOW2_V3_HEADER_LEN) {
-            img_log("qcow2: %s: header_length %" PRIu32 " too short "
-                    "(min %u)", path, h->header_length, QCOW2_V3_HEADER_LEN);
-            return -EINVAL;
-        }
-        if (h->header_length > cluster_size) {
-            img_log("qcow2: %s: header_length %" PRIu32 " larger than "
-                    "the cluster size %" PRIu32, path, h->header_length,
-                    cluster_size);
-            return -EINVAL;
-        }
-        if (h->refcount_order > 6) {
-            img_log("qcow2: %s: refcount_order %" PRIu32 " too large "
-                    "(max 6)", path, h->refcount_order);
-            return -EINVAL;
-        }
-    }
     set_geometry(s);
 
     /* The size qemu exposes is whole 512-byte sectors. */
@@ -487,26 +548,9 @@ int qcow2_read_header(struct qcow2_state *s, bool read_only)
                 strerror(-err));
         goto out_free;
     }
-    err = -EINVAL;
-    if (h->backing_file_offset) {
-        uint64_t bo = h->backing_file_offset;
-        uint32_t bl = h->backing_file_size;
-        if (bo > cluster_size || bl > QCOW2_MAX_BACKING_NAME ||
-            bl > cluster_size - bo) {
-            img_log("qcow2: %s: backing file name at offset %" PRIu64
-                    " size %" PRIu32 " not inside the first cluster "
-                    "(or longer than %u)", path, bo, bl,
-                    QCOW2_MAX_BACKING_NAME);
-            goto out_free;
-        }
-        if (bl > 0) {
-            h->backing_file = copy_string(buf + bo, bl);
-            if (!h->backing_file) {
-                err = -ENOMEM;
-                goto out_free;
-            }
-        }
-    }
+    err = read_backing_name(s, buf);
+    if (err)
+        goto out_free;
     struct ext_walk w = { NULL, 0 };
     uint64_t ext_end = h->backing_file_offset ? h->backing_file_offset
                                               : cluster_size;
@@ -519,21 +563,8 @@ int qcow2_read_header(struct qcow2_state *s, bool read_only)
     if (err)
         goto out_free;
     err = check_tables(s);
-    if (err)
-        goto out_free;
-    if (h->has_fde_ext) {
-        uint64_t end;
-        if ((h->fde_offset & s->cluster_mask) ||
-            __builtin_add_overflow(h->fde_offset, h->fde_length, &end) ||
-            end > s->file_size || h->fde_length == 0) {
-            img_log("qcow2: %s: encryption header at 0x%" PRIx64
-                    " length %" PRIu64 " misaligned or past end of file",
-                    path, h->fde_offset, h->fde_length);
-            err = -EINVAL;
-            goto out_free;
-        }
-    }
-    err = 0;
+    if (!err)
+        err = check_fde(s);
 out_free:
     free(buf);
     return err;

@@ -19,7 +19,8 @@
  * while the last call's data range may still be read waits until that
  * call is done (nowait_done), or until a later call, which implies it.
  *
- * Everything here runs under the metadata lock.
+ * Everything here runs under the metadata lock, and calls nothing else
+ * of the driver: the allocator asks it whether a free is quiet.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -52,10 +53,10 @@ void qcow2_req_begin(struct qcow2_state *s, struct qcow2_req *r)
     s->reqs_tail = r;
 }
 
-void qcow2_req_end(struct qcow2_state *s, struct qcow2_req *r)
+bool qcow2_req_end(struct qcow2_state *s, struct qcow2_req *r)
 {
     if (!s->writable)
-        return;
+        return false;
     bool was_oldest = s->reqs == r;
     if (r->prev)
         r->prev->next = r->next;
@@ -66,9 +67,7 @@ void qcow2_req_end(struct qcow2_state *s, struct qcow2_req *r)
     else
         s->reqs_tail = r->prev;
     r->next = r->prev = NULL;
-    /* Only the oldest request's end can release a quarantined free. */
-    if (was_oldest)
-        qcow2_apply_frees(s);
+    return was_oldest;
 }
 
 bool qcow2_free_is_quiet(const struct qcow2_state *s,

@@ -603,7 +603,7 @@ static int qcow2_read(struct image *img, void *buf, uint64_t len,
         off += n;
         len -= n;
     }
-    qcow2_req_end(s, &req);
+    qcow2_req_finish(s, &req);
     qcow2_unlock(s);
     return err;
 }

@@ -638,9 +638,12 @@ void qcow2_lock(struct qcow2_state *s);
 void qcow2_unlock(struct qcow2_state *s);
 
 /* Register a request that may touch host clusters with the lock dropped,
- * and unregister it (which may release quarantined frees).  Lock held. */
+ * and unregister it.  Lock held. */
 void qcow2_req_begin(struct qcow2_state *s, struct qcow2_req *r);
-void qcow2_req_end(struct qcow2_state *s, struct qcow2_req *r);
+
+/* Unregister r; true when it was the oldest request, whose end may make
+ * queued frees quiet.  Lock held. */
+bool qcow2_req_end(struct qcow2_state *s, struct qcow2_req *r);
 
 /* Whether free f may be applied now: its reference is gone from disk and
  * no request that might still use the cluster runs. */
@@ -762,6 +765,10 @@ void qcow2_frees_reached(struct qcow2_state *s, enum qcow2_free_wait wait);
 /* Apply every ready and quiet free; 0 or -errno. */
 int qcow2_apply_frees(struct qcow2_state *s);
 
+/* Unregister request r (qcow2_req_end) and apply the frees its end made
+ * quiet; a failure to apply them leaves them queued. */
+void qcow2_req_finish(struct qcow2_state *s, struct qcow2_req *r);
+
 /* Whether so many frees wait that a request should flush metadata. */
 bool qcow2_frees_pressing(const struct qcow2_state *s);
 
@@ -812,18 +819,29 @@ int qcow2_zero_op(struct image *img, uint64_t len, uint64_t off,
 int qcow2_trim_op(struct image *img, uint64_t len, uint64_t off,
                   unsigned flags);
 
-/* ---- flush.c ---- */
+/* ---- sync.c ---- */
 
 /* Note that a write completed: the next ordered write needs a sync. */
 void qcow2_note_write(struct qcow2_state *s);
 
-/* Sync the image (and data) file, tagged; 0 or -errno (logged). */
+/* Sync the image (and data) file, tagged; 0 or -EIO (logged; every
+ * later write and flush is refused). */
 int qcow2_sync(struct qcow2_state *s, enum io_tag tag);
+
+/* Sync unless a finished sync covered every write completed so far; 0
+ * or -EIO as qcow2_sync. */
+int qcow2_sync_if_needed(struct qcow2_state *s, enum io_tag tag);
+
+/* Write the incompatible feature bits (version 3 only) and sync; 0 or
+ * -errno (logged). */
+int qcow2_write_incompatible(struct qcow2_state *s, uint64_t bits);
 
 /* Log why, mark the image corrupt (in the file, for version 3) and stop
  * writing it. */
 void qcow2_mark_corrupt(struct qcow2_state *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+
+/* ---- flush.c ---- */
 
 /* Register the L2 cache's write-back callback. */
 void qcow2_flush_setup(struct qcow2_state *s);

@@ -405,31 +405,75 @@ static uint64_t missing_blocks(const struct qcow2_state *s, uint64_t a,
  * count themselves and the table).  Order: blocks and table written, the
  * counts for the area in old blocks written, sync; header, sync; then the
  * old table's clusters are freed.  0 or -errno. */
+/* Size a new refcount table placed at host cluster a with room for
+ * entry need: *n entries in *tc clusters, followed by *nb new blocks,
+ * one for each range the table and those blocks occupy that has none;
+ * the table's entries reach past all of them. */
+static void size_reftable(const struct qcow2_state *s, uint64_t need,
+                          uint64_t a, uint64_t *n, uint64_t *tc,
+                          uint64_t *nb)
+{
+    uint64_t per_cluster = s->cluster_size / 8;
+
+    *n = s->reftable_entries + s->reftable_entries / 2;
+    if (*n < need + 1)
+        *n = need + 1;
+    for (;;) {
+        *n = (*n + per_cluster - 1) / per_cluster * per_cluster;
+        *tc = *n / per_cluster;
+        *nb = 0;
+        for (;;) {
+            uint64_t m = missing_blocks(s, a, a + *tc + *nb);
+            if (m == *nb)
+                break;
+            *nb = m;
+        }
+        uint64_t last = (a + *tc + *nb - 1) >> s->rb_bits;
+        if (last < *n)
+            return;
+        *n = last + 1;
+    }
+}
+
+/* Count the clusters [a, a + tc + nb) that a new table of tc clusters
+ * and its nb new blocks take: through the cache in ranges that have a
+ * block, in the next of the new blocks (nb of them, in blocks) in the
+ * others, which table (the new table, host order) then points at.
+ * 0 or -errno. */
+static int count_new_area(struct qcow2_state *s, uint64_t a, uint64_t tc,
+                          uint64_t nb, uint64_t *table, uint8_t *blocks)
+{
+    uint64_t area_end = a + tc + nb, j = 0, counted;
+
+    for (uint64_t r = a >> s->rb_bits; r <= (area_end - 1) >> s->rb_bits;
+         r++) {
+        uint64_t lo = r << s->rb_bits, hi = (r + 1) << s->rb_bits;
+        if (lo < a)
+            lo = a;
+        if (hi > area_end)
+            hi = area_end;
+        if (r < s->reftable_entries && s->reftable[r] != 0) {
+            int err = qcow2_count_taken(s, lo, hi - lo, &counted);
+            if (err)
+                return err;
+            continue;
+        }
+        uint8_t *blk = blocks + j * s->cluster_size;
+        for (uint64_t c = lo; c < hi; c++)
+            entry_set(s, blk, c & ((1ull << s->rb_bits) - 1), 1);
+        table[r] = (a + tc + j) << s->h.cluster_bits;
+        j++;
+    }
+    return 0;
+}
+
 static int grow_reftable(struct qcow2_state *s, uint64_t need)
 {
     const char *path = s->img.path;
-    uint64_t per_cluster = s->cluster_size / 8;
-    uint64_t n = s->reftable_entries + s->reftable_entries / 2;
-    uint64_t a = s->frontier, tc, nb;
+    uint64_t a = s->frontier, n, tc, nb;
     int err;
 
-    if (n < need + 1)
-        n = need + 1;
-    for (;;) {
-        n = (n + per_cluster - 1) / per_cluster * per_cluster;
-        tc = n / per_cluster;
-        nb = 0;
-        for (;;) {
-            uint64_t m = missing_blocks(s, a, a + tc + nb);
-            if (m == nb)
-                break;
-            nb = m;
-        }
-        uint64_t last = (a + tc + nb - 1) >> s->rb_bits;
-        if (last < n)
-            break;
-        n = last + 1;
-    }
+    size_reftable(s, need, a, &n, &tc, &nb);
     if (n > QCOW2_MAX_REFTABLE_BYTES / 8) {
         img_log("qcow2: %s: refcount table would need %" PRIu64 " entries "
                 "(max %u): image full", path, n,
@@ -447,29 +491,10 @@ static int grow_reftable(struct qcow2_state *s, uint64_t need)
         goto out_free;
     }
     memcpy(table, s->reftable, s->reftable_entries * 8);
-    uint64_t area_end = a + tc + nb, j = 0;
-    for (uint64_t r = a >> s->rb_bits; r <= (area_end - 1) >> s->rb_bits;
-         r++) {
-        uint64_t lo = r << s->rb_bits, hi = (r + 1) << s->rb_bits;
-        if (lo < a)
-            lo = a;
-        if (hi > area_end)
-            hi = area_end;
-        if (r < s->reftable_entries && s->reftable[r] != 0) {
-            for (uint64_t c = lo; c < hi; c++) {
-                err = qcow2_refcount_change(s, c, 1, NULL);
-                if (err)
-                    goto out_free;
-            }
-            continue;
-        }
-        uint8_t *blk = blocks + j * s->cluster_size;
-        for (uint64_t c = lo; c < hi; c++)
-            entry_set(s, blk, c & ((1ull << s->rb_bits) - 1), 1);
-        table[r] = (a + tc + j) << s->h.cluster_bits;
-        j++;
-    }
-    for (j = 0; j < nb; j++) {
+    err = count_new_area(s, a, tc, nb, table, blocks);
+    if (err)
+        goto out_free;
+    for (uint64_t j = 0; j < nb; j++) {
         uint64_t off = (a + tc + j) << s->h.cluster_bits;
         err = io_pwrite_tag(s->fd, blocks + j * s->cluster_size,
                             s->cluster_size, off, IO_TAG_REFCOUNT_BLOCK);
@@ -510,7 +535,7 @@ static int grow_reftable(struct qcow2_state *s, uint64_t need)
     s->reftable_entries = n;
     s->h.refcount_table_offset = toff;
     s->h.refcount_table_clusters = (uint32_t)tc;
-    for (j = 0; j < nb; j++) {
+    for (uint64_t j = 0; j < nb; j++) {
         err = qcow2_meta_add(s, (a + tc + j) << s->h.cluster_bits);
         if (err)
             goto out_free;

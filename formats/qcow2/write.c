@@ -303,6 +303,40 @@ static int count_more(struct qcow2_state *s, const uint8_t *t,
     return 0;
 }
 
+/* Allocate host clusters for the st->count guest clusters from
+ * st->first (fewer when fewer come in a row: st->count and st->tail_e
+ * follow), in table t at l2_off.  0 or -errno; on failure what was
+ * taken is given back by the caller (st->new_clusters). */
+static int take_hosts(struct qcow2_state *s, const uint8_t *t,
+                      uint64_t l2_off, struct step *st)
+{
+    uint32_t l2_mask = (1u << s->l2_bits) - 1;
+    uint64_t got;
+
+    int err = qcow2_alloc_clusters(s, st->count, &st->host, &got,
+                                   &st->fresh);
+    if (err)
+        return err;
+    st->new_clusters = true;
+    if (got < st->count) {
+        st->count = got;
+        uint64_t lc = st->first + got - 1;
+        err = qcow2_entry_for_write(s, t, l2_off, (uint32_t)lc & l2_mask,
+                                    lc << s->h.cluster_bits, &st->tail_e);
+        if (err)
+            return err;
+    }
+    const char *what = qcow2_metadata_at(s, st->host,
+                                         st->count * s->cluster_size);
+    if (what) {
+        qcow2_mark_corrupt(s, "new data clusters at 0x%" PRIx64
+                           " would overwrite %s (refcount 0)", st->host,
+                           what);
+        return -EIO;
+    }
+    return 0;
+}
+
 /* Plan the allocating step for the cluster at off.  Returns 0, 1 when it
  * waited for another request (plan again), or -errno. */
 static int plan_alloc(struct qcow2_state *s, uint64_t off, uint64_t end,
@@ -362,34 +396,6 @@ static int plan_alloc(struct qcow2_state *s, uint64_t off, uint64_t end,
         st->reuse = true;
     } else if (st->reuse) {
         st->host = e.host;
-    } else {
-        uint64_t got;
-        err = qcow2_alloc_clusters(s, st->count, &st->host, &got,
-                                   &st->fresh);
-        if (err)
-            goto out_put;
-        st->new_clusters = true;
-        if (got < st->count) {
-            st->count = got;
-            uint64_t lc = first + got - 1;
-            err = qcow2_entry_for_write(s, t->data, l2_off,
-                                        (uint32_t)lc & l2_mask,
-                                        lc << s->h.cluster_bits,
-                                        &st->tail_e);
-            if (err)
-                goto out_put;
-        }
-        const char *what = qcow2_metadata_at(s, st->host,
-                                             st->count * s->cluster_size);
-        if (what) {
-            qcow2_mark_corrupt(s, "new data clusters at 0x%" PRIx64
-                               " would overwrite %s (refcount 0)",
-                               st->host, what);
-            err = -EIO;
-            goto out_put;
-        }
-    }
-    if (st->reuse && !data_file) {
         const char *what = qcow2_metadata_at(s, st->host, s->cluster_size);
         if (what) {
             qcow2_mark_corrupt(s, "L2 entry for guest offset 0x%" PRIx64
@@ -398,6 +404,10 @@ static int plan_alloc(struct qcow2_state *s, uint64_t off, uint64_t end,
             err = -EIO;
             goto out_put;
         }
+    } else {
+        err = take_hosts(s, t->data, l2_off, st);
+        if (err)
+            goto out_put;
     }
 
     uint64_t cend = (first + st->count) << s->h.cluster_bits;
@@ -833,7 +843,7 @@ int qcow2_write_op(struct image *img, const void *buf, uint64_t len,
         err = qcow2_flush_ordered(s, IO_TAG_FLUSH);
     if (!err && qcow2_frees_pressing(s))
         err = qcow2_flush_ordered(s, IO_TAG_L2);
-    qcow2_req_end(s, &req);
+    qcow2_req_finish(s, &req);
     qcow2_unlock(s);
     return err;
 }

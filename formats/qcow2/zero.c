@@ -59,6 +59,53 @@ static void need_data(const struct qcow2_state *s, struct zero_plan *p,
     p->n_data++;
 }
 
+/* plan_zero for an extended L2 entry that is not compressed: whole
+ * subclusters get zero bits, the rest gets data. */
+static void plan_zero_subclusters(const struct qcow2_state *s,
+                                  const struct qcow2_l2e *e, uint64_t gc,
+                                  uint64_t a, uint64_t b, unsigned flags,
+                                  struct zero_plan *p)
+{
+    bool trim = flags & IMG_MAY_TRIM;
+    bool data_file = s->h.incompatible & QCOW2_INCOMPAT_DATA_FILE;
+    bool covered = backed(s, gc);
+    bool whole = a == gc && b == gc + s->cluster_size;
+
+    uint64_t sc = 1ull << s->sc_bits;
+    uint64_t fa = (a + sc - 1) & ~(sc - 1);
+    uint64_t fb = b & ~(sc - 1);
+    if (fa >= fb) {
+        need_data(s, p, e, a, b);
+        return;
+    }
+    need_data(s, p, e, a, fa);
+    need_data(s, p, e, fb, b);
+    uint32_t m = (uint32_t)(((2ull << ((fb - gc - 1) >> s->sc_bits)) - 1) &
+                            ~((1ull << ((fa - gc) >> s->sc_bits)) - 1));
+    uint32_t al = (uint32_t)e->bitmap;
+    uint32_t z = (uint32_t)(e->bitmap >> 32);
+    if (e->type == QCOW2_C_UNALLOCATED && !covered)
+        return;             /* reads as zeros already */
+    if (data_file && e->type == QCOW2_C_NORMAL) {
+        /* Keep the data file showing what the guest sees. */
+        p->punch = true;
+        p->punch_a = fa;
+        p->punch_b = fb;
+    }
+    if (whole && trim && e->type == QCOW2_C_NORMAL && !data_file) {
+        p->change = true;
+        p->free_old = true;
+        p->raw = 0;
+        p->bitmap = covered ? (uint64_t)UINT32_MAX << 32 : 0;
+        return;
+    }
+    if ((al & m) == 0 && (z & m) == m)
+        return;
+    p->change = true;
+    p->raw = e->raw;
+    p->bitmap = (al & ~m) | ((uint64_t)(z | m) << 32);
+}
+
 /* Decide how to zero [a, b) of the cluster at gc with entry e. */
 static void plan_zero(const struct qcow2_state *s, const struct qcow2_l2e *e,
                       uint64_t gc, uint64_t a, uint64_t b, unsigned flags,
@@ -71,40 +118,7 @@ static void plan_zero(const struct qcow2_state *s, const struct qcow2_l2e *e,
 
     memset(p, 0, sizeof *p);
     if (s->ext_l2 && e->type != QCOW2_C_COMPRESSED) {
-        /* Whole subclusters get zero bits; the rest gets data. */
-        uint64_t sc = 1ull << s->sc_bits;
-        uint64_t fa = (a + sc - 1) & ~(sc - 1);
-        uint64_t fb = b & ~(sc - 1);
-        if (fa >= fb) {
-            need_data(s, p, e, a, b);
-            return;
-        }
-        need_data(s, p, e, a, fa);
-        need_data(s, p, e, fb, b);
-        uint32_t m = (uint32_t)(((2ull << ((fb - gc - 1) >> s->sc_bits)) - 1)
-                                & ~((1ull << ((fa - gc) >> s->sc_bits)) - 1));
-        uint32_t al = (uint32_t)e->bitmap;
-        uint32_t z = (uint32_t)(e->bitmap >> 32);
-        if (e->type == QCOW2_C_UNALLOCATED && !covered)
-            return;             /* reads as zeros already */
-        if (data_file && e->type == QCOW2_C_NORMAL) {
-            /* Keep the data file showing what the guest sees. */
-            p->punch = true;
-            p->punch_a = fa;
-            p->punch_b = fb;
-        }
-        if (whole && trim && e->type == QCOW2_C_NORMAL && !data_file) {
-            p->change = true;
-            p->free_old = true;
-            p->raw = 0;
-            p->bitmap = covered ? (uint64_t)UINT32_MAX << 32 : 0;
-            return;
-        }
-        if ((al & m) == 0 && (z & m) == m)
-            return;
-        p->change = true;
-        p->raw = e->raw;
-        p->bitmap = (al & ~m) | ((uint64_t)(z | m) << 32);
+        plan_zero_subclusters(s, e, gc, a, b, flags, p);
         return;
     }
     if (!whole) {
@@ -413,7 +427,7 @@ static int zero_or_trim(struct image *img, uint64_t len, uint64_t off,
         err = qcow2_flush_ordered(s, IO_TAG_FLUSH);
     if (!err && qcow2_frees_pressing(s))
         err = qcow2_flush_ordered(s, IO_TAG_L2);
-    qcow2_req_end(s, &req);
+    qcow2_req_finish(s, &req);
     qcow2_unlock(s);
     return err;
 }
