@@ -27,7 +27,7 @@ tests_qcow2_qcow2_write_grow_l1_LDADD = $(FORMATS_LIBS)
 
 EXTRA_DIST += tests/qcow2/qcow2-functions.sh tests/qcow2/qcow2poke.py \
 	tests/qcow2/qcow2-write-functions.sh tests/qcow2/qcow2-free-drain.py \
-	tests/qcow2/qcow2-write-workload.py
+	tests/qcow2/qcow2-write-workload.py tests/qcow2/qcow2-ackcopy.py
 
 QCOW2_TESTS = \
 	tests/qcow2/qcow2-cluster-sizes-match-qemu.sh \
@@ -57,6 +57,7 @@ QCOW2_TESTS += \
 	tests/qcow2/qcow2-write-grows-l1.sh \
 	tests/qcow2/qcow2-write-l1-growth-keeps-its-clusters.sh \
 	tests/qcow2/qcow2-write-frees-drain-after-inline-reads.sh \
+	tests/qcow2/qcow2-every-acknowledged-write-passes-check.sh \
 	tests/qcow2/qcow2-write-zeroes-honour-flags.sh \
 	tests/qcow2/qcow2-write-concurrent-writers-keep-data.sh \
 	tests/qcow2/qcow2-write-snapshots-and-data-files-match-shadow.sh \
