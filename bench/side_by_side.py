@@ -18,7 +18,9 @@ Run through bench/run.sh; bench/README.md explains how to read the output.
 import argparse
 import ctypes
 import json
+import mmap
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -218,6 +220,47 @@ def proc_tree_ticks(root):
         total += stats[pid][1]
         todo.extend(children.get(pid, ()))
     return total
+
+
+def machine_busy_ticks():
+    """Non-idle ticks of all CPUs together, from /proc/stat."""
+    with open('/proc/stat') as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4]     # minus idle and iowait
+
+
+def warm_memory(size):
+    """Fault in size bytes of anonymous memory and free it again; returns
+    microseconds per 4 KiB page.  In a VM whose free memory goes back to
+    the host (virtio-balloon free page reporting), the first touch of a
+    page costs a host fault of several microseconds; a tmpfs image that
+    grows during a run pays it inside the server's write() calls.  Pages
+    freed just now are the first the allocator hands out again, so the
+    run that follows writes into memory the host already backs."""
+    t = time.monotonic()
+    m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS |
+                  getattr(mmap, 'MAP_POPULATE', 0x8000))
+    m.close()
+    return (time.monotonic() - t) / (size / 4096) * 1e6
+
+
+def fresh_page_us(directory, pages=4096):
+    """CPU microseconds per 4 KiB write into a page a new tmpfs file does
+    not have yet (Python's own cost included, about 1 us): what a server
+    pays on top of an in-place write when a write lands in a new page."""
+    path = os.path.join(directory, 'page-probe')
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.ftruncate(fd, 1 << 30)
+        buf = b'\x5a' * 4096
+        offs = random.sample(range(1 << 18), pages)
+        t = time.thread_time()
+        for o in offs:
+            os.pwrite(fd, buf, o * 4096)
+        return (time.thread_time() - t) / pages * 1e6
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 def remove_stale_dirs(parent):
@@ -629,12 +672,14 @@ class Bench:
             if srv0 is None and now >= ramp_end:
                 srv0 = proc_tree_ticks(server.pid)
                 fio0 = proc_tree_ticks(fio.pid)
+                mach0, win0 = machine_busy_ticks(), now
             if now > deadline and not timed_out:
                 timed_out = True
                 fio.kill()
             time.sleep(min(0.05, max(0.001, ramp_end - now))
                        if srv0 is None else 0.05)
         srv1 = proc_tree_ticks(server.pid)
+        mach1, win1 = machine_busy_ticks(), time.monotonic()
         fio.returncode = os.waitstatus_to_exitcode(status)
         self.live.discard(fio)
         if timed_out:
@@ -692,6 +737,10 @@ class Bench:
         if fio0 is not None:
             fio_cpu = ru.ru_utime + ru.ru_stime - fio0 / CLK_TCK
             m['fio_us'] = max(0.0, fio_cpu) / ios * 1e6
+            # CPUs busy with anything but this server and fio: other load
+            # on the machine, which takes CPU from both.
+            others = (mach1 - mach0) / CLK_TCK - srv_cpu - max(0.0, fio_cpu)
+            m['others'] = max(0.0, others) / max(1e-3, win1 - win0)
         return m
 
     def check_image(self, img):
@@ -787,9 +836,13 @@ class Bench:
             for s in servers:
                 if s.label in na:
                     continue
+                warm = page = None
                 if scen.fresh_per_run:
                     image = self.copy(bases[job.base],
                                       self.path('run.%s' % s.fmt))
+                    if not self.args.no_warm:
+                        warm = warm_memory(self.args.qcow2_size)
+                    page = fresh_page_us(self.tmp)
                 else:
                     image = copies.get(s.label, '')
                 what = '[%s %s round %d/%d] %s' % (
@@ -802,6 +855,13 @@ class Bench:
                 else:
                     msg = '%s: %.0f IOPS, %.1f MiB/s, server %.2f us/req' \
                           % (what, m['iops'], m['mibs'], m['srv_us'])
+                    if 'others' in m:
+                        msg += ', other load %.2f CPUs' % m['others']
+                    if page is not None:
+                        m['page_us'] = page
+                        msg += ', fresh page %.1f us' % page
+                    if warm is not None:
+                        msg += ' (warm-up %.1f us/page)' % warm
                     if scen.on_disk and 'p99' in m:
                         msg += ', read p99 %.0f us' % m['p99']
                     if 'w_iops' in m:
@@ -891,6 +951,17 @@ class Bench:
             if 'check' in su:
                 line += '  %s (%s ok)' % (su['check'], su['check_n'])
             self.emit(line)
+        # What the machine did to each round: the CPU cost of a write into
+        # a new tmpfs page just before it, and the CPUs other processes
+        # took during it.  Slow rounds with a high first or second number
+        # were slowed by the machine, not by the server.
+        for key, what, fmt in (('page_us', 'fresh tmpfs page us', '%.1f'),
+                               ('others', 'other load CPUs', '%.2f')):
+            for label, runs in res.items():
+                vals = [fmt % m[key] if key in m else '-' for m in runs]
+                if any(v != '-' for v in vals):
+                    self.emit('  %-12s %-20s %s'
+                              % (label, what, ' '.join(vals)))
         for label, runs in res.items():
             for i, m in enumerate(runs):
                 if 'error' in m:
@@ -927,6 +998,11 @@ class Bench:
                 ('iops_rounds', ','.join('%.0f' % m['iops'] if 'error'
                                          not in m else 'fail'
                                          for m in runs))]
+            for key, name, fmt in (('page_us', 'page_us_rounds', '%.1f'),
+                                   ('others', 'other_cpus_rounds', '%.2f')):
+                if any(key in m for m in runs):
+                    fields.append((name, ','.join(
+                        fmt % m[key] if key in m else '-' for m in runs)))
             fields += list(extra)
             if 'check' in su:
                 fields.append(('check', su['check']))
@@ -1187,6 +1263,9 @@ def parse_args(argv):
     p.add_argument('--disk-tmpdir', default='/var/tmp',
                    help='where qcow2-flush keeps its images: a real file '
                    'system, not tmpfs (default /var/tmp)')
+    p.add_argument('--no-warm', action='store_true',
+                   help='do not fault in and free --qcow2-size bytes of '
+                   'memory before each run on a fresh image')
     p.add_argument('-l', '--list', action='store_true',
                    help='list scenarios, jobs and servers, then exit')
     p.add_argument('-v', '--verbose', action='store_true',
