@@ -37,13 +37,14 @@ EXTRA_DIST += $(CRASH_TESTS) \
 endif
 
 # qcow2 workloads (512-byte and 1 KiB clusters: allocation, refcount
-# table growth, trims and zero writes, overwritten compressed clusters),
-# and each rule of the qcow2 write order broken on purpose, which must
-# be caught.
+# table growth, new refcount blocks at every refcount width, trims and
+# zero writes, overwritten compressed clusters), and each rule of the
+# qcow2 write order broken on purpose, which must be caught.
 if HAVE_TESTS
 CRASH_QCOW2_TESTS = \
 	tests/crash/qcow2-allocation-survives-crash-states.sh \
 	tests/crash/qcow2-refcount-table-growth-survives-crash-states.sh \
+	tests/crash/qcow2-refcount-block-creation-survives-crash-states.sh \
 	tests/crash/qcow2-trims-and-zeros-survive-crash-states.sh \
 	tests/crash/qcow2-compressed-overwrite-survives-crash-states.sh \
 	tests/crash/qcow2-broken-write-order-fails-crash-check.sh

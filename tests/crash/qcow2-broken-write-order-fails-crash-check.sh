@@ -1,21 +1,43 @@
 #!/bin/sh
 # The qcow2 crash tests can tell a wrong write order: with each rule of
-# qcow2.c's write order broken on purpose (DISKSERVE_QCOW2_BREAK=RULE:
-# refcount-before-l2, l2-before-refcount, data-before-mapping,
-# l2-before-l1), the allocation workload on 512-byte clusters must yield
-# crash states that crash-check rejects, and some of them must be broken
-# as found (qemu-img check before opening, or a sector read back), not
-# only after the checker's own writes.  CRASH_SEED=N replays a seed.
+# the qcow2 driver's write order broken on purpose
+# (DISKSERVE_QCOW2_BREAK=RULE), a workload that exercises the rule must
+# yield crash states that crash-check rejects, and some of them must be
+# broken as found (qemu-img check before opening, or a sector read
+# back), not only after the checker's own writes:
+#
+#   refcount-before-l2, l2-before-refcount, data-before-mapping,
+#   l2-before-l1: the random allocation workload on 512-byte clusters;
+#   block-count-before-table (a new refcount block outside the range it
+#   describes is named by the refcount table before the block counting
+#   it is written back): 64-bit refcounts on 512-byte clusters, where a
+#   block describes one L2 span of clusters, and whole spans written one
+#   after another into an empty image, so that within 72 spans a run of
+#   data clusters starts on a range boundary and fills the range.
+#
+# CRASH_SEED=N replays a seed.
 . "$abs_top_srcdir/tests/functions.sh"
 seed=${CRASH_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 echo "seed $seed"
 for rule in refcount-before-l2 l2-before-refcount data-before-mapping \
-    l2-before-l1; do
-    sh "$abs_top_srcdir/tests/crash/run-crash.sh" --requests 200 \
-        --server-env DISKSERVE_QCOW2_BREAK=$rule --expect-failure \
-        --workload-arg --hot=0.3 \
-        qcow2 "$seed" 250 \
-        qemu-img create -q -f qcow2 -o cluster_size=512 IMG 1M \
+    l2-before-l1 block-count-before-table; do
+    case $rule in
+    block-count-before-table)
+        set -- --requests 18 \
+            --workload-arg --seq=1 --workload-arg --seq-sectors=256 \
+            --workload-arg --mix=write:1 --workload-arg --fua=0.1 \
+            qcow2 "$seed" 250 \
+            qemu-img create -q -f qcow2 \
+            -o cluster_size=512,refcount_bits=64 IMG 3M
+        ;;
+    *)
+        set -- --requests 200 --workload-arg --hot=0.3 \
+            qcow2 "$seed" 250 \
+            qemu-img create -q -f qcow2 -o cluster_size=512 IMG 1M
+        ;;
+    esac
+    sh "$abs_top_srcdir/tests/crash/run-crash.sh" \
+        --server-env DISKSERVE_QCOW2_BREAK=$rule --expect-failure "$@" \
         >"$T/$rule.out" 2>&1 || {
         grep -v '^ *| ' "$T/$rule.out" | tail -n 20 >&2
         fail "$rule: the broken order went unnoticed"
@@ -24,7 +46,8 @@ for rule in refcount-before-l2 l2-before-refcount data-before-mapping \
         grep -v '^ *| ' "$T/$rule.out" | tail -n 20 >&2
         fail "$rule: no crash state was broken before the checker wrote"
     }
+    checked=$(sed -n 's/^crash-check: \([0-9]* states checked\).*/\1/p' \
+              "$T/$rule.out")
     echo "$rule: $(grep -c '^FAIL k=' "$T/$rule.out") broken states" \
-        "reported; $(sed -n 's/^crash-check: \([0-9]* states checked\).*/\1/p' \
-        "$T/$rule.out")"
+        "reported; $checked"
 done

@@ -17,6 +17,13 @@ issue and completion events in one sequence, so "a FLUSH covers every
 write that completed before it was issued" is COMPLETE < the flush's
 ISSUE; a FUA request covers itself.  COOKIE is libnbd's, which the
 server's marks in the I/O log carry.
+
+A write, zero write or trim goes to a random place (the hot window or
+anywhere) or, with probability --seq, to a cursor that walks the disk
+from --seq-start, each such request starting where the last one ended
+(--seq-sectors long).  A driver then allocates host clusters in long
+runs at the end of its file; with lengths of whole L2 spans these runs
+cross refcount-block ranges, and random requests in between shift where.
 """
 
 import argparse
@@ -86,6 +93,15 @@ def main():
     ap.add_argument("--hot-bytes", type=int, default=64 * 1024)
     ap.add_argument("--align", type=int, default=1,
                     help="offsets are multiples of this many sectors")
+    ap.add_argument("--seq", type=float, default=0.0,
+                    help="probability that a write, zero or trim goes to "
+                    "the sequential cursor")
+    ap.add_argument("--seq-start", type=int, default=0,
+                    help="byte offset where the cursor starts, and where "
+                    "it wraps to at the end of the disk")
+    ap.add_argument("--seq-sectors", default="64",
+                    help="N,N,...: lengths a sequential request draws "
+                    "from (repeat one to weight it)")
     args = ap.parse_args()
 
     rng = random.Random(args.seed)
@@ -98,6 +114,12 @@ def main():
     size = h.get_size()
     nsec = size // SECTOR
     hot = max(1, min(nsec, args.hot_bytes // SECTOR))
+    seq_start = args.seq_start // SECTOR
+    seq_lens = [int(n) for n in args.seq_sectors.split(",")]
+    if (args.seq_start % SECTOR or seq_start >= nsec or
+            min(seq_lens) < 1):
+        raise SystemExit("workload: bad --seq-start or --seq-sectors")
+    cursor = seq_start
     state = {"events": 0, "max_inflight": 0}
     inflight = {}
     reqs = []
@@ -122,7 +144,14 @@ def main():
         count = 0
         sector = 0
         fua = False
-        if kind != "flush":
+        if kind != "flush" and args.seq > 0 and rng.random() < args.seq:
+            sector = cursor
+            count = min(rng.choice(seq_lens), nsec - sector)
+            cursor = sector + count
+            if cursor >= nsec:
+                cursor = seq_start
+            fua = rng.random() < args.fua
+        elif kind != "flush":
             if rng.random() < args.big:
                 count = rng.randint(args.max_sectors + 1, args.big_sectors)
             else:
@@ -176,6 +205,9 @@ def main():
                 1 if r.fua else 0, r.issue, r.complete, r.err))
 
     counts = {k: sum(1 for r in reqs if r.kind == k) for k in kinds}
+    if args.seq > 0:
+        print("workload: sequential cursor from %d, ended at %d" % (
+            seq_start * SECTOR, cursor * SECTOR))
     failed = sum(1 for r in reqs if r.err != 0)
     print("workload: seed %d, %d requests (%s), %d with FUA, %d failed, "
           "up to %d in flight" % (
