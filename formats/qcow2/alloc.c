@@ -329,6 +329,13 @@ int qcow2_count_taken(struct qcow2_state *s, uint64_t first,
     for (uint64_t c = first; c < first + count; c++) {
         uint64_t rc;
         int err = qcow2_refcount_change(s, c, 1, &rc);
+        if (err == -ERANGE) {
+            /* At the maximum already: counted, and then some. */
+            qcow2_mark_corrupt(s, "allocator handed out host cluster 0x%"
+                               PRIx64 " whose refcount is at its maximum",
+                               c << s->h.cluster_bits);
+            return -EIO;
+        }
         if (err)
             return err;
         *counted = c - first + 1;

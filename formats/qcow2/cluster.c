@@ -336,7 +336,7 @@ int qcow2_fetch_unlocked(struct qcow2_state *s, uint64_t l2_off)
     qcow2_unlock(s);
     int err = qcow2_cache_fetch(s->cache, l2_off);
     qcow2_lock(s);
-    return err ? 0 : 1;
+    return err ? 2 : 1;
 }
 
 int qcow2_map_fetching(struct qcow2_state *s, uint64_t off, uint64_t len,

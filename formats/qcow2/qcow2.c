@@ -65,7 +65,8 @@
  * (tmpfs) may the loop thread write inline (img.nowait_writes) and take
  * the lock like any writer, since then nobody holds it across slow I/O.
  * Lock order: the flush lock, s->lock, then a cache's mutex, then the
- * scratch pool's.
+ * scratch pool's; the sync lock (sync.c) last of all: nothing is taken
+ * while it is held.
  */
 #include <endian.h>
 #include <errno.h>
@@ -251,6 +252,7 @@ static void qcow2_close(struct image *img)
     pthread_mutex_destroy(&s->prealloc_lock);
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->flush_lock);
+    pthread_mutex_destroy(&s->sync_lock);
     pthread_cond_destroy(&s->inflight_done);
     free(s);
 }
@@ -411,6 +413,7 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     pthread_mutex_init(&s->prealloc_lock, NULL);
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->flush_lock, NULL);
+    pthread_mutex_init(&s->sync_lock, NULL);
     pthread_cond_init(&s->inflight_done, NULL);
     s->img.path = strdup(args->path);
     if (!s->img.path) {

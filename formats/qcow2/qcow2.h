@@ -370,6 +370,8 @@ struct qcow2_state {
                                      * covered */
     pthread_mutex_t flush_lock;     /* one flush at a time; taken before
                                      * lock (flush.c) */
+    pthread_mutex_t sync_lock;      /* one sync at a time; taken last
+                                     * (sync.c) */
     uint32_t l1_dirty_lo;           /* L1 entries [lo, hi) to write */
     uint32_t l1_dirty_hi;
 
@@ -601,10 +603,12 @@ int qcow2_map(struct qcow2_state *s, uint64_t off, uint64_t len,
 
 /* For a read-write image, with the metadata lock held: bring the L2
  * table at l2_off into the cache with the lock dropped, so that requests
- * that do not need it go on meanwhile.  Returns 1 when the lock was
- * dropped (look again: anything may have changed), 0 when the table was
- * cached already or could not be fetched that way (the caller's own
- * lookup then loads it, or reports the error). */
+ * that do not need it go on meanwhile.  Returns 0 when the table was
+ * cached already (the lock was kept), 1 when the lock was dropped and
+ * the table fetched, 2 when the lock was dropped but the table could not
+ * be fetched that way (only dirty tables to evict, or an error: the
+ * caller's own lookup loads it or reports the error).  After 1 or 2 look
+ * again from the L1 table: anything may have changed. */
 int qcow2_fetch_unlocked(struct qcow2_state *s, uint64_t l2_off);
 
 /* qcow2_map for a caller holding the metadata lock, which is dropped

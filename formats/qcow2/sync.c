@@ -1,13 +1,14 @@
 /* qcow2 durability primitives, the lowest layer of the write side: the
  * count of completed writes and of the writes a finished sync covered
  * (so a sync is skipped only when one that has ended made everything
- * durable, however many threads sync at once), the sync itself, which
- * after a failure refuses every later write, and the two header bits
+ * durable, however many threads ask for one), the sync itself, one at
+ * a time, which after a failure refuses every later write, and the two header bits
  * written at once: corrupt and dirty.  The write order built on them is
  * in flush.c; this file depends on nothing else of the driver.
  */
 #include <endian.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -22,32 +23,29 @@ void qcow2_note_write(struct qcow2_state *s)
 
 int qcow2_sync(struct qcow2_state *s, enum io_tag tag)
 {
-    int err;
+    int err = 0;
 
-    /* Writes counted now completed before the sync starts, so it covers
-     * them; a write that completes meanwhile makes the next sync happen.
-     * Syncs may run at once on several threads. */
+    /* One sync at a time: the kernel reports a write-back error to one
+     * fdatasync of a file only, so the sync that sees it must have
+     * recorded it before another can return success.  Writes counted
+     * now completed before the sync starts, so it covers them; a write
+     * that completes meanwhile makes the next sync happen. */
+    pthread_mutex_lock(&s->sync_lock);
     uint64_t gen = __atomic_load_n(&s->write_gen, __ATOMIC_SEQ_CST);
-    if (s->data_fd != s->fd) {
+    if (s->data_fd != s->fd)
         err = io_sync(s->data_fd, tag);
-        if (err)
-            goto out_fail;
-    }
-    err = io_sync(s->fd, tag);
-    if (!err) {
-        uint64_t done = __atomic_load_n(&s->synced_gen, __ATOMIC_ACQUIRE);
-        while (done < gen &&
-               !__atomic_compare_exchange_n(&s->synced_gen, &done, gen, false,
-                                            __ATOMIC_ACQ_REL,
-                                            __ATOMIC_ACQUIRE))
-            ;
-        return 0;
-    }
-out_fail:
-    if (!__atomic_exchange_n(&s->sync_failed, 1, __ATOMIC_ACQ_REL))
+    if (!err)
+        err = io_sync(s->fd, tag);
+    if (!err && __atomic_load_n(&s->sync_failed, __ATOMIC_ACQUIRE))
+        err = -EIO;     /* an earlier failure: nothing since is sure */
+    else if (!err && __atomic_load_n(&s->synced_gen, __ATOMIC_RELAXED) < gen)
+        __atomic_store_n(&s->synced_gen, gen, __ATOMIC_RELEASE);
+    else if (err && !__atomic_exchange_n(&s->sync_failed, 1,
+                                         __ATOMIC_ACQ_REL))
         img_log("qcow2: %s: sync (%s) failed, refusing further writes: %s",
                 s->img.path, io_tag_name(tag), strerror(-err));
-    return -EIO;
+    pthread_mutex_unlock(&s->sync_lock);
+    return err ? -EIO : 0;
 }
 
 int qcow2_sync_if_needed(struct qcow2_state *s, enum io_tag tag)

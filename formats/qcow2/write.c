@@ -454,8 +454,17 @@ static int plan(struct qcow2_state *s, uint64_t off, uint64_t len,
     err = qcow2_l2_for_write(s, l1_index, &l2_off);
     if (err)
         return err;
-    if (l2_off && qcow2_fetch_unlocked(s, l2_off) == 1)
-        return 1;               /* the lock was dropped: plan again */
+    if (l2_off) {
+        int fetched = qcow2_fetch_unlocked(s, l2_off);
+        if (fetched == 1)
+            return 1;           /* the lock was dropped: plan again */
+        if (fetched == 2) {
+            /* Dropped, not fetched: look again, then load it locked. */
+            err = qcow2_l2_for_write(s, l1_index, &l2_off);
+            if (err)
+                return err;
+        }
+    }
     if (l2_off) {
         struct qcow2_table *t;
         uint64_t host = 0;
