@@ -332,6 +332,18 @@ class Bench:
             self.out_file.write(line + '\n')
             self.out_file.flush()
 
+    def emit_failures(self, res):
+        """One line for each round that failed or whose image qemu-img
+        check found wrong."""
+        for label, runs in res.items():
+            for i, m in enumerate(runs):
+                if 'error' in m:
+                    self.emit('  %s round %d failed: %s'
+                              % (label, i + 1, m['error']))
+                elif m.get('check', 'ok') != 'ok':
+                    self.emit('  %s round %d qemu-img check: %s'
+                              % (label, i + 1, m['check_text']))
+
     def verbose(self, msg):
         if self.args.verbose:
             log(msg)
@@ -962,14 +974,7 @@ class Bench:
                 if any(v != '-' for v in vals):
                     self.emit('  %-12s %-20s %s'
                               % (label, what, ' '.join(vals)))
-        for label, runs in res.items():
-            for i, m in enumerate(runs):
-                if 'error' in m:
-                    self.emit('  %s round %d failed: %s'
-                              % (label, i + 1, m['error']))
-                elif m.get('check', 'ok') != 'ok':
-                    self.emit('  %s round %d qemu-img check: %s'
-                              % (label, i + 1, m['check_text']))
+        self.emit_failures(res)
         for s in servers:
             self.emit(self.result_line(scen, job, s.label, res.get(s.label),
                                        summ.get(s.label), ref,
@@ -1060,14 +1065,7 @@ class Bench:
                         su['w_writes'], su['w_flushes'],
                         '%s (%s ok)' % (su['check'], su['check_n'])
                         if 'check' in su else '-'))
-        for label, runs in res.items():
-            for i, m in enumerate(runs):
-                if 'error' in m:
-                    self.emit('  %s round %d failed: %s'
-                              % (label, i + 1, m['error']))
-                elif m.get('check', 'ok') != 'ok':
-                    self.emit('  %s round %d qemu-img check: %s'
-                              % (label, i + 1, m['check_text']))
+        self.emit_failures(res)
         for s in servers:
             su, runs = summ.get(s.label), res.get(s.label) or []
             extra = []

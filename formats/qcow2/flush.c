@@ -143,6 +143,19 @@ int qcow2_write_l1(struct qcow2_state *s)
     return 0;
 }
 
+/* Every dirty L2 table to disk, after what they depend on, lock held
+ * throughout; 0 or -errno. */
+static int write_all_l2(struct qcow2_state *s)
+{
+    int err = prepare_l2(s);
+    if (err)
+        return err;
+    s->in_l2_flush = true;
+    err = qcow2_cache_flush(s->cache);
+    s->in_l2_flush = false;
+    return err;
+}
+
 int qcow2_flush_locked(struct qcow2_state *s, enum io_tag final)
 {
     int err;
@@ -153,12 +166,7 @@ int qcow2_flush_locked(struct qcow2_state *s, enum io_tag final)
     bool l1_dirty = s->l1_dirty_hi > s->l1_dirty_lo;
 
     if (l2_dirty) {
-        err = prepare_l2(s);
-        if (err)
-            return err;
-        s->in_l2_flush = true;
-        err = qcow2_cache_flush(s->cache);
-        s->in_l2_flush = false;
+        err = write_all_l2(s);
         if (err)
             return err;
     }
@@ -242,13 +250,7 @@ static int write_l2_tables(struct qcow2_state *s, uint64_t start)
     }
     if (!qcow2_cache_dirty_upto(s->cache, start))
         return 0;
-    err = prepare_l2(s);
-    if (err)
-        return err;
-    s->in_l2_flush = true;
-    err = qcow2_cache_flush(s->cache);
-    s->in_l2_flush = false;
-    return err;
+    return write_all_l2(s);
 }
 
 int qcow2_flush_ordered(struct qcow2_state *s, enum io_tag final)
