@@ -467,6 +467,26 @@ static int count_new_area(struct qcow2_state *s, uint64_t a, uint64_t tc,
     return 0;
 }
 
+/* Give back the area [a, a + count) of a new refcount table that will
+ * not be linked, once count_new_area has counted it: in ranges that had
+ * a block its clusters are counted, in the others only the new blocks
+ * that will never be named counted them. */
+static void give_back_area(struct qcow2_state *s, uint64_t a,
+                           uint64_t count)
+{
+    uint64_t end = a + count;
+
+    for (uint64_t r = a >> s->rb_bits; r <= (end - 1) >> s->rb_bits; r++) {
+        uint64_t lo = r << s->rb_bits, hi = (r + 1) << s->rb_bits;
+        if (lo < a)
+            lo = a;
+        if (hi > end)
+            hi = end;
+        bool counted = r < s->reftable_entries && s->reftable[r] != 0;
+        qcow2_give_back(s, lo, hi - lo, counted ? hi - lo : 0);
+    }
+}
+
 static int grow_reftable(struct qcow2_state *s, uint64_t need)
 {
     const char *path = s->img.path;
@@ -488,18 +508,19 @@ static int grow_reftable(struct qcow2_state *s, uint64_t need)
     uint8_t *blocks = calloc(nb ? nb : 1, s->cluster_size);
     if (!table || !blocks) {
         err = -ENOMEM;
+        qcow2_give_back(s, a, tc + nb, 0);
         goto out_free;
     }
     memcpy(table, s->reftable, s->reftable_entries * 8);
     err = count_new_area(s, a, tc, nb, table, blocks);
     if (err)
-        goto out_free;
+        goto out_free;      /* counted in part: leaks until reopen */
     for (uint64_t j = 0; j < nb; j++) {
         uint64_t off = (a + tc + j) << s->h.cluster_bits;
         err = io_pwrite_tag(s->fd, blocks + j * s->cluster_size,
                             s->cluster_size, off, IO_TAG_REFCOUNT_BLOCK);
         if (err)
-            goto out_io;
+            goto out_give_back;
     }
     for (uint64_t i = 0; i < n; i++)
         table[i] = htobe64(table[i]);
@@ -507,14 +528,12 @@ static int grow_reftable(struct qcow2_state *s, uint64_t need)
     err = io_pwrite_tag(s->fd, table, n * 8, toff, IO_TAG_REFTABLE_GROW);
     for (uint64_t i = 0; i < n; i++)
         table[i] = be64toh(table[i]);
+    if (!err)
+        err = qcow2_cache_flush(s->rc_cache);
+    if (!err)
+        err = qcow2_sync(s, IO_TAG_REFTABLE_GROW);
     if (err)
-        goto out_io;
-    err = qcow2_cache_flush(s->rc_cache);
-    if (err)
-        goto out_free;
-    err = qcow2_sync(s, IO_TAG_REFTABLE_GROW);
-    if (err)
-        goto out_io;
+        goto out_give_back;
 
     uint8_t hdr[12];
     uint64_t be_off = htobe64(toff);
@@ -544,6 +563,9 @@ static int grow_reftable(struct qcow2_state *s, uint64_t need)
     err = qcow2_drop_clusters(s, old_off, old_clusters);
     goto out_free;
 
+out_give_back:
+    /* The header never named the new table. */
+    give_back_area(s, a, tc + nb);
 out_io:
     img_log("qcow2: %s: growing the refcount table to 0x%" PRIx64 ": %s",
             path, a << s->h.cluster_bits, strerror(-err));
