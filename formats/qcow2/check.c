@@ -71,6 +71,12 @@ _Static_assert(sizeof(struct disk_bitmap_entry) == 24, "bitmap entry");
 /* Walk flag: count allocation and fragmentation (active L1 only). */
 #define WALK_STATS          1u
 
+/* Clusters [first, last] that a reference names past the end of the
+ * file: errors, but a rebuild must not put new structures there. */
+struct past_ref {
+    uint64_t first, last;
+};
+
 /* The state of one check. */
 struct ck {
     struct qcow2_state *s;
@@ -91,8 +97,12 @@ struct ck {
     uint64_t nb_counted;            /* nb_clusters, or one more when a
                                      * reference reaches past the file */
     uint16_t *ref;                  /* nb_clusters + 1 counters */
-    uint64_t max_seen;              /* last cluster any reference names,
-                                     * counted or not, plus one */
+    struct past_ref *past;          /* references too far past the end
+                                     * of the file to count */
+    size_t n_past, cap_past;
+    bool past_lost;                 /* some could not be recorded */
+    bool broken_bitmaps;            /* bitmap directory unparsable: which
+                                     * clusters bitmaps use is unknown */
 
     uint64_t *rt;                   /* refcount table, host order */
     uint64_t rt_entries;
@@ -188,6 +198,26 @@ static void rc_set(uint8_t *b, uint32_t order, uint64_t i, uint64_t v)
     }
 }
 
+/* Remember that clusters [first, last] past the end of the file are
+ * named by a reference; past_lost when the list cannot grow. */
+static void note_past(struct ck *c, uint64_t first, uint64_t last)
+{
+    if (c->n_past == c->cap_past) {
+        size_t cap = c->cap_past ? 2 * c->cap_past : 16;
+        struct past_ref *v = cap <= (1u << 24) ?
+            realloc(c->past, cap * sizeof *v) : NULL;
+        if (!v) {
+            c->past_lost = true;
+            return;
+        }
+        c->past = v;
+        c->cap_past = cap;
+    }
+    c->past[c->n_past].first = first;
+    c->past[c->n_past].last = last;
+    c->n_past++;
+}
+
 /* Count one reference to every cluster [off, off + len) touches. */
 static void inc_range(struct ck *c, uint64_t off, uint64_t len)
 {
@@ -202,12 +232,11 @@ static void inc_range(struct ck *c, uint64_t off, uint64_t len)
      * it is less than a cluster past it (the file's last cluster may be
      * short); anything further is an error that no refcount fixes. */
     uint64_t fsize = c->s->file_size;
-    if ((last_byte >> c->cbits) >= c->max_seen)
-        c->max_seen = (last_byte >> c->cbits) + 1;
     if (last_byte >= fsize && last_byte - fsize >= c->cs - 1) {
         say(c, "reference to 0x%" PRIx64 " (%" PRIu64 " bytes) past the "
             "end of the file", off, len);
         c->res->corruptions++;
+        note_past(c, off >> c->cbits, last_byte >> c->cbits);
         return;
     }
     for (uint64_t k = off >> c->cbits; k <= last_byte >> c->cbits; k++) {
@@ -370,9 +399,13 @@ static void walk_l1(struct ck *c, uint64_t l1_off, uint32_t l1_size,
                 "bits set (0x%" PRIx64 ")", l1_off, i, l1[i]);
             res->corruptions++;
         }
-        uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
-        if (!l2)
+        /* As qemu: only an all-zero entry is skipped.  An entry with
+         * flags but offset 0 names an L2 table in the header cluster
+         * (reads treat it as unallocated); qemu counts that table and
+         * what it seems to map, and so do we, so the verdicts agree. */
+        if (!l1[i])
             continue;
+        uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
         inc_range(c, l2, c->cs);
         if (l2 & (c->cs - 1)) {
             say(c, "L1 table 0x%" PRIx64 " entry %" PRIu32 ": L2 table "
@@ -454,19 +487,34 @@ static void walk_bitmaps(struct ck *c)
         c->res->check_errors++;
         return;
     }
+    /* pos <= dir_size throughout.  A directory qemu cannot parse makes
+     * it refuse the image; here it is a check error, and which clusters
+     * the bitmaps use is unknown (see broken_bitmaps). */
     uint64_t pos = 0;
     for (uint32_t i = 0; i < b->nb_bitmaps; i++) {
         struct disk_bitmap_entry e;
         if (dir_size - pos < sizeof e) {
             say(c, "bitmap directory ends inside entry %" PRIu32, i);
-            c->res->corruptions++;
+            c->res->check_errors++;
+            c->broken_bitmaps = true;
             break;
         }
         memcpy(&e, dir + pos, sizeof e);
         uint64_t t_off = be64toh(e.table_offset);
         uint32_t t_size = be32toh(e.table_size);
-        pos += sizeof e + be32toh(e.extra_data_size) + be16toh(e.name_size);
-        pos = (pos + 7) & ~7ull;
+        /* At most 24 + 2^32 - 1 + 2^16 - 1 + 7: no overflow. */
+        uint64_t len = sizeof e + (uint64_t)be32toh(e.extra_data_size) +
+                       be16toh(e.name_size);
+        len = (len + 7) & ~7ull;
+        if (len > dir_size - pos) {
+            say(c, "bitmap directory entry %" PRIu32 " (%" PRIu64 " bytes "
+                "at %" PRIu64 ") runs past the end of the directory (%"
+                PRIu64 " bytes)", i, len, pos, dir_size);
+            c->res->check_errors++;
+            c->broken_bitmaps = true;
+            break;
+        }
+        pos += len;
         if ((t_off & (c->cs - 1)) || t_size > MAX_BITMAP_TABLE ||
             t_off > s->file_size ||
             (s->file_size - t_off) / 8 < t_size) {
@@ -575,7 +623,9 @@ static int calculate(struct ck *c, bool stats)
     if (!c->ref)
         return -ENOMEM;
     c->nb_counted = c->nb_clusters;
-    c->max_seen = 0;
+    c->n_past = 0;
+    c->past_lost = false;
+    c->broken_bitmaps = false;
     c->rebuild = false;
     c->need_alloc = false;
     c->zero_used = false;
@@ -776,6 +826,52 @@ static void size_new_area(struct ck *c, const uint64_t *used, size_t n_used,
     }
 }
 
+static int cmp_past(const void *a, const void *b)
+{
+    const struct past_ref *x = a, *y = b;
+    return x->first < y->first ? -1 : x->first > y->first;
+}
+
+/* Where the new structures go: at cluster *top, *nb blocks after a
+ * table of *rt_cl clusters.  They go past everything in use.  A
+ * reference past the end of the file is an error, not space to cover:
+ * the area steps over the clusters such references name only when it
+ * would overlap them (a table there would be written through them), and
+ * the rebuild fails (-EFBIG) rather than take the file far past its
+ * end.  0 or -errno. */
+static int place_new_area(struct ck *c, const uint64_t *used, size_t n_used,
+                          uint64_t *top, uint64_t *nb, uint64_t *rt_cl)
+{
+    uint64_t start = c->nb_counted;
+    uint64_t limit = c->nb_counted > 4096 ? c->nb_counted : 4096;
+    uint64_t t = start;
+
+    if (c->past_lost) {
+        say(c, "too many references past the end of the file to place "
+            "new refcount structures safely");
+        return -ENOMEM;
+    }
+    qsort(c->past, c->n_past, sizeof *c->past, cmp_past);
+    for (;;) {
+        size_new_area(c, used, n_used, t, nb, rt_cl);
+        uint64_t end = t + *rt_cl + *nb;
+        uint64_t next = t;
+        for (size_t i = 0; i < c->n_past && c->past[i].first < end; i++)
+            if (c->past[i].last >= next)
+                next = c->past[i].last + 1;
+        if (next == t)
+            break;
+        if (next - start > limit) {
+            say(c, "references past the end of the file leave no room "
+                "for new refcount structures near it");
+            return -EFBIG;
+        }
+        t = next;
+    }
+    *top = t;
+    return 0;
+}
+
 /* Write the nb new refcount blocks after the table of rt_cl clusters at
  * cluster top, in block index order (the used ranges merged with the new
  * area's), each from the counted references, and point the new table
@@ -880,17 +976,10 @@ static int rebuild(struct ck *c)
     err = used_blocks(c, &used, &n_used);
     if (err)
         return err;
-    /* New structures go past everything in use, and past clusters that
-     * entries name beyond the end of the file too (they are errors, but
-     * a table there would be overwritten through them), unless those
-     * are too far out for a refcount table to reach. */
-    uint64_t top = c->nb_counted;
-    if (c->max_seen > top &&
-        (c->max_seen >> c->block_bits) * 8 < QCOW2_MAX_REFTABLE_BYTES / 2)
-        top = c->max_seen;
-
-    uint64_t nb, rt_cl;
-    size_new_area(c, used, n_used, top, &nb, &rt_cl);
+    uint64_t top, nb, rt_cl;
+    err = place_new_area(c, used, n_used, &top, &nb, &rt_cl);
+    if (err)
+        goto out;
     if (rt_cl * c->cs > QCOW2_MAX_REFTABLE_BYTES) {
         say(c, "a new refcount table would need %" PRIu64 " clusters",
             rt_cl);
@@ -1161,6 +1250,13 @@ static int run_check(struct ck *c)
     if (err)
         return err;
 
+    /* Clusters of bitmap tables the directory no longer leads to would
+     * look leaked, and a repair would free them: like qemu, which
+     * refuses such an image, repair nothing. */
+    if (c->broken_bitmaps && c->repair) {
+        say(c, "not repairing: the bitmap directory is broken");
+        c->repair = 0;
+    }
     struct qcow2_check_result pre = *res;
     compare(c, 0);
     /* Blocks that could not be read are replaced by a rebuild. */
@@ -1220,6 +1316,7 @@ static int run_check(struct ck *c)
 static void ck_free(struct ck *c)
 {
     free(c->ref);
+    free(c->past);
     free(c->rt);
     free(c->old_blocks);
     free(c->blk);

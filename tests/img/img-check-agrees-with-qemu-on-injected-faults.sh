@@ -2,7 +2,9 @@
 # Claim: on images with faults poked into them (a refcount bumped: leak;
 # a used data cluster's, an L2 table's or a refcount block's refcount
 # zeroed; COPIED flags cleared, set on shared or compressed clusters;
-# reserved bits; an L2 entry past the end of the file), diskserve-img
+# reserved bits; an L2 entry past the end of the file; an L1 entry
+# holding only the COPIED flag, which qemu takes for an L2 table in the
+# header cluster), diskserve-img
 # check reports what qemu-img check reports, with the same exit status;
 # -r leaks and -r all repair what qemu repairs with the same counts, the
 # repaired image passes qemu-img check where qemu's would, and the guest
@@ -98,5 +100,13 @@ for geometry in "16 65536" "1 65536" "64 65536" "16 512"; do
     fi
     KEEPS_DATA=no
     fault past-eof past_eof
+
+    # Check only: qemu-img's repair of this one fails on its own overlap
+    # check, writing through the header it takes for an L2 table.
+    f="$T/l1-copied-only.qcow2"
+    cp "$PRISTINE" "$f"
+    $POKE "$f" l1 0 0x8000000000000000 >/dev/null
+    check_agrees "$f"
+    [ "$CHECK_STATUS" != 0 ] || fail "l1-copied-only: fault not found"
 done
 echo OK

@@ -18,6 +18,8 @@ IMG_TESTS = \
 	tests/img/img-rejects-bad-usage-with-exit-2.sh \
 	tests/img/img-repair-rebuilds-broken-refcount-structures.sh \
 	tests/img/img-repair-survives-crash-states.sh \
-	tests/img/img-check-repairs-an-open-image.sh
+	tests/img/img-check-repairs-an-open-image.sh \
+	tests/img/img-check-rejects-overlong-bitmap-entry-in-bounds.sh \
+	tests/img/img-repair-does-not-grow-file-to-cover-references-past-eof.sh
 TESTS += $(IMG_TESTS)
 EXTRA_DIST += $(IMG_TESTS)
