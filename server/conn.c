@@ -9,6 +9,14 @@
  * flight, or the process holds too many request buffers, reading stops
  * until replies drain.  A connection is freed only after every request
  * it handed to a worker has come back and its handles are closed.
+ *
+ * A connection that stops reading requests (NBD_CMD_DISC, the client
+ * shutting down its sending side, a request too big to read) answers
+ * every request it received whole, then ends gracefully: it shuts down
+ * its sending side once the last reply is written and closes when the
+ * client has closed too (CONN_LINGERING).  Closing a TCP socket that
+ * still holds unread input sends a reset, and the reset throws away the
+ * replies the kernel had not sent yet.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -20,6 +28,8 @@
 #define IBUF_MAX (256u * 1024)      /* busy clients grow to this */
 #define DIRECT_MIN (64u * 1024)
 #define CONN_BUFFER_MAX (128u * 1024 * 1024)
+#define LINGER_MS 5000u                 /* for the client to close */
+#define LINGER_MAX (64u * 1024 * 1024)  /* input dropped meanwhile */
 
 static struct conn *conns;
 static unsigned n_conns, n_negotiating;
@@ -376,14 +386,57 @@ static bool process_input(struct conn *c)
     }
 }
 
+static bool is_transmitting(const struct conn *c)
+{
+    return c->state == CONN_REQ_HEADER || c->state == CONN_REQ_PAYLOAD ||
+           c->state == CONN_REQ_DISCARD;
+}
+
+/* The client shut down its sending side: answer what it sent whole, as
+ * for NBD_CMD_DISC, and drop a request it cut short. */
+static void half_closed(struct conn *c)
+{
+    struct request *r = c->cur;
+
+    srv_debug("client %llu: end of requests", (unsigned long long)c->id);
+    if (c->state != CONN_REQ_HEADER || c->ibuf_len > 0)
+        srv_log("client %llu: disconnected in the middle of a request",
+                (unsigned long long)c->id);
+    if (c->reading) {
+        uv_read_stop(c->in);
+        c->reading = false;
+    }
+    c->eof = true;
+    c->disc = true;
+    c->state = CONN_REQ_HEADER;
+    c->ibuf_len = 0;
+    c->cur = NULL;
+    if (r)
+        req_release(r);     /* may end the connection already */
+    if (c->inflight == 0)
+        conn_end_output(c);
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     struct conn *c = s->data;
 
+    if (c->state == CONN_LINGERING) {
+        /* Dropped unread: we only wait for the client to close. */
+        if (nread < 0 || (uint64_t)nread >= c->linger_left)
+            conn_close(c);
+        else
+            c->linger_left -= (uint64_t)nread;
+        return;
+    }
     if (nread < 0) {
         if (nread != UV_EOF && nread != UV_ECONNRESET)
             srv_debug("client %llu: read: %s", (unsigned long long)c->id,
                       uv_strerror((int)nread));
+        if (nread == UV_EOF && is_transmitting(c)) {
+            half_closed(c);
+            return;
+        }
         if (c->state == CONN_REQ_PAYLOAD || c->state == CONN_REQ_DISCARD)
             srv_log("client %llu: disconnected in the middle of a request",
                     (unsigned long long)c->id);
@@ -430,9 +483,14 @@ void conn_request_done(struct conn *c)
         conn_maybe_finish(c);
         return;
     }
-    if (srv.shutting_down || c->disc) {
+    if (srv.shutting_down) {
         if (c->inflight == 0)
             conn_close(c);
+        return;
+    }
+    if (c->disc) {
+        if (c->inflight == 0)
+            conn_end_output(c);
         return;
     }
     if (c->paused && !must_pause(c)) {
@@ -440,6 +498,54 @@ void conn_request_done(struct conn *c)
         if (process_input(c) && !c->paused)
             start_reading(c);
     }
+}
+
+static void on_linger_timeout(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    srv_debug("client %llu: still open %u ms after its replies, closing",
+              (unsigned long long)c->id, LINGER_MS);
+    conn_close(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    struct conn *c = req->data;
+
+    if (c->state == CONN_CLOSING)
+        return;     /* cancelled by conn_close */
+    if (status < 0 || c->eof || !c->timer_open) {
+        conn_close(c);
+        return;
+    }
+    /* Read until the client closes, so that our close sends no reset;
+     * bounded by LINGER_MS and LINGER_MAX. */
+    c->state = CONN_LINGERING;
+    c->linger_left = LINGER_MAX;
+    c->ibuf_len = 0;
+    uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
+    if (uv_read_start(c->in, on_alloc, on_read) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->reading = true;
+}
+
+void conn_end_output(struct conn *c)
+{
+    if (c->state == CONN_CLOSING || c->shut)
+        return;
+    c->shut = true;
+    c->disc = true;
+    if (c->paused)
+        unpause(c);
+    if (c->reading) {
+        uv_read_stop(c->in);
+        c->reading = false;
+    }
+    c->shut_req.data = c;
+    if (uv_shutdown(&c->shut_req, c->out, on_shutdown) != 0)
+        conn_close(c);
 }
 
 void conn_resume_paused(void)

@@ -290,7 +290,7 @@ static void finish_after_replies(struct conn *c)
         c->reading = false;
     }
     if (c->inflight == 0)
-        conn_close(c);
+        conn_end_output(c);
 }
 
 /* Answer a request refused before running.  A payload that follows is

@@ -102,6 +102,8 @@ enum conn_state {
     CONN_REQ_HEADER,        /* transmission: waiting for a request */
     CONN_REQ_PAYLOAD,       /* reading a write payload */
     CONN_REQ_DISCARD,       /* skipping a refused request's payload */
+    CONN_LINGERING,         /* replies written, sending side shut down:
+                             * dropping input until the client closes */
     CONN_CLOSING,           /* draining in-flight requests, then close */
 };
 
@@ -120,7 +122,12 @@ struct conn {
     bool reading;
     bool paused;            /* reads stopped for backpressure */
     bool negotiating;
-    bool disc;              /* NBD_CMD_DISC seen: close when drained */
+    bool disc;              /* read no more: close when drained (DISC,
+                             * end of stream, a request not read) */
+    bool eof;               /* the client shut down its sending side */
+    bool shut;              /* uv_shutdown of out started */
+    uv_shutdown_t shut_req;
+    uint64_t linger_left;   /* input bytes to drop before closing anyway */
 
     /* input buffer */
     uint8_t *ibuf;
@@ -170,6 +177,9 @@ struct conn *conn_new(void);
 void conn_start(struct conn *c);
 /* Begin closing: stop reading, close once in-flight requests end. */
 void conn_close(struct conn *c);
+/* Every reply of c is written and nothing more will be read: end the
+ * connection gracefully (see conn.c). */
+void conn_end_output(struct conn *c);
 /* Write bytes the connection owns nothing of (copied); handshake use. */
 int conn_send_copy(struct conn *c, const void *data, size_t len);
 void conn_resume_paused(void);

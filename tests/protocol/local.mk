@@ -13,6 +13,8 @@ PROTOCOL_TESTS = \
 	tests/protocol/fragmented-messages-are-reassembled.py \
 	tests/protocol/slow-reader-does-not-starve-others.py
 PROTOCOL_TESTS += tests/protocol/requests-too-big-get-reply-before-close.py
+PROTOCOL_TESTS += tests/protocol/half-closed-client-gets-every-reply.py
+PROTOCOL_TESTS += tests/protocol/refused-big-write-over-tcp-loses-no-reply.py
 TESTS += $(PROTOCOL_TESTS)
 EXTRA_DIST += $(PROTOCOL_TESTS)
 
