@@ -61,6 +61,13 @@ struct img_map {
     uint64_t length;        /* may be shorter than asked */
 };
 
+/* The default bound on PBKDF2 iterations per LUKS open: qemu-img and
+ * cryptsetup calibrate a slot to 1-2 s of PBKDF2 on the creating machine
+ * (qemu-img's default here: 6.5M for the slot plus 1.6M for the digest),
+ * which fits; a forged header cannot make an open run PBKDF2 for more
+ * than about 5 s (sha256) to 11 s (sha1, sha512) on a 2-core Xeon. */
+#define IMG_DEFAULT_LUKS_MAX_ITER 16000000u
+
 /* Options given to open. */
 struct img_open_args {
     const char *path;
@@ -69,6 +76,9 @@ struct img_open_args {
     const char *snapshot;   /* qcow2 internal snapshot, NULL for none */
     const char *key_file;   /* file holding the passphrase, or NULL */
     size_t cache_size;      /* metadata cache bytes, 0 for the default */
+    uint64_t luks_max_iter; /* PBKDF2 iterations one LUKS open may run,
+                             * summed over the slots tried (each slot's
+                             * plus the digest's); 0 for the default */
     unsigned depth;         /* position in a backing chain (0 = top) */
 };
 

@@ -51,6 +51,7 @@ int srv_open_exports(struct srv_options *o)
             .snapshot = e->snapshot,
             .key_file = e->key_file,
             .cache_size = o->cache_size,
+            .luks_max_iter = o->luks_max_iter,
         };
         int err = img_open(&args, &e->img);
         if (err) {

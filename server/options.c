@@ -30,6 +30,7 @@ enum {
     OPT_HANDSHAKE_TIMEOUT,
     OPT_MAX_NEGOTIATING,
     OPT_CACHE_SIZE,
+    OPT_LUKS_MAX_ITER,
 };
 
 static const struct option long_opts[] = {
@@ -56,6 +57,7 @@ static const struct option long_opts[] = {
     { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
     { "max-negotiating", required_argument, NULL, OPT_MAX_NEGOTIATING },
     { "cache-size", required_argument, NULL, OPT_CACHE_SIZE },
+    { "luks-max-iterations", required_argument, NULL, OPT_LUKS_MAX_ITER },
     { NULL, 0, NULL, 0 },
 };
 
@@ -71,6 +73,9 @@ static const char usage_text[] =
 "  -r, --read-only           refuse writes\n"
 "  -l, --snapshot NAME|ID    export a qcow2 internal snapshot (read-only)\n"
 "      --key-file FILE       passphrase for an encrypted qcow2\n"
+"      --luks-max-iterations N\n"
+"                            PBKDF2 iterations one LUKS open may run, over\n"
+"                            all key slots tried (default: 16000000)\n"
 "      --cache-size BYTES    metadata cache size (e.g. 32M)\n"
 "      --config FILE         serve the exports a config file names\n"
 "Listening:\n"
@@ -265,6 +270,8 @@ static int on_ini_line(void *user, const char *section, const char *key,
         o->threads = (unsigned)parse_uint(what, value, 1, 1024);
     else if (!strcmp(key, "handshake-timeout"))
         o->handshake_timeout = (unsigned)parse_uint(what, value, 1, 3600);
+    else if (!strcmp(key, "luks-max-iterations"))
+        o->luks_max_iter = parse_uint(what, value, 1, UINT32_MAX);
     else if (!strcmp(key, "log-file"))
         set_str(&o->log_file, value);
     else if (!strcmp(key, "pid-file"))
@@ -396,6 +403,10 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
             break;
         case OPT_CACHE_SIZE:
             o->cache_size = parse_size("--cache-size", optarg);
+            break;
+        case OPT_LUKS_MAX_ITER:
+            o->luks_max_iter = parse_uint("--luks-max-iterations", optarg,
+                                          1, UINT32_MAX);
             break;
         case ':':
             usage_error("option '%s' needs a value", argv[optind - 1]);

@@ -53,6 +53,7 @@ struct srv_options {
     char *log_file;
     int verbose;
     size_t cache_size;
+    uint64_t luks_max_iter;     /* 0: IMG_DEFAULT_LUKS_MAX_ITER */
 };
 
 /* Parse argv into opts; exits 2 with one line on a bad option or value. */

@@ -438,6 +438,7 @@ int tool_cmd_map(int argc, char **argv)
     static const struct option longopts[] = {
         { "output", required_argument, NULL, 'O' },
         { "key-file", required_argument, NULL, 'k' },
+        { "luks-max-iterations", required_argument, NULL, 'I' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -464,6 +465,18 @@ int tool_cmd_map(int argc, char **argv)
         case 'k':
             args.key_file = optarg;
             break;
+        case 'I': {
+            char *end;
+            errno = 0;
+            unsigned long long v = strtoull(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-' ||
+                v == 0 || v > UINT32_MAX)
+                return tool_usage_error("map: --luks-max-iterations: "
+                                        "'%.64s' is not a number from 1 "
+                                        "to %u", optarg, UINT32_MAX);
+            args.luks_max_iter = v;
+            break;
+        }
         case 'h':
             tool_usage();
             return 0;

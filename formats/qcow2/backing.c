@@ -113,6 +113,7 @@ int qcow2_open_backing(struct qcow2_state *s,
         .format = fmt,
         .read_only = true,
         .key_file = args->key_file,
+        .luks_max_iter = args->luks_max_iter,
         .cache_size = args->cache_size,
         .depth = args->depth + 1,
     };

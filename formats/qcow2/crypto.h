@@ -42,12 +42,17 @@ struct qcow2_crypto;
  * fields of the full disk encryption header extension; the LUKS header and
  * its key material are read from fd inside [hdr_off, hdr_off + hdr_len),
  * and every LUKS offset is taken relative to hdr_off.  name labels log
- * lines (the image path).  Returns -EACCES when no key slot matches the
- * passphrase, -ENOTSUP for a cipher, mode or hash we lack, -EINVAL for a
- * malformed header, other -errno for I/O, with one line logged. */
+ * lines (the image path).  max_iter bounds the PBKDF2 iterations the open
+ * may run, summed over the slots it tries (each slot's own plus the
+ * master key digest's); 0 means IMG_DEFAULT_LUKS_MAX_ITER.  Returns
+ * -EACCES when no key slot matches the passphrase, -EPERM when the next
+ * slot to try would exceed max_iter (checked before its PBKDF2 runs),
+ * -ENOTSUP for a cipher, mode or hash we lack, -EINVAL for a malformed
+ * header, other -errno for I/O, with one line logged. */
 int qcow2_crypto_open_luks(const char *name, int fd, uint64_t hdr_off,
                            uint64_t hdr_len, const char *passphrase,
-                           size_t pass_len, struct qcow2_crypto **out);
+                           size_t pass_len, uint64_t max_iter,
+                           struct qcow2_crypto **out);
 
 /* Open legacy AES-CBC encryption (crypt_method 1): AES-128 keyed by the
  * first 16 bytes of the passphrase, zero padded (the qcow2 spec says 256

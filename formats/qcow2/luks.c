@@ -19,6 +19,13 @@
  * the key size fits the cipher, iteration counts are bounded (a huge count
  * would stall the open for hours), each slot's material lies inside the
  * area the qcow2 extension gave and past the header.
+ *
+ * The key derivation one open may run is bounded too: trying a slot costs
+ * its iterations plus the digest's, and before each slot is tried the
+ * total so far plus that cost is checked against the caller's budget
+ * (img_open_args.luks_max_iter), so a forged header is refused before any
+ * PBKDF2 that would take the open past the budget, and never costs more
+ * than the budget in all.
  */
 #include <endian.h>
 #include <errno.h>
@@ -391,11 +398,32 @@ out_free_mat:
     return r;
 }
 
+/* Whether trying slot i fits in what is left of the budget: true with
+ * *spent grown by its cost, else false with one line logged. */
+static bool slot_fits_budget(const char *name, const struct luks_header *h,
+                             int i, uint64_t max_iter, uint64_t *spent)
+{
+    uint64_t cost = (uint64_t)h->slots[i].iterations + h->mk_digest_iter;
+    if (*spent + cost <= max_iter) {
+        *spent += cost;
+        return true;
+    }
+    img_log("qcow2: %s: LUKS key slot %d: %u PBKDF2 iterations (+%u for "
+            "the digest, %llu spent on earlier slots) exceed the limit of "
+            "%llu per open (--luks-max-iterations)", name, i,
+            h->slots[i].iterations, h->mk_digest_iter,
+            (unsigned long long)*spent, (unsigned long long)max_iter);
+    return false;
+}
+
 /* Open a LUKS1 header stored in a qcow2 image and unlock it. */
 int qcow2_crypto_open_luks(const char *name, int fd, uint64_t hdr_off,
                            uint64_t hdr_len, const char *passphrase,
-                           size_t pass_len, struct qcow2_crypto **out)
+                           size_t pass_len, uint64_t max_iter,
+                           struct qcow2_crypto **out)
 {
+    if (max_iter == 0)
+        max_iter = IMG_DEFAULT_LUKS_MAX_ITER;
     uint64_t end;
     if (__builtin_add_overflow(hdr_off, hdr_len, &end) ||
         hdr_len < sizeof(struct luks_header)) {
@@ -419,11 +447,23 @@ int qcow2_crypto_open_luks(const char *name, int fd, uint64_t hdr_off,
     if (r < 0)
         goto out_free;
 
+    if (li->raw.mk_digest_iter > max_iter) {
+        img_log("qcow2: %s: LUKS master key digest: %u PBKDF2 iterations "
+                "exceed the limit of %llu per open (--luks-max-iterations)",
+                name, li->raw.mk_digest_iter, (unsigned long long)max_iter);
+        r = -EPERM;
+        goto out_free;
+    }
+    uint64_t spent = 0;
     r = 1;
     for (int i = 0; i < LUKS_SLOTS && r == 1; i++) {
-        if (li->raw.slots[i].active == LUKS_SLOT_ACTIVE)
-            r = try_slot(name, fd, hdr_off, li, i, passphrase, pass_len,
-                         mk);
+        if (li->raw.slots[i].active != LUKS_SLOT_ACTIVE)
+            continue;
+        if (!slot_fits_budget(name, &li->raw, i, max_iter, &spent)) {
+            r = -EPERM;
+            break;
+        }
+        r = try_slot(name, fd, hdr_off, li, i, passphrase, pass_len, mk);
     }
     if (r == 1) {
         img_log("qcow2: %s: no key slot matches the passphrase", name);

@@ -189,8 +189,10 @@ static int read_passphrase(const char *path, const char *key_file,
     return 0;
 }
 
-/* Unlock the image's encryption with the key file's passphrase. */
-static int open_crypto(struct qcow2_state *s, const char *key_file)
+/* Unlock the image's encryption with the key file's passphrase, running
+ * at most luks_max_iter PBKDF2 iterations (0: the default). */
+static int open_crypto(struct qcow2_state *s, const char *key_file,
+                       uint64_t luks_max_iter)
 {
     const char *path = s->img.path;
     const char *method = s->h.crypt_method == QCOW2_CRYPT_AES
@@ -212,7 +214,7 @@ static int open_crypto(struct qcow2_state *s, const char *key_file)
     } else {
         err = qcow2_crypto_open_luks(path, s->fd, s->h.fde_offset,
                                      s->h.fde_length, pass, len,
-                                     &s->crypto);
+                                     luks_max_iter, &s->crypto);
     }
     memset(pass, 0, sizeof pass);
     __asm__ volatile("" : : "r"(pass) : "memory");
@@ -444,7 +446,7 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     if (err)
         goto out_close;
     if (s->h.crypt_method != QCOW2_CRYPT_NONE) {
-        err = open_crypto(s, args->key_file);
+        err = open_crypto(s, args->key_file, args->luks_max_iter);
         if (err)
             goto out_close;
     }

@@ -38,6 +38,7 @@ QCOW2_TESTS = \
 	tests/qcow2/qcow2-snapshot-exports-old-data.sh \
 	tests/qcow2/qcow2-encrypted-matches-qemu.sh \
 	tests/qcow2/qcow2-encrypted-alignment-follows-negotiation.sh \
+	tests/qcow2/qcow2-luks-open-bounds-key-derivation.sh \
 	tests/qcow2/qcow2-write-refused-after-failed-sync.sh \
 	tests/qcow2/qcow2-refuses-malformed-images.sh \
 	tests/qcow2/qcow2-bad-entries-fail-only-their-request.sh \

@@ -182,7 +182,7 @@ static int open_luks_file(const char *path, const char *pass,
         return -EIO;
     }
     int r = qcow2_crypto_open_luks(path, fd, q.fde_off, q.fde_len, pass,
-                                   strlen(pass), c);
+                                   strlen(pass), 0, c);
     close(fd);
     return r;
 }
@@ -235,7 +235,7 @@ static void test_luks_config(const char *label, const char *opts)
 
     struct qcow2_crypto *c = NULL;
     int r = qcow2_crypto_open_luks(path, fd, q.fde_off, q.fde_len, PASS,
-                                   strlen(PASS), &c);
+                                   strlen(PASS), 0, &c);
     CHECK(r == 0, "%s: open_luks: %d", label, r);
     if (r < 0) {
         close(fd);
@@ -386,11 +386,17 @@ static void test_luks_refusals(void)
     /* The header area given by the extension bounds the key material. */
     fd = open(path, O_RDONLY);
     CHECK(qcow2_crypto_open_luks(path, fd, q.fde_off, 100000, PASS,
-                                 strlen(PASS), &c) == -EINVAL,
+                                 strlen(PASS), 0, &c) == -EINVAL,
           "short header area accepted");
     CHECK(qcow2_crypto_open_luks(path, fd, UINT64_MAX - 10, 4096, PASS,
-                                 strlen(PASS), &c) == -EINVAL,
+                                 strlen(PASS), 0, &c) == -EINVAL,
           "wrapping header area accepted");
+    /* A budget below the first slot's cost refuses it before any PBKDF2. */
+    last_log[0] = '\0';
+    CHECK(qcow2_crypto_open_luks(path, fd, q.fde_off, q.fde_len, PASS,
+                                 strlen(PASS), 1, &c) == -EPERM,
+          "iteration budget not enforced");
+    CHECK(strstr(last_log, "--luks-max-iterations"), "log: %s", last_log);
     close(fd);
 }
 
@@ -552,7 +558,8 @@ static void test_create(const char *label,
     /* Our own open of the created header unlocks the same key. */
     struct qcow2_crypto *c2 = NULL;
     fd = open(path, O_RDONLY);
-    r = qcow2_crypto_open_luks(path, fd, 0, len, PASS, strlen(PASS), &c2);
+    r = qcow2_crypto_open_luks(path, fd, 0, len, PASS, strlen(PASS), 0,
+                               &c2);
     CHECK(r == 0, "%s: reopen: %d", label, r);
     if (r == 0) {
         io_pread_full(fd, buf, CLUSTER, len);
