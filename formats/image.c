@@ -15,6 +15,7 @@
 
 static const struct img_ops *const drivers[] = {
     &qcow2_ops,
+    &vhdx_ops,
     &raw_ops,
 };
 
@@ -109,7 +110,7 @@ int img_open(const struct img_open_args *args, struct image **out)
     if (args->format) {
         ops = img_find_driver(args->format);
         if (!ops) {
-            img_log("%s: unknown format '%s' (known: raw, qcow2)",
+            img_log("%s: unknown format '%s' (known: raw, qcow2, vhdx)",
                     args->path, args->format);
             return -EINVAL;
         }

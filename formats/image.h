@@ -169,6 +169,7 @@ const struct img_ops *img_probe_file(const char *path);
 /* Drivers. */
 extern const struct img_ops raw_ops;
 extern const struct img_ops qcow2_ops;
+extern const struct img_ops vhdx_ops;
 
 /* Logging from formats/: one line to stderr (the server redirects
  * stderr when it logs to a file).  Printf-style. */

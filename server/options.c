@@ -64,10 +64,10 @@ static const struct option long_opts[] = {
 static const char usage_text[] =
 "Usage: diskserve [OPTIONS] IMAGE\n"
 "       diskserve --config FILE [OPTIONS]\n"
-"Serve a disk image (raw or qcow2) over the NBD protocol.\n"
+"Serve a disk image (raw, qcow2 or VHDX) over the NBD protocol.\n"
 "\n"
 "Export:\n"
-"  -f, --format FMT          raw or qcow2 (default: probe the file)\n"
+"  -f, --format FMT          raw, qcow2 or vhdx (default: probe the file)\n"
 "  -x, --export-name NAME    export name (default: \"\")\n"
 "  -D, --description TEXT    export description\n"
 "  -r, --read-only           refuse writes\n"
@@ -168,8 +168,9 @@ static bool parse_bool(const char *what, const char *s)
 
 static void check_format(const char *what, const char *fmt)
 {
-    if (strcmp(fmt, "raw") && strcmp(fmt, "qcow2"))
-        usage_error("%s: unknown format '%.64s' (raw or qcow2)", what, fmt);
+    if (strcmp(fmt, "raw") && strcmp(fmt, "qcow2") && strcmp(fmt, "vhdx"))
+        usage_error("%s: unknown format '%.64s' (raw, qcow2 or vhdx)",
+                    what, fmt);
 }
 
 static void check_name(const char *what, const char *name)

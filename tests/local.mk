@@ -13,3 +13,4 @@ include tests/qcow2w/local.mk
 include tests/vm/local.mk
 include tests/crash/local.mk
 include tests/img/local.mk
+include tests/vhdx/local.mk

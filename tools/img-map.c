@@ -444,7 +444,7 @@ int tool_cmd_map(int argc, char **argv)
     };
     struct img_open_args args = { .read_only = true };
     bool json = false;
-    int c;
+    int c, rc;
 
     optind = 1;
     opterr = 0;
@@ -495,9 +495,14 @@ int tool_cmd_map(int argc, char **argv)
     int err = img_open(&args, &img);
     if (err)
         return tool_error("%s: cannot open: %s", args.path, strerror(-err));
+    if (img->ops != &qcow2_ops && img->ops != &raw_ops) {
+        rc = tool_error("%s: map: %s images are not supported yet",
+                        args.path, img->ops->name);
+        img_close(img);
+        return rc;
+    }
     struct layer layers[MAX_LAYERS];
     size_t n_layers;
-    int rc;
     err = open_layers(img, layers, &n_layers);
     if (err)
         rc = tool_error("%s: %s", args.path, strerror(-err));

@@ -1,0 +1,152 @@
+/* The VHDX block allocation table ([MS-VHDX] 2.4, 2.5): geometry, load
+ * and the check of every entry.
+ *
+ * Payload entries and sector bitmap entries are interleaved: after every
+ * ChunkRatio payload entries comes the sector bitmap entry of that chunk,
+ * so payload block n sits at index n + n / ChunkRatio.  The whole table
+ * is loaded at open (as QEMU does: 8 bytes per block, 512 MiB for a 64 TB
+ * disk of 1 MB blocks) and every entry checked there, so reads index it
+ * without further checks: states valid for a non-differencing file, and
+ * present blocks inside the file, after the header section, overlapping
+ * neither the log, a region nor each other.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "io.h"
+#include "vhdx.h"
+
+/* Chunk ratio, block counts and the BAT size the region must hold. */
+static int compute_geometry(struct vhdx_state *s)
+{
+    uint64_t chunk = (uint64_t)VHDX_SECTORS_PER_BITMAP *
+                     s->logical_sector_size;
+    uint64_t bytes;
+
+    /* block_size and logical_sector_size are checked powers of 2. */
+    s->chunk_ratio = (uint32_t)(chunk / s->block_size);
+    s->block_shift = (uint32_t)__builtin_ctz(s->block_size);
+    s->payload_blocks = (s->disk_size + s->block_size - 1) >> s->block_shift;
+    s->bat_entries = s->payload_blocks == 0 ? 0 :
+        s->payload_blocks + (s->payload_blocks - 1) / s->chunk_ratio;
+    if (__builtin_mul_overflow(s->bat_entries, 8, &bytes) ||
+        bytes > s->bat_region.length) {
+        img_log("vhdx: %s: BAT region Length %" PRIu64 " too small for %"
+                PRIu64 " entries (VirtualDiskSize %" PRIu64 ", BlockSize %"
+                PRIu32 ")", s->img.path, s->bat_region.length,
+                s->bat_entries, s->disk_size, s->block_size);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Mark MB units [off, off+len) used; false when one already was. */
+static bool claim(uint8_t *used, uint64_t off, uint64_t len)
+{
+    bool ok = true;
+    uint64_t last = (off + len + VHDX_MB - 1) / VHDX_MB;
+    for (uint64_t u = off / VHDX_MB; u < last; u++) {
+        if (used[u / 8] & (1u << (u % 8)))
+            ok = false;
+        used[u / 8] |= (uint8_t)(1u << (u % 8));
+    }
+    return ok;
+}
+
+/* Check entry i (already host order) against the file layout. */
+static int check_entry(struct vhdx_state *s, uint64_t i, uint8_t *used)
+{
+    const char *path = s->img.path;
+    uint64_t e = s->bat[i];
+    unsigned state = (unsigned)(e & VHDX_BAT_STATE_MASK);
+    uint64_t off = e & VHDX_BAT_OFFSET_MASK, end;
+    uint64_t n = i - i / ((uint64_t)s->chunk_ratio + 1);
+
+    if (i % ((uint64_t)s->chunk_ratio + 1) == s->chunk_ratio) {
+        if (state != VHDX_SB_NOT_PRESENT) {
+            img_log("vhdx: %s: BAT entry %" PRIu64 ": sector bitmap state %u "
+                    "in a file without parent (must be 0)", path, i, state);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    switch (state) {
+    case VHDX_PAYLOAD_NOT_PRESENT:
+    case VHDX_PAYLOAD_UNDEFINED:
+    case VHDX_PAYLOAD_ZERO:
+    case VHDX_PAYLOAD_UNMAPPED:
+        return 0;
+    case VHDX_PAYLOAD_FULLY_PRESENT:
+        break;
+    case VHDX_PAYLOAD_PARTIALLY_PRESENT:
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": PARTIALLY_PRESENT in a "
+                "file without parent", path, i);
+        return -EINVAL;
+    default:
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": reserved state %u", path,
+                i, state);
+        return -EINVAL;
+    }
+    if (e & VHDX_BAT_RESERVED_MASK) {
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": reserved bits set "
+                "(0x%016" PRIx64 ")", path, i, e);
+        return -EINVAL;
+    }
+    /* Only the part of the last block that holds guest data must be in
+     * the file: qemu-img sizes fixed files to the disk, not the block. */
+    uint64_t need = s->disk_size - (n << s->block_shift);
+    if (need > s->block_size)
+        need = s->block_size;
+    if (off < VHDX_HEADER_SECTION ||
+        __builtin_add_overflow(off, need, &end) || end > s->file_size) {
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": payload block at 0x%"
+                PRIx64 " (%" PRIu64 " bytes) outside the file (%" PRIu64
+                " bytes)", path, i, off, need, s->file_size);
+        return -EINVAL;
+    }
+    if (!claim(used, off, need)) {
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": payload block at 0x%"
+                PRIx64 " overlaps the log, a region or another block", path,
+                i, off);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int vhdx_load_bat(struct vhdx_state *s)
+{
+    uint8_t *used = NULL;
+    int err;
+
+    if ((err = compute_geometry(s)))
+        return err;
+    s->bat = malloc(s->bat_entries ? s->bat_entries * 8 : 8);
+    if (!s->bat)
+        return -ENOMEM;
+    err = io_pread_full(s->fd, s->bat, s->bat_entries * 8,
+                        s->bat_region.offset);
+    if (err) {
+        img_log("vhdx: %s: reading the BAT at 0x%" PRIx64 ": %s",
+                s->img.path, s->bat_region.offset, strerror(-err));
+        return err;
+    }
+    /* One bit per MB of file: the header section, log and regions are
+     * taken first, then each present block. */
+    uint64_t units = (s->file_size + VHDX_MB - 1) / VHDX_MB;
+    used = calloc(units / 8 + 1, 1);
+    if (!used)
+        return -ENOMEM;
+    claim(used, 0, VHDX_HEADER_SECTION);
+    claim(used, s->header.log_offset, s->header.log_length);
+    claim(used, s->bat_region.offset, s->bat_region.length);
+    claim(used, s->metadata_region.offset, s->metadata_region.length);
+    for (uint64_t i = 0; i < s->bat_entries; i++) {
+        s->bat[i] = vhdx_le64(s->bat[i]);
+        if ((err = check_entry(s, i, used)))
+            break;
+    }
+    free(used);
+    return err;
+}

@@ -1,0 +1,263 @@
+/* The VHDX driver ([MS-VHDX] v8.0): open, and the read side.
+ *
+ * Scope of this version: fixed and dynamic files with 512- or 4096-byte
+ * logical sectors, read-only.  Differencing files (HasParent), files
+ * whose log holds updates (LogGuid set) and read-write opens are refused
+ * with one line each; see README.md.
+ *
+ * Open order: file identifier and headers (header.c), region table
+ * (region.c), metadata (metadata.c), BAT (bat.c).  Everything is read
+ * and checked at open; afterwards the state is immutable.
+ *
+ * Locking: none.  The BAT lives in memory and never changes after open;
+ * data reads are positioned reads on one descriptor.  The export is
+ * consistent across connections.
+ *
+ * Write order: none yet (no writes).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/magic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include "io.h"
+#include "vhdx.h"
+
+#define GUID(d1, d2, d3, a, b, c, d, e, f, g, h) { {                      \
+    (d1) & 0xff, ((d1) >> 8) & 0xff, ((d1) >> 16) & 0xff, (d1) >> 24,      \
+    (d2) & 0xff, (d2) >> 8, (d3) & 0xff, (d3) >> 8,                         \
+    a, b, c, d, e, f, g, h } }
+
+const struct vhdx_guid vhdx_bat_guid = GUID(0x2DC27766u, 0xF623, 0x4200,
+    0x9D, 0x64, 0x11, 0x5E, 0x9B, 0xFD, 0x4A, 0x08);
+const struct vhdx_guid vhdx_metadata_guid = GUID(0x8B7CA206u, 0x4790, 0x4B9A,
+    0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E);
+const struct vhdx_guid vhdx_file_param_guid = GUID(0xCAA16737u, 0xFA36,
+    0x4D43, 0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B);
+const struct vhdx_guid vhdx_disk_size_guid = GUID(0x2FA54224u, 0xCD1B,
+    0x4876, 0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8);
+const struct vhdx_guid vhdx_page83_guid = GUID(0xBECA12ABu, 0xB2E6, 0x4523,
+    0x93, 0xEF, 0xC3, 0x09, 0xE0, 0x00, 0xC7, 0x46);
+const struct vhdx_guid vhdx_logical_sector_guid = GUID(0x8141BF1Du, 0xA96F,
+    0x4709, 0xBA, 0x47, 0xF2, 0x33, 0xA8, 0xFA, 0xAB, 0x5F);
+const struct vhdx_guid vhdx_physical_sector_guid = GUID(0xCDA348C7u, 0x445D,
+    0x4471, 0x9C, 0xC9, 0xE9, 0x88, 0x52, 0x51, 0xC5, 0x56);
+const struct vhdx_guid vhdx_parent_locator_guid = GUID(0xA8D35F2Du, 0xB30B,
+    0x454D, 0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C);
+
+void vhdx_guid_format(const struct vhdx_guid *g, char out[37])
+{
+    const uint8_t *b = g->b;
+    snprintf(out, 37, "%02X%02X%02X%02X-%02X%02X-%02X%02X-%02X%02X-"
+             "%02X%02X%02X%02X%02X%02X", b[3], b[2], b[1], b[0], b[5], b[4],
+             b[7], b[6], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
+bool vhdx_guid_is_zero(const struct vhdx_guid *g)
+{
+    for (size_t i = 0; i < sizeof g->b; i++)
+        if (g->b[i])
+            return false;
+    return true;
+}
+
+static struct vhdx_state *to_vhdx(struct image *img)
+{
+    return (struct vhdx_state *)img;
+}
+
+static int vhdx_probe(const uint8_t *buf, size_t len)
+{
+    return len >= 8 && memcmp(buf, "vhdxfile", 8) == 0 ? 100 : 0;
+}
+
+static void vhdx_free(struct vhdx_state *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s->bat);
+    free(s->img.path);
+    free(s);
+}
+
+static int vhdx_open(const struct img_open_args *args, struct image **out)
+{
+    struct vhdx_state *s;
+    struct statfs sfs;
+    int err;
+
+    if (!args->read_only) {
+        img_log("vhdx: %s: writing VHDX is not supported yet; export it "
+                "read-only (-r)", args->path);
+        return -EROFS;
+    }
+    s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    s->fd = -1;
+    s->img.path = strdup(args->path);
+    if (!s->img.path) {
+        err = -ENOMEM;
+        goto out_free;
+    }
+    s->fd = open(args->path, O_RDONLY | O_CLOEXEC);
+    if (s->fd < 0) {
+        err = -errno;
+        img_log("vhdx: %s: %s", args->path, strerror(errno));
+        goto out_free;
+    }
+    io_register(s->fd, args->path);
+    off_t end = lseek(s->fd, 0, SEEK_END);
+    if (end < 0) {
+        err = -errno;
+        img_log("vhdx: %s: cannot find the file size: %s", args->path,
+                strerror(errno));
+        goto out_free;
+    }
+    s->file_size = (uint64_t)end;
+
+    if ((err = vhdx_read_headers(s)) || (err = vhdx_read_regions(s)) ||
+        (err = vhdx_read_metadata(s)) || (err = vhdx_load_bat(s)))
+        goto out_free;
+
+    if (fstatfs(s->fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC)
+        s->img.nowait_reads = 1;
+    s->img.ops = &vhdx_ops;
+    s->img.size = s->disk_size;
+    s->img.read_only = true;
+    s->img.multi_conn = true;
+    s->img.has_depth = true;
+    s->img.min_block = s->logical_sector_size;
+    s->img.pref_block = s->physical_sector_size > 4096
+                        ? s->physical_sector_size : 4096;
+    *out = &s->img;
+    return 0;
+
+out_free:
+    vhdx_free(s);
+    return err;
+}
+
+static void vhdx_close(struct image *img)
+{
+    vhdx_free(to_vhdx(img));
+}
+
+/* Where guest offset off lies: its payload entry and the bytes left in
+ * its block, capped at len. */
+static uint64_t locate(const struct vhdx_state *s, uint64_t off,
+                       uint64_t len, uint64_t *entry)
+{
+    uint64_t n = off >> s->block_shift;
+    uint64_t left = s->block_size - (off & (s->block_size - 1));
+
+    *entry = vhdx_payload_entry(s, n);
+    return left < len ? left : len;
+}
+
+static bool is_present(uint64_t entry)
+{
+    return (entry & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT;
+}
+
+static uint64_t host_offset(const struct vhdx_state *s, uint64_t entry,
+                            uint64_t off)
+{
+    return (entry & VHDX_BAT_OFFSET_MASK) + (off & (s->block_size - 1));
+}
+
+static int vhdx_read(struct image *img, void *buf, uint64_t len, uint64_t off)
+{
+    struct vhdx_state *s = to_vhdx(img);
+    uint8_t *p = buf;
+
+    while (len > 0) {
+        uint64_t entry, n = locate(s, off, len, &entry);
+        if (is_present(entry)) {
+            uint64_t host = host_offset(s, entry, off);
+            int err = io_pread_full(s->fd, p, n, host);
+            if (err) {
+                img_log("vhdx: %s: read %" PRIu64 " bytes at %" PRIu64
+                        " (host 0x%" PRIx64 "): %s", img->path, n, off, host,
+                        strerror(-err));
+                return err == -ENODATA ? -EIO : err;
+            }
+        } else {
+            /* NOT_PRESENT, UNDEFINED, ZERO and UNMAPPED read as zeros
+             * (the spec allows zeros for each in a file without parent). */
+            memset(p, 0, n);
+        }
+        p += n;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int vhdx_block_status(struct image *img, uint64_t len, uint64_t off,
+                             struct img_extents *e)
+{
+    struct vhdx_state *s = to_vhdx(img);
+
+    while (len > 0) {
+        uint64_t entry, n = locate(s, off, len, &entry);
+        unsigned state = (unsigned)(entry & VHDX_BAT_STATE_MASK);
+        uint32_t flags = is_present(entry) ? 0 : IMG_EXT_HOLE | IMG_EXT_ZERO;
+        uint32_t depth = is_present(entry) || state == VHDX_PAYLOAD_ZERO;
+        if (!img_extents_add(e, n, flags, depth))
+            break;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int vhdx_map_nowait(struct image *img, uint64_t len, uint64_t off,
+                           struct img_map *m)
+{
+    struct vhdx_state *s = to_vhdx(img);
+    uint64_t entry, n = locate(s, off, len, &entry);
+
+    if (is_present(entry)) {
+        m->kind = IMG_MAP_DATA;
+        m->fd = s->fd;
+        m->host_offset = host_offset(s, entry, off);
+    } else {
+        m->kind = IMG_MAP_ZERO;
+    }
+    m->length = n;
+    return 0;
+}
+
+static int vhdx_cache(struct image *img, uint64_t len, uint64_t off)
+{
+    struct vhdx_state *s = to_vhdx(img);
+
+    while (len > 0) {
+        uint64_t entry, n = locate(s, off, len, &entry);
+        if (is_present(entry))
+            posix_fadvise(s->fd, (off_t)host_offset(s, entry, off),
+                          (off_t)n, POSIX_FADV_WILLNEED);
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+const struct img_ops vhdx_ops = {
+    .name = "vhdx",
+    .probe = vhdx_probe,
+    .open = vhdx_open,
+    .close = vhdx_close,
+    .read = vhdx_read,
+    .cache = vhdx_cache,
+    .block_status = vhdx_block_status,
+    .map_nowait = vhdx_map_nowait,
+};

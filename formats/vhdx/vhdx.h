@@ -1,0 +1,213 @@
+/* VHDX on-disk structures ([MS-VHDX] v8.0, section 2) and the driver's
+ * internal interface.
+ *
+ * Every multi-byte field is little-endian on disk; the structs below are
+ * the raw bytes, and the decode functions in header.c, region.c,
+ * metadata.c and bat.c turn them into checked host values.  GUIDs are
+ * kept as their 16 on-disk bytes (Microsoft layout: Data1..Data3
+ * little-endian, Data4 in order) and compared as bytes.
+ */
+#ifndef DISKSERVE_VHDX_H
+#define DISKSERVE_VHDX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <endian.h>
+#include <stdint.h>
+
+#include "image.h"
+
+#define VHDX_MB                 (1024u * 1024u)
+#define VHDX_HEADER_SECTION     VHDX_MB          /* 2.2: 1 MB */
+#define VHDX_HEADER1_OFFSET     (64u * 1024)     /* 2.2.2 */
+#define VHDX_HEADER2_OFFSET     (128u * 1024)
+#define VHDX_HEADER_SIZE        4096u            /* CRC covers 4 KB */
+#define VHDX_REGION1_OFFSET     (192u * 1024)    /* 2.2.3 */
+#define VHDX_REGION2_OFFSET     (256u * 1024)
+#define VHDX_REGION_SIZE        (64u * 1024)     /* CRC covers 64 KB */
+#define VHDX_REGION_MAX_ENTRIES 2047u
+#define VHDX_METADATA_TABLE_SIZE (64u * 1024)    /* 2.6 */
+#define VHDX_METADATA_MAX_ENTRIES 2047u
+#define VHDX_MAX_DISK_SIZE      (64ull << 40)    /* 2.6.2.2: 64 TB */
+#define VHDX_SECTORS_PER_BITMAP (1u << 23)       /* 2.4 */
+
+/* Signatures, as the little-endian value of their ASCII bytes. */
+#define VHDX_FILE_SIGNATURE     0x656C696678646876ull   /* "vhdxfile" */
+#define VHDX_HEADER_SIGNATURE   0x64616568u             /* "head" */
+#define VHDX_REGION_SIGNATURE   0x69676572u             /* "regi" */
+#define VHDX_METADATA_SIGNATURE 0x617461646174656Dull   /* "metadata" */
+
+/* Payload BAT entry states (2.5.1.1); 4 and 5 are reserved. */
+#define VHDX_PAYLOAD_NOT_PRESENT        0
+#define VHDX_PAYLOAD_UNDEFINED          1
+#define VHDX_PAYLOAD_ZERO               2
+#define VHDX_PAYLOAD_UNMAPPED           3
+#define VHDX_PAYLOAD_FULLY_PRESENT      6
+#define VHDX_PAYLOAD_PARTIALLY_PRESENT  7
+/* Sector bitmap BAT entry states (2.5.1.2). */
+#define VHDX_SB_NOT_PRESENT             0
+#define VHDX_SB_PRESENT                 6
+
+#define VHDX_BAT_STATE_MASK     0x7ull
+#define VHDX_BAT_RESERVED_MASK  0xFFFF8ull               /* bits 3-19 */
+#define VHDX_BAT_OFFSET_MASK    0xFFFFFFFFFFF00000ull    /* bits 20-63 */
+
+struct vhdx_guid {
+    uint8_t b[16];
+};
+
+/* 2.2.1 File Type Identifier, at offset 0. */
+struct vhdx_file_id {
+    uint64_t signature;         /* MUST be "vhdxfile" */
+    uint16_t creator[256];      /* UTF-16, diagnostic only */
+} __attribute__((packed));
+_Static_assert(sizeof(struct vhdx_file_id) == 520, "file id is 520 bytes");
+
+/* 2.2.2 Header, 4 KB at 64 KB and at 128 KB. */
+struct vhdx_header {
+    uint32_t signature;         /* MUST be "head" */
+    uint32_t checksum;          /* CRC-32C of 4 KB, this field as zero */
+    uint64_t sequence_number;   /* the valid header with the higher wins */
+    struct vhdx_guid file_write_guid;
+    struct vhdx_guid data_write_guid;
+    struct vhdx_guid log_guid;  /* zero: the log is empty */
+    uint16_t log_version;       /* MUST be 0 */
+    uint16_t version;           /* MUST be 1 */
+    uint32_t log_length;        /* multiple of 1 MB */
+    uint64_t log_offset;        /* multiple of 1 MB */
+    uint8_t reserved[4016];     /* MUST be 0, ignored */
+} __attribute__((packed));
+_Static_assert(sizeof(struct vhdx_header) == 4096, "header is 4096 bytes");
+
+/* 2.2.3.1 Region Table Header, at 192 KB and 256 KB (64 KB each). */
+struct vhdx_region_header {
+    uint32_t signature;         /* MUST be "regi" */
+    uint32_t checksum;          /* CRC-32C of 64 KB, this field as zero */
+    uint32_t entry_count;       /* <= 2047 */
+    uint32_t reserved;
+} __attribute__((packed));
+_Static_assert(sizeof(struct vhdx_region_header) == 16, "region header");
+
+/* 2.2.3.2 Region Table Entry. */
+struct vhdx_region_entry {
+    struct vhdx_guid guid;      /* unique within the table */
+    uint64_t file_offset;       /* multiple of 1 MB, at least 1 MB */
+    uint32_t length;            /* multiple of 1 MB */
+    uint32_t required;          /* bit 0: refuse the file if unknown */
+} __attribute__((packed));
+_Static_assert(sizeof(struct vhdx_region_entry) == 32, "region entry");
+
+/* 2.6.1.1 Metadata Table Header, at the start of the metadata region. */
+struct vhdx_metadata_header {
+    uint64_t signature;         /* MUST be "metadata" */
+    uint16_t reserved;
+    uint16_t entry_count;       /* <= 2047 */
+    uint8_t reserved2[20];
+} __attribute__((packed));
+_Static_assert(sizeof(struct vhdx_metadata_header) == 32, "metadata header");
+
+/* 2.6.1.2 Metadata Table Entry. */
+#define VHDX_META_IS_USER       (1u << 0)
+#define VHDX_META_IS_VIRTUAL    (1u << 1)
+#define VHDX_META_IS_REQUIRED   (1u << 2)
+struct vhdx_metadata_entry {
+    struct vhdx_guid item_id;
+    uint32_t offset;            /* >= 64 KB from the region start, or 0 */
+    uint32_t length;            /* <= 1 MB; 0 only with offset 0 */
+    uint32_t flags;             /* IsUser, IsVirtualDisk, IsRequired */
+    uint32_t reserved2;
+} __attribute__((packed));
+_Static_assert(sizeof(struct vhdx_metadata_entry) == 32, "metadata entry");
+
+/* 2.6.2.1 File Parameters. */
+#define VHDX_PARAM_LEAVE_BLOCKS_ALLOCATED (1u << 0)
+#define VHDX_PARAM_HAS_PARENT             (1u << 1)
+struct vhdx_file_parameters {
+    uint32_t block_size;        /* power of 2, 1 MB .. 256 MB */
+    uint32_t flags;
+} __attribute__((packed));
+_Static_assert(sizeof(struct vhdx_file_parameters) == 8, "file parameters");
+
+/* Well-known GUIDs, in on-disk byte order (vhdx.c). */
+extern const struct vhdx_guid vhdx_bat_guid, vhdx_metadata_guid,
+    vhdx_file_param_guid, vhdx_disk_size_guid, vhdx_page83_guid,
+    vhdx_logical_sector_guid, vhdx_physical_sector_guid,
+    vhdx_parent_locator_guid;
+
+/* A region of the file, in bytes. */
+struct vhdx_extent {
+    uint64_t offset;
+    uint64_t length;
+};
+
+/* The open image: everything read at open, immutable afterwards. */
+struct vhdx_state {
+    struct image img;           /* first: the generic part */
+    int fd;
+    uint64_t file_size;
+
+    /* header.c */
+    struct vhdx_header header;  /* the current header, host byte order */
+    int current_header;         /* 1 or 2 */
+
+    /* region.c */
+    struct vhdx_extent bat_region;
+    struct vhdx_extent metadata_region;
+
+    /* metadata.c */
+    uint32_t block_size;
+    uint32_t param_flags;
+    uint64_t disk_size;
+    uint32_t logical_sector_size;
+    uint32_t physical_sector_size;
+    struct vhdx_guid page83;
+    bool has_parent;
+
+    /* bat.c */
+    uint32_t chunk_ratio;       /* payload blocks per sector bitmap block */
+    uint32_t block_shift;       /* log2(block_size) */
+    uint64_t payload_blocks;
+    uint64_t bat_entries;
+    uint64_t *bat;              /* bat_entries entries, host byte order */
+};
+
+/* CRC-32C (Castagnoli) of len bytes (crc32c.c). */
+uint32_t vhdx_crc32c(const void *buf, size_t len);
+
+/* Whether buf's CRC-32C, taken with the 4 bytes at csum_off as zero,
+ * equals the little-endian value stored there. */
+bool vhdx_checksum_ok(const void *buf, size_t len, size_t csum_off);
+
+/* Check the file identifier and pick the current header.  0 or -errno
+ * with one line logged. */
+int vhdx_read_headers(struct vhdx_state *s);
+
+/* Read the region table, BAT and metadata regions located and checked
+ * against the file and each other.  0 or -errno with one line logged. */
+int vhdx_read_regions(struct vhdx_state *s);
+
+/* Read and check the metadata items.  0 or -errno with one line logged. */
+int vhdx_read_metadata(struct vhdx_state *s);
+
+/* Compute the BAT geometry, load the BAT and check every entry.  0 or
+ * -errno with one line logged. */
+int vhdx_load_bat(struct vhdx_state *s);
+
+/* The BAT entry of payload block n (n < payload_blocks). */
+static inline uint64_t vhdx_payload_entry(const struct vhdx_state *s,
+                                          uint64_t n)
+{
+    return s->bat[n + n / s->chunk_ratio];
+}
+
+/* Little-endian loads, for fields read out of a packed struct. */
+static inline uint16_t vhdx_le16(uint16_t v) { return le16toh(v); }
+static inline uint32_t vhdx_le32(uint32_t v) { return le32toh(v); }
+static inline uint64_t vhdx_le64(uint64_t v) { return le64toh(v); }
+
+/* "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" into out (37 bytes). */
+void vhdx_guid_format(const struct vhdx_guid *g, char out[37]);
+
+bool vhdx_guid_is_zero(const struct vhdx_guid *g);
+
+#endif /* DISKSERVE_VHDX_H */

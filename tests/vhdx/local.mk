@@ -1,0 +1,9 @@
+# tests/vhdx: the VHDX driver's read side against qemu-img (which makes
+# the files) and libvhdi (an independent reader) as oracles.
+EXTRA_DIST += tests/vhdx/vhdxpoke.py tests/vhdx/vhdx-check.py
+
+VHDX_TESTS = \
+	tests/vhdx/vhdx-geometries-match-qemu.sh \
+	tests/vhdx/vhdx-refuses-malformed-files.sh
+TESTS += $(VHDX_TESTS)
+EXTRA_DIST += $(VHDX_TESTS)
