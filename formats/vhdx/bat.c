@@ -125,7 +125,7 @@ int vhdx_load_bat(struct vhdx_state *s)
     s->bat = malloc(s->bat_entries ? s->bat_entries * 8 : 8);
     if (!s->bat)
         return -ENOMEM;
-    err = io_pread_full(s->fd, s->bat, s->bat_entries * 8,
+    err = vhdx_pread(s, s->bat, s->bat_entries * 8,
                         s->bat_region.offset);
     if (err) {
         img_log("vhdx: %s: reading the BAT at 0x%" PRIx64 ": %s",

@@ -5,8 +5,9 @@
  * the only valid one, or the valid one with the higher SequenceNumber.
  * Two valid headers with equal sequence numbers are accepted only when
  * byte-identical (Disk2VHD writes them so): otherwise which one is
- * current is undefined and the file is refused.  This slice reads only:
- * a non-empty log (LogGuid set) is refused until log replay exists.
+ * current is undefined and the file is refused.  The log fields are
+ * checked here; a set LogGuid is replayed by log.c.  Headers are never
+ * updated through the log, so they are read straight from the file.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -58,14 +59,6 @@ static int check_log_fields(struct vhdx_state *s, const struct vhdx_header *h)
     const char *path = s->img.path;
     uint64_t end;
 
-    if (!vhdx_guid_is_zero(&h->log_guid)) {
-        char g[37];
-        vhdx_guid_format(&h->log_guid, g);
-        img_log("vhdx: %s: header %d: LogGuid %s is set: the log holds "
-                "updates to replay, and log replay is not supported yet",
-                path, s->current_header, g);
-        return -ENOTSUP;
-    }
     if (h->log_offset % VHDX_MB || h->log_length % VHDX_MB) {
         img_log("vhdx: %s: header %d: LogOffset 0x%" PRIx64 " / LogLength "
                 "%" PRIu32 " not a multiple of 1 MB", path,
@@ -76,7 +69,7 @@ static int check_log_fields(struct vhdx_state *s, const struct vhdx_header *h)
         return 0;
     if (h->log_offset < VHDX_HEADER_SECTION ||
         __builtin_add_overflow(h->log_offset, h->log_length, &end) ||
-        end > s->file_size) {
+        end > s->real_size) {
         img_log("vhdx: %s: header %d: log at 0x%" PRIx64 " (%" PRIu32
                 " bytes) outside the file (%" PRIu64 " bytes)", path,
                 s->current_header, h->log_offset, h->log_length,

@@ -42,7 +42,7 @@ static const struct {
 /* Read item i's first items[i].size bytes (its entry already checked). */
 static int read_item(struct vhdx_state *s, int i, uint32_t off, void *out)
 {
-    int err = io_pread_full(s->fd, out, items[i].size,
+    int err = vhdx_pread(s, out, items[i].size,
                             s->metadata_region.offset + off);
     if (err)
         img_log("vhdx: %s: metadata item %s at region offset 0x%" PRIx32
@@ -179,7 +179,7 @@ int vhdx_read_metadata(struct vhdx_state *s)
     table = malloc(VHDX_METADATA_TABLE_SIZE);
     if (!table)
         return -ENOMEM;
-    err = io_pread_full(s->fd, table, VHDX_METADATA_TABLE_SIZE,
+    err = vhdx_pread(s, table, VHDX_METADATA_TABLE_SIZE,
                         s->metadata_region.offset);
     if (err) {
         img_log("vhdx: %s: reading the metadata table at 0x%" PRIx64 ": %s",

@@ -22,7 +22,7 @@ static int read_table(struct vhdx_state *s, uint64_t off, uint8_t *buf,
                       const char **why)
 {
     struct vhdx_region_header h;
-    int err = io_pread_full(s->fd, buf, VHDX_REGION_SIZE, off);
+    int err = vhdx_pread(s, buf, VHDX_REGION_SIZE, off);
     if (err == -ENODATA) {
         *why = "past end of file";
         return 0;

@@ -1,13 +1,16 @@
 /* The VHDX driver ([MS-VHDX] v8.0): open, and the read side.
  *
  * Scope of this version: fixed and dynamic files with 512- or 4096-byte
- * logical sectors, read-only.  Differencing files (HasParent), files
- * whose log holds updates (LogGuid set) and read-write opens are refused
- * with one line each; see README.md.
+ * logical sectors, read-only.  A pending log (LogGuid set) is replayed
+ * into an in-memory overlay (log.c); the file is never written.
+ * Differencing files (HasParent) and read-write opens are refused with
+ * one line each; see README.md.
  *
- * Open order: file identifier and headers (header.c), region table
- * (region.c), metadata (metadata.c), BAT (bat.c).  Everything is read
- * and checked at open; afterwards the state is immutable.
+ * Open order: file identifier and headers (header.c), log replay
+ * (log.c), region table (region.c), metadata (metadata.c), BAT (bat.c);
+ * everything after the headers is read through the overlay (vhdx_pread).
+ * Everything is read and checked at open; afterwards the state is
+ * immutable.
  *
  * Locking: none.  The BAT lives in memory and never changes after open;
  * data reads are positioned reads on one descriptor.  The export is
@@ -83,6 +86,7 @@ static void vhdx_free(struct vhdx_state *s)
     if (s->fd >= 0)
         close(s->fd);
     free(s->bat);
+    vhdx_overlay_free(s);
     free(s->img.path);
     free(s);
 }
@@ -121,9 +125,12 @@ static int vhdx_open(const struct img_open_args *args, struct image **out)
                 strerror(errno));
         goto out_free;
     }
-    s->file_size = (uint64_t)end;
+    s->real_size = s->file_size = (uint64_t)end;
 
-    if ((err = vhdx_read_headers(s)) || (err = vhdx_read_regions(s)) ||
+    /* The log may update the region table, metadata and BAT: it is
+     * replayed (into memory) before any of them is read. */
+    if ((err = vhdx_read_headers(s)) || (err = vhdx_replay_log(s)) ||
+        (err = vhdx_read_regions(s)) ||
         (err = vhdx_read_metadata(s)) || (err = vhdx_load_bat(s)))
         goto out_free;
 
@@ -182,7 +189,7 @@ static int vhdx_read(struct image *img, void *buf, uint64_t len, uint64_t off)
         uint64_t entry, n = locate(s, off, len, &entry);
         if (is_present(entry)) {
             uint64_t host = host_offset(s, entry, off);
-            int err = io_pread_full(s->fd, p, n, host);
+            int err = vhdx_pread(s, p, n, host);
             if (err) {
                 img_log("vhdx: %s: read %" PRIu64 " bytes at %" PRIu64
                         " (host 0x%" PRIx64 "): %s", img->path, n, off, host,
@@ -226,6 +233,9 @@ static int vhdx_map_nowait(struct image *img, uint64_t len, uint64_t off,
     uint64_t entry, n = locate(s, off, len, &entry);
 
     if (is_present(entry)) {
+        /* Replayed sectors live in memory, not in the file. */
+        if (vhdx_overlay_touches(s, host_offset(s, entry, off), n))
+            return -EAGAIN;
         m->kind = IMG_MAP_DATA;
         m->fd = s->fd;
         m->host_offset = host_offset(s, entry, off);

@@ -36,6 +36,11 @@
 #define VHDX_HEADER_SIGNATURE   0x64616568u             /* "head" */
 #define VHDX_REGION_SIGNATURE   0x69676572u             /* "regi" */
 #define VHDX_METADATA_SIGNATURE 0x617461646174656Dull   /* "metadata" */
+#define VHDX_LOG_SIGNATURE      0x65676F6Cu             /* "loge" */
+#define VHDX_LOG_DESC_SIGNATURE 0x63736564u             /* "desc" */
+#define VHDX_LOG_ZERO_SIGNATURE 0x6F72657Au             /* "zero" */
+#define VHDX_LOG_DATA_SIGNATURE 0x61746164u             /* "data" */
+#define VHDX_LOG_SECTOR         4096u                   /* 2.3.1 */
 
 /* Payload BAT entry states (2.5.1.1); 4 and 5 are reserved. */
 #define VHDX_PAYLOAD_NOT_PRESENT        0
@@ -97,6 +102,40 @@ struct vhdx_region_entry {
 } __attribute__((packed));
 _Static_assert(sizeof(struct vhdx_region_entry) == 32, "region entry");
 
+/* 2.3.1.1 Log Entry Header, at the start of an entry's first sector. */
+struct vhdx_log_entry_header {
+    uint32_t signature;         /* MUST be "loge" */
+    uint32_t checksum;          /* CRC-32C of EntryLength bytes, this 0 */
+    uint32_t entry_length;      /* multiple of 4 KB */
+    uint32_t tail;              /* log offset of the sequence's first entry */
+    uint64_t sequence_number;   /* > 0, +1 from entry to entry */
+    uint32_t descriptor_count;  /* may be 0 */
+    uint32_t reserved;          /* MUST be 0 */
+    struct vhdx_guid log_guid;  /* MUST equal the header's LogGuid */
+    uint64_t flushed_file_offset; /* file at least this long; 1 MB multiple */
+    uint64_t last_file_offset;  /* every structure below it; 1 MB multiple */
+} __attribute__((packed));
+_Static_assert(sizeof(struct vhdx_log_entry_header) == 64, "log entry header");
+
+/* 2.3.1.2 Zero Descriptor and 2.3.1.3 Data Descriptor share a layout. */
+struct vhdx_log_descriptor {
+    uint32_t signature;         /* "zero" or "desc" */
+    uint32_t trailing_bytes;    /* desc: bytes 4092-4095; zero: MUST be 0 */
+    uint64_t leading_bytes;     /* desc: bytes 0-7; zero: ZeroLength */
+    uint64_t file_offset;       /* multiple of 4 KB */
+    uint64_t sequence_number;   /* MUST equal the entry's */
+} __attribute__((packed));
+_Static_assert(sizeof(struct vhdx_log_descriptor) == 32, "log descriptor");
+
+/* 2.3.1.4 Data Sector: 4 KB, the update minus its first 8 / last 4 bytes. */
+struct vhdx_log_data_sector {
+    uint32_t signature;         /* MUST be "data" */
+    uint32_t sequence_high;     /* entry SequenceNumber >> 32 */
+    uint8_t data[4084];         /* bytes 8-4091 of the update */
+    uint32_t sequence_low;      /* entry SequenceNumber & 0xFFFFFFFF */
+} __attribute__((packed));
+_Static_assert(sizeof(struct vhdx_log_data_sector) == 4096, "data sector");
+
 /* 2.6.1.1 Metadata Table Header, at the start of the metadata region. */
 struct vhdx_metadata_header {
     uint64_t signature;         /* MUST be "metadata" */
@@ -140,11 +179,26 @@ struct vhdx_extent {
     uint64_t length;
 };
 
+/* One piece of the replayed log: len bytes at file offset off read as
+ * data (4 KB, a data descriptor) or, when data is NULL, as zeros. */
+struct vhdx_overlay_piece {
+    uint64_t off;
+    uint64_t len;
+    uint8_t *data;
+};
+
 /* The open image: everything read at open, immutable afterwards. */
 struct vhdx_state {
     struct image img;           /* first: the generic part */
     int fd;
-    uint64_t file_size;
+    uint64_t real_size;         /* the file's size on disk */
+    uint64_t file_size;         /* after replay: at least LastFileOffset */
+
+    /* log.c: the active log sequence replayed in memory, sorted by off,
+     * not overlapping; every read of the file goes through it. */
+    struct vhdx_overlay_piece *overlay;
+    size_t overlay_count;
+    uint64_t log_sequence;      /* head entry's SequenceNumber, 0: none */
 
     /* header.c */
     struct vhdx_header header;  /* the current header, host byte order */
@@ -181,6 +235,24 @@ bool vhdx_checksum_ok(const void *buf, size_t len, size_t csum_off);
 /* Check the file identifier and pick the current header.  0 or -errno
  * with one line logged. */
 int vhdx_read_headers(struct vhdx_state *s);
+
+/* Find the log's active sequence ([MS-VHDX] 2.3.3) when the current
+ * header has a LogGuid and replay it into the in-memory overlay.  0 or
+ * -errno with one line logged. */
+int vhdx_replay_log(struct vhdx_state *s);
+
+/* Read len bytes of the file at off as replayed: the file (zeros past its
+ * real end) with the overlay on top.  -ENODATA past file_size, other
+ * -errno on failure; logs nothing. */
+int vhdx_pread(const struct vhdx_state *s, void *buf, uint64_t len,
+               uint64_t off);
+
+/* Whether the overlay or the file's replayed extension covers any byte of
+ * [off, off+len): such a range cannot be read straight from the file. */
+bool vhdx_overlay_touches(const struct vhdx_state *s, uint64_t off,
+                          uint64_t len);
+
+void vhdx_overlay_free(struct vhdx_state *s);
 
 /* Read the region table, BAT and metadata regions located and checked
  * against the file and each other.  0 or -errno with one line logged. */

@@ -1,9 +1,11 @@
 # tests/vhdx: the VHDX driver's read side against qemu-img (which makes
 # the files) and libvhdi (an independent reader) as oracles.
-EXTRA_DIST += tests/vhdx/vhdxpoke.py tests/vhdx/vhdx-check.py
+EXTRA_DIST += tests/vhdx/vhdxpoke.py tests/vhdx/vhdx-check.py \
+	tests/vhdx/vhdxlog.py
 
 VHDX_TESTS = \
 	tests/vhdx/vhdx-geometries-match-qemu.sh \
-	tests/vhdx/vhdx-refuses-malformed-files.sh
+	tests/vhdx/vhdx-refuses-malformed-files.sh \
+	tests/vhdx/vhdx-read-only-export-replays-pending-log.sh
 TESTS += $(VHDX_TESTS)
 EXTRA_DIST += $(VHDX_TESTS)

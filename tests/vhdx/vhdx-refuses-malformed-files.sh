@@ -5,7 +5,7 @@
 # region, BlockSize 3 MiB, LogicalSectorSize 1024, VirtualDiskSize not a
 # multiple of the sector size, a payload block past the end of the file,
 # the HasParent flag (differencing: not supported yet) or a LogGuid set
-# (log replay: not supported yet) are refused when diskserve starts, with
+# over a log with no valid entry ([MS-VHDX] 2.3.3: corrupt) are refused when diskserve starts, with
 # one line naming the file, the field and the value; the process exits
 # with status 1, never by a signal.  A read-write export is refused with
 # a line telling the user to pass -r.
@@ -74,13 +74,13 @@ $POKE set "$img" $((65536 + 100)) B 0x5a
 $POKE set "$img" $((131072 + 0)) I 0
 refused "$img" "no valid header: header 1 (at 64 KB): bad checksum; header 2 (at 128 KB): bad signature"
 
-# LogGuid set in both headers (checksums fixed): a log to replay.
+# LogGuid set in both headers (checksums fixed) over an empty log.
 img=$(bad logguid)
 for h in 1 2; do
     $POKE set "$img" $((h * 65536 + 48)) guid 01234567-89ab-cdef-0123-456789abcdef
     $POKE fix "$img" header$h
 done
-refused "$img" "LogGuid 01234567-89AB-CDEF-0123-456789ABCDEF is set: the log holds updates to replay, and log replay is not supported yet"
+refused "$img" "LogGuid 01234567-89AB-CDEF-0123-456789ABCDEF is set but the log holds no valid entry sequence"
 
 set -- $($POKE region "$good" bat)
 bat_off=$1 bat_entry=$3

@@ -1,0 +1,173 @@
+#!/bin/sh
+# Claim: a VHDX file whose log holds updates not yet applied (a
+# qemu-made dynamic file, then a log appended by tests/vhdx/vhdxlog.py:
+# a new current header with a LogGuid, and two entries in one sequence
+# with data descriptors over payload sectors, a BAT sector making an
+# absent block present past the end of the file, and a zero descriptor)
+# is served read-only with the replayed content: the bytes equal what
+# qemu-img gives after its own replay (`qemu-img check -r all` on a
+# copy, then convert), and the file is not changed (sha256).  When the
+# second entry is torn (one byte of a data sector changed, a data
+# sector's SequenceLow wrong with the CRC fixed, a bad entry CRC, or a
+# foreign LogGuid) it is never applied: only the first entry is, and
+# QEMU's replay agrees (for the SequenceLow tear QEMU's replay fails and
+# it refuses the file: it checks data sectors only while applying).  A file shorter than the head entry's
+# FlushedFileOffset and a LogGuid with no valid sequence in the log are
+# refused with one line.
+. "$abs_top_srcdir/tests/functions.sh"
+require qemu-img timeout /usr/bin/python3 sha256sum cmp
+LOG="/usr/bin/python3 $abs_top_srcdir/tests/vhdx/vhdxlog.py"
+GUID=0badc0de-1234-4321-8765-0123456789ab
+OTHER=11111111-2222-3333-4444-555555555555
+SEED=${SEED:-$(date +%s)}
+echo "seed: $SEED"
+
+raw="$T/src.raw"
+truncate -s 16M "$raw"
+/usr/bin/python3 -c '
+import random, sys
+r = random.Random(int(sys.argv[1]))
+with open(sys.argv[2], "r+b") as f:
+    f.seek(2 << 20)
+    f.write(r.randbytes(3 << 20))
+' "$SEED" "$raw"
+base="$T/base.vhdx"
+qemu-img convert -q -f raw -O vhdx -o subformat=dynamic,block_size=1M \
+    "$raw" "$base"
+set -- $($LOG info "$base")
+bat=$3 size=$4
+eof=$(( (size + 1048575) / 1048576 * 1048576 ))
+# host BLOCK: the file offset of payload block BLOCK (present in base).
+host()
+{
+    /usr/bin/python3 -c '
+import struct, sys
+with open(sys.argv[1], "rb") as f:
+    f.seek(int(sys.argv[2]) + 8 * int(sys.argv[3]))
+    e = struct.unpack("<Q", f.read(8))[0]
+assert e & 7 == 6, "block not present"
+print(e & ~0xFFFFF)
+' "$base" "$bat" "$1"
+}
+b2=$(host 2) b3=$(host 3) b4=$(host 4)
+
+# make NAME [TEAR] [ENTRYGUID]: base plus a two-entry log; TEAR and a
+# foreign GUID go to the second entry.
+make()
+{
+    local img="$T/$1.vhdx" tear=${2:+tear=$2} g2=${3:-$GUID}
+    cp "$base" "$img"
+    $LOG guid "$img" $GUID
+    # Entry 10 (tail: itself): one payload sector.
+    $LOG entry "$img" 0 10 0 $GUID eof eof data:$((b2 + 8192)):$((SEED + 1))
+    # Entry 11 (tail: entry 10): overwrite that sector, another one, zero
+    # 8 KiB of block 4, map absent block 7 at the end of the file, zero
+    # 64 KiB over the sector written before and write inside that range
+    # (later updates replace earlier ones), and put
+    # two sectors of data in block 7, one its last: QEMU's replay does
+    # not extend the file to LastFileOffset, and then refuses the BAT.
+    $LOG entry "$img" 8192 11 0 "$g2" eof $((eof + 1048576)) $tear \
+        data:$((b2 + 8192)):$((SEED + 2)) data:$b3:$((SEED + 3)) \
+        zero:$((b4 + 4096)):8192 bat:7:$((eof | 6)) \
+        zero:$((b3 - 4096)):65536 data:$((b3 + 8192)):$((SEED + 6)) \
+        data:$((eof + 12288)):$((SEED + 4)) \
+        data:$((eof + 1048576 - 4096)):$((SEED + 5))
+    echo "$img"
+}
+
+# oracle IMG: QEMU's replay on a copy, then its bytes, in IMG.qemu.raw.
+oracle()
+{
+    cp "$1" "$1.copy"
+    qemu-img check -r all "$1.copy" >"$1.check" 2>&1 || true
+    qemu-img convert -q -f vhdx -O raw "$1.copy" "$1.qemu.raw" || {
+        cat "$1.check" >&2
+        fail "$1: qemu cannot read its own replay"
+    }
+}
+
+# served IMG: what diskserve -r serves, in IMG.ds.raw; the file unchanged.
+served()
+{
+    local before after
+    before=$(sha256sum <"$1")
+    ds_start "$(basename "$1")" -r "$1"
+    qemu-img convert -q -f raw -O raw "$DS_URI" "$1.ds.raw" ||
+        fail "$1: reading the export failed"
+    ds_stop "$DS_PID" || fail "$1: server exit status $?"
+    after=$(sha256sum <"$1")
+    [ "$before" = "$after" ] || fail "$1: diskserve changed the file"
+    grep -F "replayed log entries" "$T/$(basename "$1").log" || true
+}
+
+good=$(make good)
+oracle "$good"
+# QEMU reports its replay on open as one repaired corruption.
+grep -q "^ *1 corruptions" "$good.check" || {
+    cat "$good.check" >&2
+    fail "qemu-img check did not replay the log"
+}
+served "$good"
+cmp "$good.ds.raw" "$good.qemu.raw" ||
+    fail "replayed export differs from QEMU's replay"
+cmp -s "$good.ds.raw" "$raw" && fail "the log changed nothing"
+echo "good: served = QEMU's replay (qemu-img check:$(grep "corruptions" "$good.check"))"
+
+# The first entry alone: what every torn variant must serve.
+first="$T/first.vhdx"
+cp "$base" "$first"
+$LOG guid "$first" $GUID
+$LOG entry "$first" 0 10 0 $GUID eof eof data:$((b2 + 8192)):$((SEED + 1))
+oracle "$first"
+for v in data seq crc guid; do
+    if [ $v = guid ]; then
+        img=$(make torn-guid "" $OTHER)
+    else
+        img=$(make torn-$v $v)
+    fi
+    served "$img"
+    cmp "$img.ds.raw" "$first.qemu.raw" ||
+        fail "$img: torn entry applied (or first entry not)"
+    if [ $v = seq ]; then
+        # QEMU checks data sector sequence numbers only while replaying:
+        # it takes entry 11 into the sequence, then fails and refuses.
+        cp "$img" "$img.copy"
+        if qemu-img check -r all "$img.copy" >"$img.check" 2>&1; then
+            fail "$img: QEMU replayed a torn entry"
+        fi
+        echo "torn ($v): entry 11 not applied; QEMU refuses the file"
+        continue
+    fi
+    oracle "$img"
+    cmp "$img.qemu.raw" "$first.qemu.raw" ||
+        fail "$img: QEMU's replay disagrees"
+    echo "torn ($v): entry 11 not applied; QEMU agrees"
+done
+
+# refused IMAGE MESSAGE: exit status 1, one line naming the image.
+refused()
+{
+    local rc=0
+    timeout 10 "$DISKSERVE" -r -k "$T/never.sock" "$1" >"$T/out" 2>&1 ||
+        rc=$?
+    [ $rc -eq 1 ] || { cat "$T/out" >&2; fail "$1: exit status $rc"; }
+    [ "$(grep -cF "$2" "$T/out")" = 1 ] &&
+        grep -F "$2" "$T/out" | grep -qF "vhdx: $1:" || {
+        cat "$T/out" >&2
+        fail "$1: no one line naming the file with '$2'"
+    }
+    echo "refused: $(grep -F "$2" "$T/out")"
+}
+
+img="$T/truncated.vhdx"
+cp "$base" "$img"
+$LOG guid "$img" $GUID
+$LOG entry "$img" 0 10 0 $GUID $((eof + 1048576)) $((eof + 1048576)) \
+    data:$((b2 + 8192)):1
+refused "$img" "shorter than the log's FlushedFileOffset $((eof + 1048576))"
+
+img="$T/only-torn.vhdx"
+cp "$base" "$img"
+$LOG guid "$img" $GUID
+$LOG entry "$img" 0 10 0 $GUID eof eof tear=data data:$((b2 + 8192)):1
+refused "$img" "is set but the log holds no valid entry sequence"
