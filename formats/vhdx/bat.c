@@ -6,7 +6,9 @@
  * so payload block n sits at index n + n / ChunkRatio.  The whole table
  * is loaded at open (as QEMU does: 8 bytes per block, 512 MiB for a 64 TB
  * disk of 1 MB blocks) and every entry checked there, so reads index it
- * without further checks: states valid for a non-differencing file, and
+ * without further checks: states valid for the file's type (sector
+ * bitmap blocks and PARTIALLY_PRESENT only in differencing files, the
+ * latter only where its chunk's sector bitmap block is present), and
  * present blocks inside the file, after the header section, overlapping
  * neither the log, a region nor each other.
  */
@@ -29,8 +31,15 @@ static int compute_geometry(struct vhdx_state *s)
     s->chunk_ratio = (uint32_t)(chunk / s->block_size);
     s->block_shift = (uint32_t)__builtin_ctz(s->block_size);
     s->payload_blocks = (s->disk_size + s->block_size - 1) >> s->block_shift;
-    s->bat_entries = s->payload_blocks == 0 ? 0 :
-        s->payload_blocks + (s->payload_blocks - 1) / s->chunk_ratio;
+    if (s->has_parent) {
+        /* Every chunk ends with its sector bitmap entry (2.5). */
+        uint64_t chunks = (s->payload_blocks + s->chunk_ratio - 1) /
+                          s->chunk_ratio;
+        s->bat_entries = chunks * ((uint64_t)s->chunk_ratio + 1);
+    } else {
+        s->bat_entries = s->payload_blocks == 0 ? 0 :
+            s->payload_blocks + (s->payload_blocks - 1) / s->chunk_ratio;
+    }
     if (__builtin_mul_overflow(s->bat_entries, 8, &bytes) ||
         bytes > s->bat_region.length) {
         img_log("vhdx: %s: BAT region Length %" PRIu64 " too small for %"
@@ -55,6 +64,45 @@ static bool claim(uint8_t *used, uint64_t off, uint64_t len)
     return ok;
 }
 
+/* Check sector bitmap entry i: NOT_PRESENT (no block of its chunk may
+ * then be PARTIALLY_PRESENT, checked with those), or, in a differencing
+ * file, PRESENT with its 1 MB inside the file and overlapping nothing. */
+static int check_bitmap_entry(struct vhdx_state *s, uint64_t i,
+                              uint8_t *used)
+{
+    const char *path = s->img.path;
+    uint64_t e = s->bat[i], off = e & VHDX_BAT_OFFSET_MASK, end;
+    unsigned state = (unsigned)(e & VHDX_BAT_STATE_MASK);
+
+    if (state == VHDX_SB_NOT_PRESENT)
+        return 0;
+    if (state != VHDX_SB_PRESENT || !s->has_parent) {
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": sector bitmap state %u "
+                "(must be 0%s)", path, i, state,
+                s->has_parent ? " or 6" : " in a file without parent");
+        return -EINVAL;
+    }
+    if (e & VHDX_BAT_RESERVED_MASK) {
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": reserved bits set "
+                "(0x%016" PRIx64 ")", path, i, e);
+        return -EINVAL;
+    }
+    if (off < VHDX_HEADER_SECTION ||
+        __builtin_add_overflow(off, VHDX_MB, &end) || end > s->file_size) {
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": sector bitmap block at 0x%"
+                PRIx64 " outside the file (%" PRIu64 " bytes)", path, i, off,
+                s->file_size);
+        return -EINVAL;
+    }
+    if (!claim(used, off, VHDX_MB)) {
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": sector bitmap block at 0x%"
+                PRIx64 " overlaps the log, a region or another block", path,
+                i, off);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 /* Check entry i (already host order) against the file layout. */
 static int check_entry(struct vhdx_state *s, uint64_t i, uint8_t *used)
 {
@@ -64,14 +112,8 @@ static int check_entry(struct vhdx_state *s, uint64_t i, uint8_t *used)
     uint64_t off = e & VHDX_BAT_OFFSET_MASK, end;
     uint64_t n = i - i / ((uint64_t)s->chunk_ratio + 1);
 
-    if (i % ((uint64_t)s->chunk_ratio + 1) == s->chunk_ratio) {
-        if (state != VHDX_SB_NOT_PRESENT) {
-            img_log("vhdx: %s: BAT entry %" PRIu64 ": sector bitmap state %u "
-                    "in a file without parent (must be 0)", path, i, state);
-            return -EINVAL;
-        }
-        return 0;
-    }
+    if (i % ((uint64_t)s->chunk_ratio + 1) == s->chunk_ratio)
+        return check_bitmap_entry(s, i, used);
     switch (state) {
     case VHDX_PAYLOAD_NOT_PRESENT:
     case VHDX_PAYLOAD_UNDEFINED:
@@ -81,9 +123,19 @@ static int check_entry(struct vhdx_state *s, uint64_t i, uint8_t *used)
     case VHDX_PAYLOAD_FULLY_PRESENT:
         break;
     case VHDX_PAYLOAD_PARTIALLY_PRESENT:
-        img_log("vhdx: %s: BAT entry %" PRIu64 ": PARTIALLY_PRESENT in a "
-                "file without parent", path, i);
-        return -EINVAL;
+        if (!s->has_parent) {
+            img_log("vhdx: %s: BAT entry %" PRIu64 ": PARTIALLY_PRESENT in "
+                    "a file without parent", path, i);
+            return -EINVAL;
+        }
+        if ((vhdx_bitmap_entry(s, n) & VHDX_BAT_STATE_MASK) !=
+            VHDX_SB_PRESENT) {
+            img_log("vhdx: %s: BAT entry %" PRIu64 ": PARTIALLY_PRESENT but "
+                    "its chunk's sector bitmap block is not present", path,
+                    i);
+            return -EINVAL;
+        }
+        break;
     default:
         img_log("vhdx: %s: BAT entry %" PRIu64 ": reserved state %u", path,
                 i, state);
@@ -142,8 +194,11 @@ int vhdx_load_bat(struct vhdx_state *s)
     claim(used, s->header.log_offset, s->header.log_length);
     claim(used, s->bat_region.offset, s->bat_region.length);
     claim(used, s->metadata_region.offset, s->metadata_region.length);
-    for (uint64_t i = 0; i < s->bat_entries; i++) {
+    /* All in host order first: a payload entry's check looks ahead at
+     * its chunk's sector bitmap entry. */
+    for (uint64_t i = 0; i < s->bat_entries; i++)
         s->bat[i] = vhdx_le64(s->bat[i]);
+    for (uint64_t i = 0; i < s->bat_entries; i++) {
         if ((err = check_entry(s, i, used)))
             break;
     }

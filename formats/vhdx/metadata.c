@@ -4,8 +4,8 @@
  *
  * Every entry's offset and length are checked against the region before
  * an item is read; an unknown item marked required refuses the file, a
- * known required one that is missing too.  Differencing files (HasParent)
- * are refused until parent locators and sector bitmaps are read.
+ * known required one that is missing too.  A differencing file
+ * (HasParent) must have a parent locator, parsed in parent.c.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -97,7 +97,7 @@ static bool is_pow2(uint64_t v)
 
 /* Decode and check the known items found in the table. */
 static int decode_items(struct vhdx_state *s, const uint32_t *where,
-                        const bool *found)
+                        const uint32_t *lens, const bool *found)
 {
     const char *path = s->img.path;
     struct vhdx_file_parameters fp;
@@ -124,9 +124,15 @@ static int decode_items(struct vhdx_state *s, const uint32_t *where,
     }
     s->has_parent = s->param_flags & VHDX_PARAM_HAS_PARENT;
     if (s->has_parent) {
-        img_log("vhdx: %s: metadata: HasParent is set: differencing VHDX "
-                "not supported yet", path);
-        return -ENOTSUP;
+        if (!found[ITEM_PARENT]) {
+            img_log("vhdx: %s: metadata: HasParent is set but the Parent "
+                    "Locator item is missing", path);
+            return -EINVAL;
+        }
+        err = vhdx_read_parent_locator(s, where[ITEM_PARENT],
+                                       lens[ITEM_PARENT]);
+        if (err)
+            return err;
     }
 
     if ((err = read_item(s, ITEM_LOGICAL, where[ITEM_LOGICAL], &v)))
@@ -166,7 +172,7 @@ int vhdx_read_metadata(struct vhdx_state *s)
 {
     const char *path = s->img.path;
     struct vhdx_metadata_header h;
-    uint32_t where[N_ITEMS] = { 0 };
+    uint32_t where[N_ITEMS] = { 0 }, lens[N_ITEMS] = { 0 };
     bool found[N_ITEMS] = { false };
     uint8_t *table;
     int err;
@@ -218,8 +224,9 @@ int vhdx_read_metadata(struct vhdx_state *s)
         }
         found[i] = true;
         where[i] = vhdx_le32(e.offset);
+        lens[i] = vhdx_le32(e.length);
     }
-    err = decode_items(s, where, found);
+    err = decode_items(s, where, lens, found);
 
 out_free:
     free(table);

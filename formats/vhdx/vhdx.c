@@ -1,14 +1,27 @@
 /* The VHDX driver ([MS-VHDX] v8.0): open, and the read side.
  *
- * Scope of this version: fixed and dynamic files with 512- or 4096-byte
- * logical sectors, read-only.  A pending log (LogGuid set) is replayed
- * into an in-memory overlay (log.c); the file is never written.
- * Differencing files (HasParent) and read-write opens are refused with
- * one line each; see README.md.
+ * Scope of this version: fixed, dynamic and differencing files with 512-
+ * or 4096-byte logical sectors, read-only.  A pending log (LogGuid set)
+ * is replayed into an in-memory overlay (log.c); the file is never
+ * written.  Read-write opens are refused with one line; see README.md.
  *
  * Open order: file identifier and headers (header.c), log replay
- * (log.c), region table (region.c), metadata (metadata.c), BAT (bat.c);
- * everything after the headers is read through the overlay (vhdx_pread).
+ * (log.c), region table (region.c), metadata with the parent locator
+ * (metadata.c, parent.c), BAT (bat.c), then the parent (parent.c, which
+ * opens it through img_open); everything after the headers is read
+ * through the overlay (vhdx_pread).
+ *
+ * Payload block states in a differencing file ([MS-VHDX] 2.5.1.1):
+ * FULLY_PRESENT reads this file; PARTIALLY_PRESENT reads, sector by
+ * sector, this file where the chunk's sector bitmap bit is 1 and the
+ * parent where it is 0 (the bitmap is read from the file on demand, at
+ * most BlockSize / LogicalSectorSize / 8 bytes a request); NOT_PRESENT
+ * reads the parent (the spec's SHOULD); ZERO reads zeros (MUST).
+ * UNDEFINED may read as arbitrary data: we read the parent, what the
+ * block held before the child ever wrote it.  UNMAPPED reads "zero data
+ * or the contents before the unmap"; the parent's data is not the
+ * latter when the child had written the block, so we read zeros.  In a
+ * file without parent every state but FULLY_PRESENT reads zeros.
  * Everything is read and checked at open; afterwards the state is
  * immutable.
  *
@@ -83,6 +96,10 @@ static int vhdx_probe(const uint8_t *buf, size_t len)
 
 static void vhdx_free(struct vhdx_state *s)
 {
+    img_close(s->parent);
+    free(s->relative_path);
+    free(s->volume_path);
+    free(s->absolute_win32_path);
     if (s->fd >= 0)
         close(s->fd);
     free(s->bat);
@@ -131,10 +148,12 @@ static int vhdx_open(const struct img_open_args *args, struct image **out)
      * replayed (into memory) before any of them is read. */
     if ((err = vhdx_read_headers(s)) || (err = vhdx_replay_log(s)) ||
         (err = vhdx_read_regions(s)) ||
-        (err = vhdx_read_metadata(s)) || (err = vhdx_load_bat(s)))
+        (err = vhdx_read_metadata(s)) || (err = vhdx_load_bat(s)) ||
+        (err = vhdx_open_parent(s, args)))
         goto out_free;
 
-    if (fstatfs(s->fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC)
+    if (fstatfs(s->fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC &&
+        (!s->parent || s->parent->nowait_reads))
         s->img.nowait_reads = 1;
     s->img.ops = &vhdx_ops;
     s->img.size = s->disk_size;
@@ -169,9 +188,27 @@ static uint64_t locate(const struct vhdx_state *s, uint64_t off,
     return left < len ? left : len;
 }
 
+static unsigned state_of(uint64_t entry)
+{
+    return (unsigned)(entry & VHDX_BAT_STATE_MASK);
+}
+
 static bool is_present(uint64_t entry)
 {
-    return (entry & VHDX_BAT_STATE_MASK) == VHDX_PAYLOAD_FULLY_PRESENT;
+    return state_of(entry) == VHDX_PAYLOAD_FULLY_PRESENT;
+}
+
+static bool is_partial(uint64_t entry)
+{
+    return state_of(entry) == VHDX_PAYLOAD_PARTIALLY_PRESENT;
+}
+
+/* Whether a block in this state reads from the parent (see the top). */
+static bool reads_parent(const struct vhdx_state *s, uint64_t entry)
+{
+    unsigned state = state_of(entry);
+    return s->parent && (state == VHDX_PAYLOAD_NOT_PRESENT ||
+                         state == VHDX_PAYLOAD_UNDEFINED);
 }
 
 static uint64_t host_offset(const struct vhdx_state *s, uint64_t entry,
@@ -180,27 +217,123 @@ static uint64_t host_offset(const struct vhdx_state *s, uint64_t entry,
     return (entry & VHDX_BAT_OFFSET_MASK) + (off & (s->block_size - 1));
 }
 
+/* Read guest bytes [off, off+len) of a present block from the file. */
+static int read_here(struct vhdx_state *s, uint8_t *p, uint64_t len,
+                     uint64_t off, uint64_t entry)
+{
+    uint64_t host = host_offset(s, entry, off);
+    int err = vhdx_pread(s, p, len, host);
+
+    if (err) {
+        img_log("vhdx: %s: read %" PRIu64 " bytes at %" PRIu64 " (host 0x%"
+                PRIx64 "): %s", s->img.path, len, off, host, strerror(-err));
+        return err == -ENODATA ? -EIO : err;
+    }
+    return 0;
+}
+
+/* The parent has the child's size (checked at open). */
+static int read_parent(struct vhdx_state *s, uint8_t *p, uint64_t len,
+                       uint64_t off)
+{
+    return s->parent->ops->read(s->parent, p, len, off);
+}
+
+/* The sector bitmap bits of the sectors holding guest bytes [off, end)
+ * of one PARTIALLY_PRESENT block. */
+struct sector_bits {
+    uint8_t *bits;
+    uint64_t shift;             /* bit of the sector holding off */
+    uint64_t first;             /* guest offset of that sector */
+    uint32_t sector;            /* LogicalSectorSize */
+};
+
+static int load_bits(struct vhdx_state *s, uint64_t off, uint64_t end,
+                     struct sector_bits *b)
+{
+    uint64_t n = off >> s->block_shift;
+    uint64_t spb = s->block_size / s->logical_sector_size;
+    uint64_t s0 = (off & (s->block_size - 1)) / s->logical_sector_size;
+    uint64_t count = (end - off + (off % s->logical_sector_size) +
+                      s->logical_sector_size - 1) / s->logical_sector_size;
+    uint64_t bit0 = (n % s->chunk_ratio) * spb + s0;
+    uint64_t byte0 = bit0 / 8, nbytes = (bit0 + count + 7) / 8 - byte0;
+    uint64_t sb = vhdx_bitmap_entry(s, n) & VHDX_BAT_OFFSET_MASK;
+    int err;
+
+    b->bits = malloc(nbytes);
+    if (!b->bits)
+        return -ENOMEM;
+    b->shift = bit0 - byte0 * 8;
+    b->first = off - off % s->logical_sector_size;
+    b->sector = s->logical_sector_size;
+    err = vhdx_pread(s, b->bits, nbytes, sb + byte0);
+    if (err) {
+        img_log("vhdx: %s: reading the sector bitmap of block %" PRIu64
+                " (host 0x%" PRIx64 "): %s", s->img.path, n, sb + byte0,
+                strerror(-err));
+        free(b->bits);
+        b->bits = NULL;
+        return err == -ENODATA ? -EIO : err;
+    }
+    return 0;
+}
+
+static bool bit_at(const struct sector_bits *b, uint64_t off)
+{
+    uint64_t k = b->shift + (off - b->first) / b->sector;
+    return b->bits[k / 8] >> (k % 8) & 1;
+}
+
+/* The bytes from off (< end) whose sectors all have the bit *here has. */
+static uint64_t bits_run(const struct sector_bits *b, uint64_t off,
+                         uint64_t end, bool *here)
+{
+    uint64_t next = off - (off - b->first) % b->sector + b->sector;
+
+    *here = bit_at(b, off);
+    while (next < end && bit_at(b, next) == *here)
+        next += b->sector;
+    return (next < end ? next : end) - off;
+}
+
+static int read_partial(struct vhdx_state *s, uint8_t *p, uint64_t len,
+                        uint64_t off, uint64_t entry)
+{
+    struct sector_bits b;
+    uint64_t end = off + len;
+    int err = load_bits(s, off, end, &b);
+
+    while (!err && off < end) {
+        bool here;
+        uint64_t n = bits_run(&b, off, end, &here);
+        err = here ? read_here(s, p, n, off, entry)
+                   : read_parent(s, p, n, off);
+        p += n;
+        off += n;
+    }
+    free(b.bits);
+    return err;
+}
+
 static int vhdx_read(struct image *img, void *buf, uint64_t len, uint64_t off)
 {
     struct vhdx_state *s = to_vhdx(img);
     uint8_t *p = buf;
+    int err = 0;
 
     while (len > 0) {
         uint64_t entry, n = locate(s, off, len, &entry);
-        if (is_present(entry)) {
-            uint64_t host = host_offset(s, entry, off);
-            int err = vhdx_pread(s, p, n, host);
-            if (err) {
-                img_log("vhdx: %s: read %" PRIu64 " bytes at %" PRIu64
-                        " (host 0x%" PRIx64 "): %s", img->path, n, off, host,
-                        strerror(-err));
-                return err == -ENODATA ? -EIO : err;
-            }
-        } else {
-            /* NOT_PRESENT, UNDEFINED, ZERO and UNMAPPED read as zeros
-             * (the spec allows zeros for each in a file without parent). */
+        if (is_present(entry))
+            err = read_here(s, p, n, off, entry);
+        else if (is_partial(entry))
+            err = read_partial(s, p, n, off, entry);
+        else if (reads_parent(s, entry))
+            err = read_parent(s, p, n, off);
+        else
             memset(p, 0, n);
-        }
+        if (err)
+            return err;
         p += n;
         off += n;
         len -= n;
@@ -208,17 +341,91 @@ static int vhdx_read(struct image *img, void *buf, uint64_t len, uint64_t off)
     return 0;
 }
 
+/* 0, or 1 when e is full. */
+static int add_extent(struct img_extents *e, uint64_t len, uint32_t flags,
+                      uint32_t depth)
+{
+    return img_extents_add(e, len, flags, depth) ? 0 : 1;
+}
+
+/* Describe [off, off+len) from the parent, one level deeper.  0, 1 when
+ * e is full, or -errno. */
+static int status_parent(struct vhdx_state *s, uint64_t off, uint64_t len,
+                         struct img_extents *e)
+{
+    struct image *b = s->parent;
+    uint64_t end = off + len;
+
+    while (off < end) {
+        struct img_extent tmp[64];
+        struct img_extents be = { tmp, 0, 64, off };
+        int err = b->ops->block_status(b, end - off, off, &be);
+        if (err)
+            return err;
+        uint64_t got = 0;
+        for (size_t i = 0; i < be.n && got < end - off; i++) {
+            uint64_t l = tmp[i].length < end - off - got ? tmp[i].length
+                                                         : end - off - got;
+            uint32_t depth = tmp[i].depth ? tmp[i].depth + 1 : 0;
+            if (add_extent(e, l, tmp[i].flags, depth))
+                return 1;
+            got += l;
+        }
+        if (got == 0)
+            return -EIO;    /* the parent described nothing */
+        off += got;
+    }
+    return 0;
+}
+
+static int status_partial(struct vhdx_state *s, uint64_t off, uint64_t len,
+                          struct img_extents *e)
+{
+    struct sector_bits b;
+    uint64_t end = off + len;
+    int err = load_bits(s, off, end, &b);
+
+    while (!err && off < end) {
+        bool here;
+        uint64_t n = bits_run(&b, off, end, &here);
+        err = here ? add_extent(e, n, 0, 1) : status_parent(s, off, n, e);
+        off += n;
+    }
+    free(b.bits);
+    return err;
+}
+
 static int vhdx_block_status(struct image *img, uint64_t len, uint64_t off,
                              struct img_extents *e)
 {
     struct vhdx_state *s = to_vhdx(img);
+    int err;
 
     while (len > 0) {
         uint64_t entry, n = locate(s, off, len, &entry);
-        unsigned state = (unsigned)(entry & VHDX_BAT_STATE_MASK);
-        uint32_t flags = is_present(entry) ? 0 : IMG_EXT_HOLE | IMG_EXT_ZERO;
-        uint32_t depth = is_present(entry) || state == VHDX_PAYLOAD_ZERO;
-        if (!img_extents_add(e, n, flags, depth))
+        unsigned state = state_of(entry);
+        if (is_present(entry)) {
+            err = add_extent(e, n, 0, 1);
+        } else if (is_partial(entry)) {
+            err = status_partial(s, off, n, e);
+        } else if (reads_parent(s, entry)) {
+            /* One question to the parent for the whole stretch. */
+            uint64_t more, next;
+            while (n < len &&
+                   (next = locate(s, off + n, len - n, &more), 1) &&
+                   reads_parent(s, more))
+                n += next;
+            err = status_parent(s, off, n, e);
+        } else {
+            /* Zeros defined here (ZERO; UNMAPPED over a parent), or a
+             * hole in a file without parent. */
+            uint32_t depth = state == VHDX_PAYLOAD_ZERO ||
+                             (s->parent && state == VHDX_PAYLOAD_UNMAPPED);
+            err = add_extent(e, n, IMG_EXT_HOLE | IMG_EXT_ZERO, depth);
+        }
+        if (err < 0)
+            return err;
+        if (err)
             break;
         off += n;
         len -= n;
@@ -239,11 +446,26 @@ static int vhdx_map_nowait(struct image *img, uint64_t len, uint64_t off,
         m->kind = IMG_MAP_DATA;
         m->fd = s->fd;
         m->host_offset = host_offset(s, entry, off);
+    } else if (is_partial(entry)) {
+        return -EAGAIN;         /* the sector bitmap is on disk */
+    } else if (reads_parent(s, entry)) {
+        struct image *b = s->parent;
+        if (!b->ops->map_nowait)
+            return -EAGAIN;
+        return b->ops->map_nowait(b, n, off, m);
     } else {
         m->kind = IMG_MAP_ZERO;
     }
     m->length = n;
     return 0;
+}
+
+static void vhdx_map_done(struct image *img)
+{
+    struct vhdx_state *s = to_vhdx(img);
+
+    if (s->parent && s->parent->ops->map_done)
+        s->parent->ops->map_done(s->parent);
 }
 
 static int vhdx_cache(struct image *img, uint64_t len, uint64_t off)
@@ -252,9 +474,12 @@ static int vhdx_cache(struct image *img, uint64_t len, uint64_t off)
 
     while (len > 0) {
         uint64_t entry, n = locate(s, off, len, &entry);
-        if (is_present(entry))
+        if (is_present(entry) || is_partial(entry))
             posix_fadvise(s->fd, (off_t)host_offset(s, entry, off),
                           (off_t)n, POSIX_FADV_WILLNEED);
+        if ((is_partial(entry) || reads_parent(s, entry)) &&
+            s->parent->ops->cache)
+            s->parent->ops->cache(s->parent, n, off);
         off += n;
         len -= n;
     }
@@ -270,4 +495,5 @@ const struct img_ops vhdx_ops = {
     .cache = vhdx_cache,
     .block_status = vhdx_block_status,
     .map_nowait = vhdx_map_nowait,
+    .map_done = vhdx_map_done,
 };

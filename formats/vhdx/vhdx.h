@@ -30,6 +30,7 @@
 #define VHDX_METADATA_MAX_ENTRIES 2047u
 #define VHDX_MAX_DISK_SIZE      (64ull << 40)    /* 2.6.2.2: 64 TB */
 #define VHDX_SECTORS_PER_BITMAP (1u << 23)       /* 2.4 */
+#define VHDX_MAX_CHAIN_DEPTH    32u              /* parents below a child */
 
 /* Signatures, as the little-endian value of their ASCII bytes. */
 #define VHDX_FILE_SIGNATURE     0x656C696678646876ull   /* "vhdxfile" */
@@ -217,6 +218,16 @@ struct vhdx_state {
     struct vhdx_guid page83;
     bool has_parent;
 
+    /* parent.c: the parent locator of a differencing file (strings in
+     * UTF-8, NULL when the key is absent) and the open parent. */
+    struct vhdx_guid parent_linkage;
+    struct vhdx_guid parent_linkage2;
+    bool has_linkage2;
+    char *relative_path;
+    char *volume_path;
+    char *absolute_win32_path;
+    struct image *parent;       /* read-only VHDX, same disk size */
+
     /* bat.c */
     uint32_t chunk_ratio;       /* payload blocks per sector bitmap block */
     uint32_t block_shift;       /* log2(block_size) */
@@ -261,6 +272,16 @@ int vhdx_read_regions(struct vhdx_state *s);
 /* Read and check the metadata items.  0 or -errno with one line logged. */
 int vhdx_read_metadata(struct vhdx_state *s);
 
+/* Parse the parent locator item: len bytes at metadata region offset off
+ * (the table entry already checked against the region).  0 or -errno
+ * with one line logged. */
+int vhdx_read_parent_locator(struct vhdx_state *s, uint32_t off,
+                             uint32_t len);
+
+/* Find, open and check the parent of a differencing file (read-only,
+ * one level deeper in the chain).  0 or -errno with one line logged. */
+int vhdx_open_parent(struct vhdx_state *s, const struct img_open_args *args);
+
 /* Compute the BAT geometry, load the BAT and check every entry.  0 or
  * -errno with one line logged. */
 int vhdx_load_bat(struct vhdx_state *s);
@@ -270,6 +291,14 @@ static inline uint64_t vhdx_payload_entry(const struct vhdx_state *s,
                                           uint64_t n)
 {
     return s->bat[n + n / s->chunk_ratio];
+}
+
+/* The BAT entry of the sector bitmap block covering payload block n. */
+static inline uint64_t vhdx_bitmap_entry(const struct vhdx_state *s,
+                                         uint64_t n)
+{
+    return s->bat[(n / s->chunk_ratio) * ((uint64_t)s->chunk_ratio + 1) +
+                  s->chunk_ratio];
 }
 
 /* Little-endian loads, for fields read out of a packed struct. */

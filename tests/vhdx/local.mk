@@ -1,11 +1,12 @@
 # tests/vhdx: the VHDX driver's read side against qemu-img (which makes
 # the files) and libvhdi (an independent reader) as oracles.
 EXTRA_DIST += tests/vhdx/vhdxpoke.py tests/vhdx/vhdx-check.py \
-	tests/vhdx/vhdxlog.py
+	tests/vhdx/vhdxlog.py tests/vhdx/vhdxdiff.py
 
 VHDX_TESTS = \
 	tests/vhdx/vhdx-geometries-match-qemu.sh \
 	tests/vhdx/vhdx-refuses-malformed-files.sh \
-	tests/vhdx/vhdx-read-only-export-replays-pending-log.sh
+	tests/vhdx/vhdx-read-only-export-replays-pending-log.sh \
+	tests/vhdx/vhdx-differencing-chain-matches-libvhdi.sh
 TESTS += $(VHDX_TESTS)
 EXTRA_DIST += $(VHDX_TESTS)

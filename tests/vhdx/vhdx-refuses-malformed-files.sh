@@ -4,7 +4,7 @@
 # BAT region outside the file, overlapping regions, an unknown required
 # region, BlockSize 3 MiB, LogicalSectorSize 1024, VirtualDiskSize not a
 # multiple of the sector size, a payload block past the end of the file,
-# the HasParent flag (differencing: not supported yet) or a LogGuid set
+# the HasParent flag without a parent locator, or a LogGuid set
 # over a log with no valid entry ([MS-VHDX] 2.3.3: corrupt) are refused when diskserve starts, with
 # one line naming the file, the field and the value; the process exits
 # with status 1, never by a signal.  A read-write export is refused with
@@ -126,7 +126,7 @@ refused "$img" "BlockSize 3145728 is not a power of 2 between 1 MB and 256 MB"
 img=$(bad bs512m); $POKE set "$img" "$fp" I $((512 << 20))
 refused "$img" "BlockSize 536870912 is not a power of 2"
 img=$(bad has-parent); $POKE set "$img" $((fp + 4)) I 2
-refused "$img" "HasParent is set: differencing VHDX not supported yet"
+refused "$img" "HasParent is set but the Parent Locator item is missing"
 
 img=$(bad lss1024); $POKE set "$img" "$($POKE item "$good" logical)" I 1024
 refused "$img" "LogicalSectorSize 1024 is not 512 or 4096"
