@@ -46,6 +46,7 @@ show_failures tests
 if [ "${SANITIZERS:-0}" = 1 ]; then
     fast=$(cd "$top" && ls tests/unit/*.c tests/integration/*.c \
                tests/protocol/*.py tests/interop/*.sh tests/server/*.sh \
+               tests/fuzz/*-survives-seed-corpus.sh \
                2>/dev/null | grep -v -e harness -e nbdraw -e test-qcow2-crypto |
            sed 's/\.c$//' | tr '\n' ' ')
     make check-sanitizers TESTS="$fast" >check-sanitizers.out 2>&1

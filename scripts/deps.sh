@@ -6,6 +6,7 @@ pkgs=(
     build-essential autoconf automake pkg-config
     libuv1-dev zlib1g-dev libzstd-dev nettle-dev libinih-dev libjson-c-dev
     libisal-dev
+    clang-14 libfuzzer-14-dev
     libnbd-dev libnbd-bin python3-libnbd python3-libvhdi
     qemu-utils qemu-system-x86 nbdkit fio nbd-client
     linux-image-amd64 busybox-static e2fsprogs cpio gzip util-linux python3

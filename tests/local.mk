@@ -14,3 +14,4 @@ include tests/vm/local.mk
 include tests/crash/local.mk
 include tests/img/local.mk
 include tests/vhdx/local.mk
+include tests/fuzz/local.mk

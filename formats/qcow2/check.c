@@ -851,7 +851,8 @@ static int place_new_area(struct ck *c, const uint64_t *used, size_t n_used,
             "new refcount structures safely");
         return -ENOMEM;
     }
-    qsort(c->past, c->n_past, sizeof *c->past, cmp_past);
+    if (c->n_past)
+        qsort(c->past, c->n_past, sizeof *c->past, cmp_past);
     for (;;) {
         size_new_area(c, used, n_used, t, nb, rt_cl);
         uint64_t end = t + *rt_cl + *nb;

@@ -1,0 +1,369 @@
+/* fuzz-qcow2-open: the input is a qcow2 file.  Open it read-only, read
+ * the start of the disk (at most READ_LIMIT bytes, in 64 KiB reads), ask
+ * for block status and dirty-bitmap status over the same range, open the
+ * first internal snapshot; then, when it opened, open a copy read-write,
+ * apply 2-4 writes, zeroings or trims described by the last bytes of the
+ * input, flush, close, and run the refcount check (formats/qcow2/check.h)
+ * on the result.
+ *
+ * Aborts (a finding) when: an image whose check found nothing before the
+ * requests has errors after them (or new leaks, when every request
+ * succeeded); data just written or zeroed does not read back; block
+ * status breaks the extent-list rules of image.h.  Sanitizer reports and
+ * leaks are findings too.  Drivers log bad metadata to stderr; that is
+ * expected.
+ *
+ * Bounds: inputs over 1 MiB are skipped, and each input stops issuing
+ * reads once it has run for a second.  Backing and data file names are
+ * resolved next to the image, in a private directory: an input naming
+ * anything outside it (a '/' in the name, or a data file that does not
+ * exist there, which the driver would look for in the working
+ * directory) is skipped, so the fuzzer cannot touch other files.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "image.h"
+#include "qcow2/check.h"
+#include "qcow2/qcow2.h"
+
+#include "fuzz.h"
+
+#define FUZZ_MAX_INPUT (1024u * 1024u)
+#define READ_LIMIT (16ull * 1024 * 1024)
+#define CHUNK (64u * 1024u)
+#define MAX_EXTENTS 64
+#define TIME_LIMIT_NS 1000000000ll
+
+#define FAIL(...) do {                                    \
+        fprintf(stderr, "fuzz-qcow2-open: " __VA_ARGS__); \
+        fputc('\n', stderr);                              \
+        abort();                                          \
+    } while (0)
+
+static char dir[4096];
+static char img_path[4200];
+static char copy_path[4200];
+static struct timespec started;
+
+static void remove_files(void)
+{
+    unlink(img_path);
+    unlink(copy_path);
+    rmdir(dir);
+}
+
+static int setup(void)
+{
+    if (dir[0])
+        return 0;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(dir, sizeof dir, "%s/fuzz-qcow2.XXXXXX", tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        perror("fuzz-qcow2-open: mkdtemp");
+        abort();
+    }
+    snprintf(img_path, sizeof img_path, "%s/img", dir);
+    snprintf(copy_path, sizeof copy_path, "%s/copy", dir);
+    atexit(remove_files);
+    return 0;
+}
+
+static bool out_of_time(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    long long ns = (now.tv_sec - started.tv_sec) * 1000000000ll +
+                   (now.tv_nsec - started.tv_nsec);
+    return ns > TIME_LIMIT_NS;
+}
+
+static uint64_t get_be(const uint8_t *p, unsigned n)
+{
+    uint64_t v = 0;
+    for (unsigned i = 0; i < n; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* Whether a file name from the input stays inside our directory: no
+ * '/', and (for a data file) present there. */
+static bool name_is_safe(const uint8_t *name, uint64_t len, bool must_exist)
+{
+    char buf[256];
+    uint64_t n = 0;
+    while (n < len && name[n]) {
+        if (name[n] == '/')
+            return false;
+        n++;
+    }
+    if (!must_exist || n == 0)
+        return true;
+    if (n >= sizeof buf - 1)
+        return false;
+    char path[4400];
+    memcpy(buf, name, n);
+    buf[n] = 0;
+    snprintf(path, sizeof path, "%s/%s", dir, buf);
+    return access(path, F_OK) == 0;
+}
+
+/* Skip inputs naming a backing or data file outside the directory.  The
+ * data file extension is looked for at every offset, which covers
+ * wherever the driver finds it. */
+static bool names_are_safe(const uint8_t *data, size_t size)
+{
+    if (size >= 20) {
+        uint64_t bo = get_be(data + 8, 8);
+        uint64_t bl = get_be(data + 16, 4);
+        if (bo < size && !name_is_safe(data + bo, size - bo < bl ? size - bo
+                                                                 : bl, false))
+            return false;
+    }
+    for (size_t i = 0; i + 8 <= size; i++) {
+        if (get_be(data + i, 4) != 0x44415441u)   /* data file ext */
+            continue;
+        uint64_t len = get_be(data + i + 4, 4);
+        uint64_t avail = size - i - 8;
+        if (!name_is_safe(data + i + 8, len < avail ? len : avail, true))
+            return false;
+    }
+    return true;
+}
+
+static void write_file(const char *path, const uint8_t *data, size_t size)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || (size && write(fd, data, size) != (ssize_t)size)) {
+        perror("fuzz-qcow2-open: write input");
+        abort();
+    }
+    close(fd);
+}
+
+/* Check one extent list against image.h: at least one extent, none
+ * empty, end just past the last, no more than asked for.  Returns the
+ * bytes described. */
+static uint64_t check_extents(const char *what, const struct img_extents *e,
+                              uint64_t len, uint64_t off)
+{
+    uint64_t sum = 0;
+    if (e->n == 0 || e->n > e->cap)
+        FAIL("%s: %zu extents at %llu", what, e->n, (unsigned long long)off);
+    for (size_t i = 0; i < e->n; i++) {
+        if (e->v[i].length == 0)
+            FAIL("%s: empty extent %zu at %llu", what, i,
+                 (unsigned long long)off);
+        sum += e->v[i].length;
+    }
+    if (e->end != off + sum)
+        FAIL("%s: end %llu, extents end at %llu", what,
+             (unsigned long long)e->end, (unsigned long long)(off + sum));
+    if (sum > len)
+        FAIL("%s: %llu bytes described at %llu, %llu asked", what,
+             (unsigned long long)sum, (unsigned long long)off,
+             (unsigned long long)len);
+    return sum;
+}
+
+static void read_all(struct image *img, uint8_t *buf, uint64_t limit)
+{
+    uint64_t end = img->size < limit ? img->size : limit;
+    for (uint64_t off = 0; off < end && !out_of_time(); off += CHUNK) {
+        uint64_t n = end - off < CHUNK ? end - off : CHUNK;
+        img->ops->read(img, buf, n, off);
+    }
+}
+
+static void status_all(struct image *img)
+{
+    struct img_extent v[MAX_EXTENTS];
+    uint64_t end = img->size < READ_LIMIT ? img->size : READ_LIMIT;
+
+    for (uint64_t off = 0; img->ops->block_status && off < end &&
+         !out_of_time();) {
+        struct img_extents e = { .v = v, .cap = MAX_EXTENTS, .end = off };
+        if (img->ops->block_status(img, end - off, off, &e) < 0)
+            break;
+        off += check_extents("block_status", &e, end - off, off);
+    }
+    size_t nb = img->ops->bitmap_count ? img->ops->bitmap_count(img) : 0;
+    for (size_t i = 0; i < nb && i < 8; i++) {
+        struct img_bitmap_info info;
+        if (img->ops->bitmap_info(img, i, &info) < 0)
+            continue;
+        for (uint64_t off = 0; img->ops->bitmap_status && off < end &&
+             !out_of_time();) {
+            struct img_extents e = { .v = v, .cap = MAX_EXTENTS, .end = off };
+            if (img->ops->bitmap_status(img, i, end - off, off, &e) < 0)
+                break;
+            off += check_extents("bitmap_status", &e, end - off, off);
+        }
+    }
+}
+
+/* Refcount check of a file; returns false when it could not run. */
+static bool check_file(const char *path, struct qcow2_check_result *r)
+{
+    struct qcow2_state *s;
+    memset(r, 0, sizeof *r);
+    if (qcow2_check_open(path, false, &s) < 0)
+        return false;
+    int err = qcow2_check(s, 0, r);
+    qcow2_check_close(s);
+    return err == 0;
+}
+
+/* Apply up to 4 requests described by the last 16 bytes of the input;
+ * returns true when every one succeeded. */
+static bool mutate(struct image *img, const uint8_t *data, size_t size,
+                   uint8_t *buf)
+{
+    const struct img_ops *ops = img->ops;
+    uint64_t end = img->size < READ_LIMIT ? img->size : READ_LIMIT;
+    uint32_t align = img->min_block > 1 ? img->min_block : 1;
+    bool all_ok = true;
+    unsigned nops = size >= 1 ? 2 + data[size - 1] % 3 : 2;
+
+    if (end < align)
+        return true;
+    for (unsigned i = 0; i < nops && !out_of_time(); i++) {
+        uint8_t b[4] = { 0x5a, (uint8_t)i, 0x10, (uint8_t)(i * 37) };
+        if (size >= 4 * (i + 1) + 1)
+            memcpy(b, data + size - 1 - 4 * (i + 1), 4);
+        /* Offsets on a 512-byte grid with a sub-sector nudge, lengths up
+         * to 128 KiB, all aligned to the image's minimum block. */
+        uint64_t off = ((uint64_t)(b[1] << 8 | b[2]) * 512 +
+                        (b[0] & 0x10 ? b[3] : 0)) % end;
+        uint64_t len = ((uint64_t)b[3] + 1) * 512 - (b[0] & 0x20 ? 1 : 0);
+        off -= off % align;
+        if (len > end - off)
+            len = end - off;
+        len -= len % align;
+        if (len == 0)
+            continue;
+        unsigned flags = b[0] & 0x40 ? IMG_FUA : 0;
+        int err;
+        switch (b[0] % 3) {
+        case 0:
+            if (!ops->write)
+                continue;
+            for (uint64_t k = 0; k < len; k++)
+                buf[k] = (uint8_t)(k * 7 + i + 1) | 1;
+            err = ops->write(img, buf, len, off, flags);
+            if (err == 0) {
+                uint8_t *back = buf + CHUNK * 2;
+                if (ops->read(img, back, len, off) == 0 &&
+                    memcmp(back, buf, len) != 0)
+                    FAIL("write of %llu bytes at %llu reads back different",
+                         (unsigned long long)len, (unsigned long long)off);
+            }
+            break;
+        case 1:
+            if (!ops->write_zeroes)
+                continue;
+            if (b[0] & 0x80)
+                flags |= IMG_MAY_TRIM;
+            err = ops->write_zeroes(img, len, off, flags);
+            if (err == 0 && ops->read(img, buf, len, off) == 0) {
+                for (uint64_t k = 0; k < len; k++)
+                    if (buf[k])
+                        FAIL("zeroes of %llu bytes at %llu read back "
+                             "nonzero at +%llu", (unsigned long long)len,
+                             (unsigned long long)off, (unsigned long long)k);
+            }
+            break;
+        default:
+            if (!ops->trim)
+                continue;
+            err = ops->trim(img, len, off, flags);
+            break;
+        }
+        if (err)
+            all_ok = false;
+    }
+    if (ops->flush && ops->flush(img) < 0)
+        all_ok = false;
+    return all_ok;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static uint8_t *buf;
+    struct image *img;
+
+    if (size > FUZZ_MAX_INPUT)
+        return 0;
+    setup();
+    if (!buf && !(buf = malloc(CHUNK * 4)))
+        abort();
+    if (!names_are_safe(data, size))
+        return 0;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    write_file(img_path, data, size);
+
+    struct img_open_args args = {
+        .path = img_path, .format = "qcow2", .read_only = true,
+    };
+    if (img_open(&args, &img) < 0)
+        return 0;
+    read_all(img, buf, READ_LIMIT);
+    status_all(img);
+    struct qcow2_state *s = (struct qcow2_state *)img;
+    if (s->nb_snapshots > 0 && s->snapshots[0].id) {
+        struct img_open_args sargs = args;
+        struct image *snap;
+        sargs.snapshot = s->snapshots[0].id;
+        if (img_open(&sargs, &snap) == 0) {
+            read_all(snap, buf, 1024 * 1024);
+            img_close(snap);
+        }
+    }
+    img_close(img);
+
+    struct qcow2_check_result before, after;
+    bool clean = check_file(img_path, &before) && !before.corruptions &&
+                 !before.leaks && !before.check_errors;
+
+    write_file(copy_path, data, size);
+    args.path = copy_path;
+    args.read_only = false;
+    if (img_open(&args, &img) < 0)
+        return 0;
+    bool all_ok = mutate(img, data, size, buf);
+    img_close(img);
+    if (!clean)
+        return 0;
+    if (!check_file(copy_path, &after))
+        FAIL("clean image cannot be checked after the requests");
+    /* Refcounts of clusters past the end of the file are checked by
+     * neither qemu-img nor us, so an image can hold leaks that appear
+     * only once the file grows over them: count those in the input
+     * grown to the same size, and allow them. */
+    uint64_t old_leaks = 0;
+    struct stat st;
+    if (after.leaks && stat(copy_path, &st) == 0 &&
+        (uint64_t)st.st_size > size) {
+        struct qcow2_check_result grown;
+        if (truncate(img_path, st.st_size) == 0 &&
+            check_file(img_path, &grown))
+            old_leaks = grown.leaks;
+    }
+    if (after.corruptions || after.check_errors ||
+        (all_ok && after.leaks > old_leaks))
+        FAIL("clean image has %llu corruptions, %llu leaks (%llu past the "
+             "end of the file before), %llu check errors after the "
+             "requests (all succeeded: %d)",
+             (unsigned long long)after.corruptions,
+             (unsigned long long)after.leaks, (unsigned long long)old_leaks,
+             (unsigned long long)after.check_errors, all_ok);
+    return 0;
+}

@@ -1,0 +1,71 @@
+# tests/fuzz: libFuzzer targets (see DEVELOPERS.md).  `make check` builds
+# each with gcc and fuzz-main.c and replays its seed corpus, made by
+# make-corpus.sh into the build tree; `make fuzz` builds them with clang
+# and libFuzzer into fuzz/, `make fuzz-smoke` runs each for 60 s.
+
+FUZZ_TARGETS = fuzz-qcow2-open fuzz-handshake
+
+EXTRA_DIST += tests/fuzz/fuzz.h tests/fuzz/make-corpus.sh \
+	tests/fuzz/make-handshake-corpus.py
+
+check_PROGRAMS += tests/fuzz/fuzz-qcow2-open tests/fuzz/fuzz-handshake
+tests_fuzz_fuzz_qcow2_open_SOURCES = tests/fuzz/fuzz-qcow2-open.c \
+	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
+tests_fuzz_fuzz_qcow2_open_LDADD = $(FORMATS_LIBS)
+tests_fuzz_fuzz_handshake_SOURCES = tests/fuzz/fuzz-handshake.c \
+	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
+tests_fuzz_fuzz_handshake_LDADD = libdsproto.a
+
+FUZZ_TESTS = \
+	tests/fuzz/fuzz-qcow2-open-survives-seed-corpus.sh \
+	tests/fuzz/fuzz-handshake-survives-seed-corpus.sh
+TESTS += $(FUZZ_TESTS)
+EXTRA_DIST += $(FUZZ_TESTS)
+CLEANFILES += tests/fuzz/corpus-*/*
+
+# The libFuzzer build: every source compiled straight into each target
+# with clang, so nothing of the gcc build is reused.
+FUZZ_CC = clang-14
+FUZZ_CFLAGS = -g -O1 -fno-omit-frame-pointer \
+	-fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_TIME = 60
+FUZZ_RUN_FLAGS = -max_total_time=$(FUZZ_TIME) -timeout=10 \
+	-malloc_limit_mb=512 -max_len=1048576
+
+# fuzz_cc SOURCES... : compile and link one target into $@.
+fuzz_cc = $(FUZZ_CC) $(FUZZ_CFLAGS) -std=gnu11 -pthread $(WARN_CFLAGS) \
+	-Wno-error $(AM_CPPFLAGS) $(ZLIB_CFLAGS) $(ZSTD_CFLAGS) \
+	$(NETTLE_CFLAGS) $(ISAL_CFLAGS) -o $@
+
+fuzz/fuzz-qcow2-open: $(libdsformats_a_SOURCES) tests/fuzz/fuzz-qcow2-open.c
+	@$(MKDIR_P) fuzz
+	srcs=; for f in $(libdsformats_a_SOURCES); do \
+	  case $$f in *.c) srcs="$$srcs $(srcdir)/$$f";; esac; \
+	done; \
+	$(fuzz_cc) $$srcs $(srcdir)/tests/fuzz/fuzz-qcow2-open.c \
+	  $(ZLIB_LIBS) $(ZSTD_LIBS) $(NETTLE_LIBS) $(ISAL_LIBS) -lm
+
+fuzz/fuzz-handshake: $(libdsproto_a_SOURCES) tests/fuzz/fuzz-handshake.c
+	@$(MKDIR_P) fuzz
+	$(fuzz_cc) $(srcdir)/protocol/protocol.c \
+	  $(srcdir)/tests/fuzz/fuzz-handshake.c
+
+fuzz: fuzz/fuzz-qcow2-open fuzz/fuzz-handshake
+
+# Each target for FUZZ_TIME seconds, from the seed corpus (generated
+# into fuzz/corpus-TARGET, where libFuzzer also keeps what it finds);
+# a crash leaves its input in fuzz/ as crash-* and fails the rule.
+fuzz-smoke: fuzz
+	@for t in qcow2-open handshake; do \
+	  $(SHELL) $(srcdir)/tests/fuzz/make-corpus.sh $$t fuzz/corpus-$$t && \
+	  echo "fuzz-$$t: $(FUZZ_TIME) s" && \
+	  fuzz/fuzz-$$t $(FUZZ_RUN_FLAGS) -artifact_prefix=fuzz/ \
+	    fuzz/corpus-$$t 2>fuzz/fuzz-$$t.log || \
+	  { tail -n 60 fuzz/fuzz-$$t.log; exit 1; }; \
+	  grep -E '^#[0-9]+ *DONE' fuzz/fuzz-$$t.log | tail -n 1; \
+	done
+
+clean-local: clean-fuzz
+clean-fuzz:
+	rm -rf fuzz tests/fuzz/corpus-*
+.PHONY: fuzz fuzz-smoke clean-fuzz

@@ -1,0 +1,118 @@
+#!/bin/bash
+# Make the seed corpus of a fuzz target in DIR (created; existing files
+# are kept, so libFuzzer's additions survive a rerun).
+#
+#   make-corpus.sh qcow2-open DIR     small qcow2 images from qemu-img
+#   make-corpus.sh handshake DIR      recorded client byte streams
+#
+# Every image has a small virtual size and stays under 256 KiB; names
+# describe what each one exercises.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+target=${1:?usage: make-corpus.sh qcow2-open|handshake DIR}
+out=${2:?usage: make-corpus.sh qcow2-open|handshake DIR}
+mkdir -p "$out"
+
+case $target in
+handshake)
+    exec /usr/bin/python3 "$here/make-handshake-corpus.py" "$out"
+    ;;
+qcow2-open)
+    ;;
+*)
+    echo "make-corpus.sh: unknown target '$target'" >&2
+    exit 2
+    ;;
+esac
+
+command -v qemu-img >/dev/null || { echo "make-corpus.sh: no qemu-img" >&2; exit 77; }
+command -v qemu-io >/dev/null || { echo "make-corpus.sh: no qemu-io" >&2; exit 77; }
+w=$(mktemp -d "${TMPDIR:-/tmp}/fuzz-corpus.XXXXXX")
+trap 'rm -rf "$w"' EXIT
+
+# img NAME SIZE [create options]: a new image (16 KiB clusters unless
+# the options say otherwise) with a little data: a pattern at the
+# start, a zeroed range, a discarded one.
+img()
+{
+    local name=$1 size=$2
+    shift 2
+    qemu-img create -q -f qcow2 -o cluster_size=16k "$@" "$w/$name" "$size"
+    qemu-io -f qcow2 -c 'write -P 0x5a 0 64k' -c 'write -z 64k 64k' \
+        -c "write -P 0x11 100k 8k" -c "discard 100k 4k" "$w/$name" >/dev/null
+}
+
+img v3-16k.qcow2 1M
+qemu-img create -q -f qcow2 "$w/v3-64k-empty.qcow2" 1M
+img v2-compat.qcow2 1M -o compat=0.10
+img cluster-512.qcow2 256k -o cluster_size=512
+img cluster-4k.qcow2 1M -o cluster_size=4k
+img cluster-32k.qcow2 1M -o cluster_size=32k
+img refcount-1bit.qcow2 1M -o refcount_bits=1
+img refcount-64bit.qcow2 1M -o refcount_bits=64,cluster_size=4k
+img lazy-refcounts.qcow2 1M -o lazy_refcounts=on
+img extended-l2-32k.qcow2 1M -o extended_l2=on,cluster_size=32k
+img extended-l2-16k.qcow2 1M -o extended_l2=on,cluster_size=16k
+img zstd.qcow2 1M -o compression_type=zstd
+img prealloc-metadata.qcow2 128k -o preallocation=metadata,cluster_size=4k
+
+# Compressed clusters, zlib and zstd.
+qemu-img create -q -f raw "$w/raw" 256k
+qemu-io -f raw -c 'write -P 0x33 0 128k' -c 'write -P 0 128k 64k' "$w/raw" >/dev/null
+qemu-img convert -c -f raw -O qcow2 -o cluster_size=4k "$w/raw" "$w/compressed-zlib.qcow2"
+qemu-img convert -c -f raw -O qcow2 -o cluster_size=4k,compression_type=zstd \
+    "$w/raw" "$w/compressed-zstd.qcow2"
+
+# Internal snapshots: data written before and after.
+img snapshots.qcow2 1M -o cluster_size=4k
+qemu-img snapshot -c one "$w/snapshots.qcow2"
+qemu-io -f qcow2 -c 'write -P 0x77 0 8k' "$w/snapshots.qcow2" >/dev/null
+qemu-img snapshot -c two "$w/snapshots.qcow2"
+
+# A backing file named relative to the image (the fuzzer runs images
+# from a private directory, where the name resolves to the image itself
+# or to nothing).
+qemu-img create -q -f qcow2 -o cluster_size=4k "$w/base.qcow2" 1M
+qemu-img create -q -f qcow2 -F qcow2 -b base.qcow2 -o cluster_size=4k \
+    "$w/backing-name.qcow2" 1M
+qemu-io -f qcow2 -c 'write -P 0x44 4k 4k' "$w/backing-name.qcow2" >/dev/null
+rm "$w/base.qcow2"
+qemu-img create -q -f qcow2 -F raw -b img -u -o cluster_size=4k \
+    "$w/backing-raw-self.qcow2" 1M
+
+# Dirty bitmaps (two, as the check finding needed), one disabled.
+img bitmaps.qcow2 1M -o cluster_size=4k
+qemu-img bitmap --add "$w/bitmaps.qcow2" b0
+qemu-img bitmap --add -g 64k "$w/bitmaps.qcow2" b1
+qemu-io -f qcow2 -c 'write -P 0x66 0 32k' "$w/bitmaps.qcow2" >/dev/null
+qemu-img bitmap --disable "$w/bitmaps.qcow2" b1
+
+# An image left with the dirty bit set (lazy refcounts, writes not
+# flushed by a clean close).
+qemu-img create -q -f qcow2 -o lazy_refcounts=on,cluster_size=4k \
+    "$w/dirty.qcow2" 1M
+sh -c 'qemu-io -f qcow2 -c "write -P 0x21 0 16k" -c abort "$1" \
+    >/dev/null 2>&1' sh "$w/dirty.qcow2" 2>/dev/null || true
+
+# Regression: the same dirty image with refcount table entry 121 past
+# the end of the file: the repair at open rebuilds the refcounts with no
+# reference past the end (a qsort of an empty, NULL array once tripped
+# UBSan there).
+cp "$w/dirty.qcow2" "$w/dirty-reftable-past-eof.qcow2"
+/usr/bin/python3 - "$w/dirty-reftable-past-eof.qcow2" <<'PY'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(48)
+    rt = struct.unpack(">Q", f.read(8))[0]
+    f.seek(rt + 121 * 8)
+    f.write(struct.pack(">Q", 0x4100000000))
+PY
+
+for f in "$w"/*.qcow2; do
+    size=$(stat -c %s "$f")
+    if [ "$size" -gt 262144 ]; then
+        echo "make-corpus.sh: $(basename "$f") is $size bytes" >&2
+        exit 1
+    fi
+    cp "$f" "$out/"
+done
