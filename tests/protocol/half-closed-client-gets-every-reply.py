@@ -24,31 +24,9 @@ WRITE_AT = 16 * MIB     # where each round's writes go
 MANY = 300              # more than the server's 256 requests in flight
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def tcp_connect(port):
-    deadline = time.monotonic() + 10
-    while True:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.connect(("127.0.0.1", port))
-            return Conn(s)
-        except ConnectionRefusedError:
-            s.close()
-            if time.monotonic() > deadline or not srv.alive():
-                raise
-            time.sleep(0.02)
-
-
 def transports():
     yield "unix", srv.connect
-    yield "tcp", lambda: tcp_connect(port)
+    yield "tcp", lambda: tcp_connect(port, srv)
 
 
 def modes():
@@ -135,7 +113,7 @@ def half_closed_client_gets_every_reply():
 
 
 img = make_image("disk.raw", SIZE, pattern(0, DATA))
-port = free_port()
+port = free_tcp_port()
 srv = Server(img, "-f", "raw", "-b", "127.0.0.1", "-p", str(port),
              name="hc")
 run(half_closed_client_gets_every_reply)

@@ -687,6 +687,31 @@ def pattern(offset, length, seed=0):
     return b[offset - start:offset - start + length]
 
 
+def free_tcp_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def tcp_connect(port, server):
+    """A Conn to 127.0.0.1:port, retried for 10 s while server (a Server
+    also listening on TCP) is alive but not yet listening."""
+    deadline = time.monotonic() + 10
+    while True:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.connect(("127.0.0.1", port))
+            return Conn(s)
+        except ConnectionRefusedError:
+            s.close()
+            if time.monotonic() > deadline or not server.alive():
+                raise
+            time.sleep(0.02)
+
+
 class Server:
     """diskserve on a Unix socket in the scratch directory."""
 

@@ -27,32 +27,10 @@ DATA = 8 * MIB
 DISCARD_MAX = 2 * MAX_PAYLOAD
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def tcp_connect(port):
-    deadline = time.monotonic() + 10
-    while True:
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.connect(("127.0.0.1", port))
-            return Conn(s)
-        except ConnectionRefusedError:
-            s.close()
-            if time.monotonic() > deadline or not srv.alive():
-                raise
-            time.sleep(0.02)
-
-
 def refused_write_over_tcp_loses_no_reply():
     for mode in ("simple", "structured", "extended"):
         what = "%s replies" % mode
-        c = tcp_connect(port)
+        c = tcp_connect(port, srv)
         c.connect_export(structured=mode == "structured",
                          extended=mode == "extended")
         names = {}
@@ -84,7 +62,7 @@ def refused_write_over_tcp_loses_no_reply():
         c.close()
         print("%s: every reply arrived" % what)
     # The server serves on.
-    other = tcp_connect(port)
+    other = tcp_connect(port, srv)
     other.connect_export()
     check(other.read(0, 4096).data == pattern(0, 4096),
           "the server no longer serves")
@@ -92,7 +70,7 @@ def refused_write_over_tcp_loses_no_reply():
 
 
 img = make_image("disk.raw", SIZE, pattern(0, DATA))
-port = free_port()
+port = free_tcp_port()
 srv = Server(img, "-f", "raw", "-b", "127.0.0.1", "-p", str(port),
              name="bigtcp")
 run(refused_write_over_tcp_loses_no_reply)

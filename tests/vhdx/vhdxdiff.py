@@ -34,6 +34,8 @@ import struct
 import sys
 import uuid
 
+from vhdxcrc import crc32c
+
 MB = 1 << 20
 BAT_GUID = uuid.UUID('2DC27766-F623-4200-9D64-115E9BFD4A08').bytes_le
 META_GUID = uuid.UUID('8B7CA206-4790-4B9A-B8FE-575F050F886E').bytes_le
@@ -47,22 +49,6 @@ VHDX_LOCATOR = uuid.UUID('B04AEFB7-D19E-4A81-B789-25B8E9445913').bytes_le
 STATES = {'N': 0, 'U': 1, 'Z': 2, 'M': 3, 'F': 6, 'P': 7}
 
 
-def _table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-TABLE = _table()
-
-
-def crc32c(data):
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc = TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
 
 
 def with_crc(buf):

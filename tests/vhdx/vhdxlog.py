@@ -32,22 +32,8 @@ import struct
 import sys
 import uuid
 
-def _table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-TABLE = _table()
+from vhdxcrc import crc32c
 
-def crc32c(data):
-    crc = 0xFFFFFFFF
-    t = TABLE
-    for b in data:
-        crc = t[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
 
 BAT_GUID = uuid.UUID('2DC27766-F623-4200-9D64-115E9BFD4A08').bytes_le
 MB = 1 << 20

@@ -17,21 +17,8 @@ import struct
 import sys
 import uuid
 
-def crc32c(data, crc=0xFFFFFFFF):
-    table = crc32c.table
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return crc ^ 0xFFFFFFFF
+from vhdxcrc import crc32c
 
-def _table():
-    t = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        t.append(c)
-    return t
-crc32c.table = _table()
 
 GUIDS = {
     'bat': '2DC27766-F623-4200-9D64-115E9BFD4A08',
