@@ -67,11 +67,41 @@ static bool claim(uint8_t *used, uint64_t off, uint64_t len)
 /* Check sector bitmap entry i: NOT_PRESENT (no block of its chunk may
  * then be PARTIALLY_PRESENT, checked with those), or, in a differencing
  * file, PRESENT with its 1 MB inside the file and overlapping nothing. */
+/* Check that present BAT entry i (what it points at: need bytes) has no
+ * reserved bits set and lies inside the file, clear of the log, the
+ * regions and every block placed before (used); 0 or -EINVAL, logged. */
+static int place(struct vhdx_state *s, uint8_t *used, uint64_t i,
+                 const char *what, uint64_t need)
+{
+    const char *path = s->img.path;
+    uint64_t e = s->bat[i], off = e & VHDX_BAT_OFFSET_MASK, end;
+
+    if (e & VHDX_BAT_RESERVED_MASK) {
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": reserved bits set "
+                "(0x%016" PRIx64 ")", path, i, e);
+        return -EINVAL;
+    }
+    if (off < VHDX_HEADER_SECTION ||
+        __builtin_add_overflow(off, need, &end) || end > s->file_size) {
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": %s at 0x%" PRIx64
+                " (%" PRIu64 " bytes) outside the file (%" PRIu64 " bytes)",
+                path, i, what, off, need, s->file_size);
+        return -EINVAL;
+    }
+    if (!claim(used, off, need)) {
+        img_log("vhdx: %s: BAT entry %" PRIu64 ": %s at 0x%" PRIx64
+                " overlaps the log, a region or another block", path, i,
+                what, off);
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int check_bitmap_entry(struct vhdx_state *s, uint64_t i,
                               uint8_t *used)
 {
     const char *path = s->img.path;
-    uint64_t e = s->bat[i], off = e & VHDX_BAT_OFFSET_MASK, end;
+    uint64_t e = s->bat[i];
     unsigned state = (unsigned)(e & VHDX_BAT_STATE_MASK);
 
     if (state == VHDX_SB_NOT_PRESENT)
@@ -82,25 +112,7 @@ static int check_bitmap_entry(struct vhdx_state *s, uint64_t i,
                 s->has_parent ? " or 6" : " in a file without parent");
         return -EINVAL;
     }
-    if (e & VHDX_BAT_RESERVED_MASK) {
-        img_log("vhdx: %s: BAT entry %" PRIu64 ": reserved bits set "
-                "(0x%016" PRIx64 ")", path, i, e);
-        return -EINVAL;
-    }
-    if (off < VHDX_HEADER_SECTION ||
-        __builtin_add_overflow(off, VHDX_MB, &end) || end > s->file_size) {
-        img_log("vhdx: %s: BAT entry %" PRIu64 ": sector bitmap block at 0x%"
-                PRIx64 " outside the file (%" PRIu64 " bytes)", path, i, off,
-                s->file_size);
-        return -EINVAL;
-    }
-    if (!claim(used, off, VHDX_MB)) {
-        img_log("vhdx: %s: BAT entry %" PRIu64 ": sector bitmap block at 0x%"
-                PRIx64 " overlaps the log, a region or another block", path,
-                i, off);
-        return -EINVAL;
-    }
-    return 0;
+    return place(s, used, i, "sector bitmap block", VHDX_MB);
 }
 
 /* Check entry i (already host order) against the file layout. */
@@ -109,7 +121,6 @@ static int check_entry(struct vhdx_state *s, uint64_t i, uint8_t *used)
     const char *path = s->img.path;
     uint64_t e = s->bat[i];
     unsigned state = (unsigned)(e & VHDX_BAT_STATE_MASK);
-    uint64_t off = e & VHDX_BAT_OFFSET_MASK, end;
     uint64_t n = i - i / ((uint64_t)s->chunk_ratio + 1);
 
     if (i % ((uint64_t)s->chunk_ratio + 1) == s->chunk_ratio)
@@ -141,30 +152,12 @@ static int check_entry(struct vhdx_state *s, uint64_t i, uint8_t *used)
                 i, state);
         return -EINVAL;
     }
-    if (e & VHDX_BAT_RESERVED_MASK) {
-        img_log("vhdx: %s: BAT entry %" PRIu64 ": reserved bits set "
-                "(0x%016" PRIx64 ")", path, i, e);
-        return -EINVAL;
-    }
     /* Only the part of the last block that holds guest data must be in
      * the file: qemu-img sizes fixed files to the disk, not the block. */
     uint64_t need = s->disk_size - (n << s->block_shift);
     if (need > s->block_size)
         need = s->block_size;
-    if (off < VHDX_HEADER_SECTION ||
-        __builtin_add_overflow(off, need, &end) || end > s->file_size) {
-        img_log("vhdx: %s: BAT entry %" PRIu64 ": payload block at 0x%"
-                PRIx64 " (%" PRIu64 " bytes) outside the file (%" PRIu64
-                " bytes)", path, i, off, need, s->file_size);
-        return -EINVAL;
-    }
-    if (!claim(used, off, need)) {
-        img_log("vhdx: %s: BAT entry %" PRIu64 ": payload block at 0x%"
-                PRIx64 " overlaps the log, a region or another block", path,
-                i, off);
-        return -EINVAL;
-    }
-    return 0;
+    return place(s, used, i, "payload block", need);
 }
 
 int vhdx_load_bat(struct vhdx_state *s)

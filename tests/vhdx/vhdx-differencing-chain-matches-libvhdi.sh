@@ -16,6 +16,7 @@
 # whose relative_path Length runs past the item are refused with one line
 # naming the child.
 . "$abs_top_srcdir/tests/functions.sh"
+. "$abs_top_srcdir/tests/vhdx/vhdx-functions.sh"
 require qemu-img nbdinfo timeout /usr/bin/python3 cmp
 DIFF="/usr/bin/python3 $abs_top_srcdir/tests/vhdx/vhdxdiff.py"
 SEED=${SEED:-$(date +%s)}
@@ -111,21 +112,6 @@ $DIFF "$abs" "$base" unused $((SEED + 4)) PFN "$raw" "$abs.shadow" \
 served "$abs"
 cmp "$abs.ds.raw" "$abs.shadow" || fail "$abs: served bytes differ"
 echo "absolute_win32_path: served = shadow"
-
-# refused IMAGE MESSAGE: exit status 1, one line naming the image.
-refused()
-{
-    local rc=0
-    timeout 10 "$DISKSERVE" -r -k "$T/never.sock" "$1" >"$T/out" 2>&1 ||
-        rc=$?
-    [ $rc -eq 1 ] || { cat "$T/out" >&2; fail "$1: exit status $rc"; }
-    [ "$(grep -cF "$2" "$T/out")" = 1 ] &&
-        grep -F "$2" "$T/out" | grep -qF "vhdx: $1:" || {
-        cat "$T/out" >&2
-        fail "$1: no one line naming the file with '$2'"
-    }
-    echo "refused: $(grep -F "$2" "$T/out")"
-}
 
 img="$T/wrong-linkage.vhdx"
 $DIFF "$img" "$base" base.vhdx 1 FP "$raw" "$T/x" \

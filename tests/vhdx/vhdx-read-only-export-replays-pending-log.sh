@@ -15,6 +15,7 @@
 # FlushedFileOffset and a LogGuid with no valid sequence in the log are
 # refused with one line.
 . "$abs_top_srcdir/tests/functions.sh"
+. "$abs_top_srcdir/tests/vhdx/vhdx-functions.sh"
 require qemu-img timeout /usr/bin/python3 sha256sum cmp
 LOG="/usr/bin/python3 $abs_top_srcdir/tests/vhdx/vhdxlog.py"
 GUID=0badc0de-1234-4321-8765-0123456789ab
@@ -143,21 +144,6 @@ for v in data seq crc guid; do
         fail "$img: QEMU's replay disagrees"
     echo "torn ($v): entry 11 not applied; QEMU agrees"
 done
-
-# refused IMAGE MESSAGE: exit status 1, one line naming the image.
-refused()
-{
-    local rc=0
-    timeout 10 "$DISKSERVE" -r -k "$T/never.sock" "$1" >"$T/out" 2>&1 ||
-        rc=$?
-    [ $rc -eq 1 ] || { cat "$T/out" >&2; fail "$1: exit status $rc"; }
-    [ "$(grep -cF "$2" "$T/out")" = 1 ] &&
-        grep -F "$2" "$T/out" | grep -qF "vhdx: $1:" || {
-        cat "$T/out" >&2
-        fail "$1: no one line naming the file with '$2'"
-    }
-    echo "refused: $(grep -F "$2" "$T/out")"
-}
 
 img="$T/truncated.vhdx"
 cp "$base" "$img"
