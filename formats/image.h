@@ -82,10 +82,38 @@ struct img_open_args {
     unsigned depth;         /* position in a backing chain (0 = top) */
 };
 
-/* One exported dirty bitmap. */
+/* Longest dirty bitmap name (qcow2's limit). */
+#define IMG_BITMAP_NAME_MAX 1023
+
+/* One dirty bitmap as the driver describes it (a copy: the list may
+ * change while the caller holds it). */
 struct img_bitmap_info {
-    const char *name;
-    uint64_t granularity;
+    char name[IMG_BITMAP_NAME_MAX + 1];
+    uint64_t granularity;   /* bytes per bit, a power of two */
+    uint64_t count;         /* dirty bytes */
+    bool recording;         /* enabled: records writes, zeroes, trims */
+    bool persistent;        /* stored in the image */
+    bool inconsistent;      /* found in use on disk: never exported */
+};
+
+/* Bitmap management, applied all or nothing (see bitmap_apply). */
+enum img_bitmap_op {
+    IMG_BITMAP_ADD,
+    IMG_BITMAP_REMOVE,
+    IMG_BITMAP_CLEAR,
+    IMG_BITMAP_ENABLE,
+    IMG_BITMAP_DISABLE,
+    IMG_BITMAP_MERGE,       /* sources into name */
+};
+
+struct img_bitmap_action {
+    enum img_bitmap_op op;
+    const char *name;               /* the bitmap acted on (target) */
+    uint64_t granularity;           /* ADD: 0 for the driver's default */
+    bool persistent;                /* ADD */
+    bool disabled;                  /* ADD */
+    const char *const *sources;     /* MERGE */
+    size_t n_sources;
 };
 
 struct img_ops {
@@ -129,13 +157,26 @@ struct img_ops {
      * NULL: nothing to do. */
     void (*map_done)(struct image *img);
 
-    /* Dirty bitmaps: count, names, and status of bitmap i over a range
-     * (flags bit 0 set = dirty). */
+    /* Dirty bitmaps (all NULL for a format without them).  The set can
+     * change while the image is open (bitmap_apply), so callers name a
+     * bitmap rather than hold an index: bitmap_info copies entry i of the
+     * current list (-ENOENT past its end); bitmap_status describes the
+     * named bitmap over a range (flags bit 0 set = dirty; -ENOENT when no
+     * such bitmap exists any more).  Thread-safe against writes and
+     * bitmap_apply. */
     size_t (*bitmap_count)(struct image *img);
     int (*bitmap_info)(struct image *img, size_t i,
                        struct img_bitmap_info *info);
-    int (*bitmap_status)(struct image *img, size_t i, uint64_t len,
+    int (*bitmap_status)(struct image *img, const char *name, uint64_t len,
                          uint64_t off, struct img_extents *e);
+
+    /* Apply n actions all or nothing, atomically with respect to
+     * concurrent writes (each write is recorded wholly before or wholly
+     * after the change).  May block on disk I/O: worker threads only.
+     * On failure returns -errno, changes nothing, and writes a one-line
+     * reason (no trailing newline) into msg. */
+    int (*bitmap_apply)(struct image *img, const struct img_bitmap_action *a,
+                        size_t n, char *msg, size_t msglen);
 };
 
 /* What every driver's image starts with; drivers embed it first. */

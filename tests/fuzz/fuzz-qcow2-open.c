@@ -203,7 +203,7 @@ static void status_all(struct image *img)
         for (uint64_t off = 0; img->ops->bitmap_status && off < end &&
              !out_of_time();) {
             struct img_extents e = { .v = v, .cap = MAX_EXTENTS, .end = off };
-            if (img->ops->bitmap_status(img, i, end - off, off, &e) < 0)
+            if (img->ops->bitmap_status(img, info.name, end - off, off, &e) < 0)
                 break;
             off += check_extents("bitmap_status", &e, end - off, off);
         }
