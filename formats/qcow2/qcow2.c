@@ -230,7 +230,9 @@ static void qcow2_close(struct image *img)
 
     if (!s)
         return;
-    if (s->writable && s->cache && s->rc_cache)
+    /* A failed open never writes: its frontier and sizes are not set up,
+     * and close would truncate the file to them. */
+    if (s->opened && s->writable)
         qcow2_close_writable(s);
     img_close(s->backing);
     qcow2_cache_destroy(s->cache);
@@ -483,6 +485,7 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
      * server may write inline rather than hand off to a worker.  Not
      * with encryption, which costs real time per byte. */
     s->img.nowait_writes = !read_only && s->img.nowait_reads && !s->crypto;
+    s->opened = true;
     *out = &s->img;
     return 0;
 

@@ -307,6 +307,7 @@ struct qcow2_offset_set {
 
 struct qcow2_state {
     struct image img;               /* first: the generic part */
+    bool opened;                    /* qcow2_open succeeded */
     struct qcow2_header h;
 
     int fd;                         /* the qcow2 file */
@@ -683,6 +684,12 @@ void qcow2_inflight_remove(struct qcow2_state *s, struct qcow2_inflight *r);
 /* Load the refcount table of a read-write image and set up its block
  * cache of cache_bytes (once); 0 or -errno (logged). */
 int qcow2_refcount_open(struct qcow2_state *s, size_t cache_bytes);
+
+/* Refuse (-EUCLEAN, logged) an image whose header, L1 table, refcount
+ * table, snapshot tables, L2 tables or refcount blocks have refcount 0;
+ * after qcow2_refcount_open.  Data clusters are not checked here: that
+ * takes a full reference count (diskserve-img check). */
+int qcow2_refcount_verify_metadata(struct qcow2_state *s);
 
 /* One past the last host cluster index whose refcount is not 0; 0 or
  * -errno. */

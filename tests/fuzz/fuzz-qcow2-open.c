@@ -8,7 +8,8 @@
  *
  * Aborts (a finding) when: an image whose check found nothing before the
  * requests has errors after them (or new leaks, when every request
- * succeeded); data just written or zeroed does not read back; block
+ * succeeded); data just written or zeroed does not read back (on an
+ * image in which the check found no corruption); block
  * status breaks the extent-list rules of image.h.  Sanitizer reports and
  * leaks are findings too.  Drivers log bad metadata to stderr; that is
  * expected.
@@ -223,9 +224,12 @@ static bool check_file(const char *path, struct qcow2_check_result *r)
 }
 
 /* Apply up to 4 requests described by the last 16 bytes of the input;
- * returns true when every one succeeded. */
+ * returns true when every one succeeded.  sound: the check found no
+ * corruption, so data must read back as written (an image whose
+ * refcounts miss referenced data clusters maps one host cluster twice
+ * once the allocator hands it out again, as it does in QEMU). */
 static bool mutate(struct image *img, const uint8_t *data, size_t size,
-                   uint8_t *buf)
+                   uint8_t *buf, bool sound)
 {
     const struct img_ops *ops = img->ops;
     uint64_t end = img->size < READ_LIMIT ? img->size : READ_LIMIT;
@@ -261,7 +265,7 @@ static bool mutate(struct image *img, const uint8_t *data, size_t size,
             err = ops->write(img, buf, len, off, flags);
             if (err == 0) {
                 uint8_t *back = buf + CHUNK * 2;
-                if (ops->read(img, back, len, off) == 0 &&
+                if (sound && ops->read(img, back, len, off) == 0 &&
                     memcmp(back, buf, len) != 0)
                     FAIL("write of %llu bytes at %llu reads back different",
                          (unsigned long long)len, (unsigned long long)off);
@@ -273,7 +277,7 @@ static bool mutate(struct image *img, const uint8_t *data, size_t size,
             if (b[0] & 0x80)
                 flags |= IMG_MAY_TRIM;
             err = ops->write_zeroes(img, len, off, flags);
-            if (err == 0 && ops->read(img, buf, len, off) == 0) {
+            if (sound && err == 0 && ops->read(img, buf, len, off) == 0) {
                 for (uint64_t k = 0; k < len; k++)
                     if (buf[k])
                         FAIL("zeroes of %llu bytes at %llu read back "
@@ -330,15 +334,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     img_close(img);
 
     struct qcow2_check_result before, after;
-    bool clean = check_file(img_path, &before) && !before.corruptions &&
-                 !before.leaks && !before.check_errors;
+    bool sound = check_file(img_path, &before) && !before.corruptions &&
+                 !before.check_errors;
+    bool clean = sound && !before.leaks;
 
     write_file(copy_path, data, size);
     args.path = copy_path;
     args.read_only = false;
     if (img_open(&args, &img) < 0)
         return 0;
-    bool all_ok = mutate(img, data, size, buf);
+    bool all_ok = mutate(img, data, size, buf, sound);
     img_close(img);
     if (!clean)
         return 0;
