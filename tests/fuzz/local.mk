@@ -3,17 +3,21 @@
 # make-corpus.sh into the build tree; `make fuzz` builds them with clang
 # and libFuzzer into fuzz/, `make fuzz-smoke` runs each for 60 s.
 
-FUZZ_TARGETS = fuzz-qcow2-open fuzz-vhdx fuzz-handshake
+FUZZ_TARGETS = fuzz-qcow2-open fuzz-qcow2-check fuzz-vhdx fuzz-handshake
 
 EXTRA_DIST += tests/fuzz/fuzz.h tests/fuzz/make-corpus.sh \
 	tests/fuzz/make-handshake-corpus.py tests/fuzz/make-vhdx-corpus.py
 
-check_PROGRAMS += tests/fuzz/fuzz-qcow2-open tests/fuzz/fuzz-vhdx \
-	tests/fuzz/fuzz-handshake
+check_PROGRAMS += tests/fuzz/fuzz-qcow2-open tests/fuzz/fuzz-qcow2-check \
+	tests/fuzz/fuzz-vhdx tests/fuzz/fuzz-handshake
 tests_fuzz_fuzz_qcow2_open_SOURCES = tests/fuzz/fuzz-qcow2-open.c \
 	tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h \
 	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
 tests_fuzz_fuzz_qcow2_open_LDADD = $(FORMATS_LIBS)
+tests_fuzz_fuzz_qcow2_check_SOURCES = tests/fuzz/fuzz-qcow2-check.c \
+	tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h \
+	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
+tests_fuzz_fuzz_qcow2_check_LDADD = $(FORMATS_LIBS)
 tests_fuzz_fuzz_vhdx_SOURCES = tests/fuzz/fuzz-vhdx.c \
 	tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h \
 	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
@@ -24,6 +28,7 @@ tests_fuzz_fuzz_handshake_LDADD = libdsproto.a
 
 FUZZ_TESTS = \
 	tests/fuzz/fuzz-qcow2-open-survives-seed-corpus.sh \
+	tests/fuzz/fuzz-qcow2-check-survives-seed-corpus.sh \
 	tests/fuzz/fuzz-vhdx-survives-seed-corpus.sh \
 	tests/fuzz/fuzz-handshake-survives-seed-corpus.sh
 TESTS += $(FUZZ_TESTS)
@@ -44,23 +49,17 @@ fuzz_cc = $(FUZZ_CC) $(FUZZ_CFLAGS) -std=gnu11 -pthread $(WARN_CFLAGS) \
 	-Wno-error $(AM_CPPFLAGS) $(ZLIB_CFLAGS) $(ZSTD_CFLAGS) \
 	$(NETTLE_CFLAGS) $(ISAL_CFLAGS) -o $@
 
-fuzz/fuzz-qcow2-open: $(libdsformats_a_SOURCES) tests/fuzz/fuzz-qcow2-open.c \
-		tests/fuzz/fuzz-image.c
+# The targets over formats/: every formats source plus the target's own
+# and the shared helpers.
+FUZZ_FORMAT_TARGETS = fuzz/fuzz-qcow2-open fuzz/fuzz-qcow2-check \
+	fuzz/fuzz-vhdx
+$(FUZZ_FORMAT_TARGETS): fuzz/%: $(libdsformats_a_SOURCES) tests/fuzz/%.c \
+		tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h
 	@$(MKDIR_P) fuzz
 	srcs=; for f in $(libdsformats_a_SOURCES); do \
 	  case $$f in *.c) srcs="$$srcs $(srcdir)/$$f";; esac; \
 	done; \
-	$(fuzz_cc) $$srcs $(srcdir)/tests/fuzz/fuzz-qcow2-open.c \
-	  $(srcdir)/tests/fuzz/fuzz-image.c \
-	  $(ZLIB_LIBS) $(ZSTD_LIBS) $(NETTLE_LIBS) $(ISAL_LIBS) -lm
-
-fuzz/fuzz-vhdx: $(libdsformats_a_SOURCES) tests/fuzz/fuzz-vhdx.c \
-		tests/fuzz/fuzz-image.c
-	@$(MKDIR_P) fuzz
-	srcs=; for f in $(libdsformats_a_SOURCES); do \
-	  case $$f in *.c) srcs="$$srcs $(srcdir)/$$f";; esac; \
-	done; \
-	$(fuzz_cc) $$srcs $(srcdir)/tests/fuzz/fuzz-vhdx.c \
+	$(fuzz_cc) $$srcs $(srcdir)/tests/fuzz/$*.c \
 	  $(srcdir)/tests/fuzz/fuzz-image.c \
 	  $(ZLIB_LIBS) $(ZSTD_LIBS) $(NETTLE_LIBS) $(ISAL_LIBS) -lm
 
@@ -69,13 +68,13 @@ fuzz/fuzz-handshake: $(libdsproto_a_SOURCES) tests/fuzz/fuzz-handshake.c
 	$(fuzz_cc) $(srcdir)/protocol/protocol.c \
 	  $(srcdir)/tests/fuzz/fuzz-handshake.c
 
-fuzz: fuzz/fuzz-qcow2-open fuzz/fuzz-vhdx fuzz/fuzz-handshake
+fuzz: $(FUZZ_FORMAT_TARGETS) fuzz/fuzz-handshake
 
 # Each target for FUZZ_TIME seconds, from the seed corpus (generated
 # into fuzz/corpus-TARGET, where libFuzzer also keeps what it finds);
 # a crash leaves its input in fuzz/ as crash-* and fails the rule.
 fuzz-smoke: fuzz
-	@for t in qcow2-open vhdx handshake; do \
+	@for t in qcow2-open qcow2-check vhdx handshake; do \
 	  $(SHELL) $(srcdir)/tests/fuzz/make-corpus.sh $$t fuzz/corpus-$$t && \
 	  echo "fuzz-$$t: $(FUZZ_TIME) s" && \
 	  fuzz/fuzz-$$t $(FUZZ_RUN_FLAGS) -artifact_prefix=fuzz/ \

@@ -3,6 +3,7 @@
 # are kept, so libFuzzer's additions survive a rerun).
 #
 #   make-corpus.sh qcow2-open DIR     small qcow2 images from qemu-img
+#   make-corpus.sh qcow2-check DIR    the same images
 #   make-corpus.sh vhdx DIR           qemu-img's VHDX files as piece lists
 #   make-corpus.sh handshake DIR      recorded client byte streams
 #
@@ -10,15 +11,15 @@
 # describe what each one exercises.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-target=${1:?usage: make-corpus.sh qcow2-open|vhdx|handshake DIR}
-out=${2:?usage: make-corpus.sh qcow2-open|vhdx|handshake DIR}
+target=${1:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|handshake DIR}
+out=${2:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|handshake DIR}
 mkdir -p "$out"
 
 case $target in
 handshake)
     exec /usr/bin/python3 "$here/make-handshake-corpus.py" "$out"
     ;;
-qcow2-open|vhdx)
+qcow2-open|qcow2-check|vhdx)
     ;;
 *)
     echo "make-corpus.sh: unknown target '$target'" >&2
