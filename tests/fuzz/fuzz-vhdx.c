@@ -1,7 +1,10 @@
 /* fuzz-vhdx: the input describes a sparse VHDX file as a list of pieces,
  * so that the fuzzer reaches the headers, region tables, log, metadata
  * and BAT of a file several megabytes long with an input of a few
- * kilobytes.  Each piece is
+ * kilobytes.  The input starts with one byte of flags: bit 0 set, the
+ * target recomputes the CRC-32C of both headers, both region tables and
+ * every log entry it finds after writing the pieces (otherwise nearly
+ * every mutation would only meet the checksum tests).  Each piece is
  *
  *     u32 LE  offset in 512-byte sectors (below 64 MiB: higher bits
  *             are masked off)
@@ -23,6 +26,7 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "vhdx/vhdx.h"
 
 #include "fuzz.h"
 #include "fuzz-image.h"
@@ -72,6 +76,63 @@ static bool make_file(const char *path, const uint8_t *data, size_t size)
     return end > 0;
 }
 
+static uint32_t get_le32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+/* Recompute the checksum (at byte 4) of the len-byte structure at off
+ * when it starts with sig. */
+static void fix_crc(int fd, uint64_t off, size_t len, uint32_t sig,
+                    uint8_t *buf)
+{
+    if (pread(fd, buf, len, (off_t)off) != (ssize_t)len ||
+        get_le32(buf) != sig)
+        return;
+    memset(buf + 4, 0, 4);
+    uint32_t crc = vhdx_crc32c(buf, len);
+    for (int i = 0; i < 4; i++)
+        buf[4 + i] = (uint8_t)(crc >> (8 * i));
+    if (pwrite(fd, buf + 4, 4, (off_t)off + 4) != 4)
+        abort();
+}
+
+/* The log entries (in the region the first header names), then the
+ * headers and region tables. */
+static void fix_checksums(const char *path)
+{
+    static uint8_t *buf;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    uint8_t h[80];
+
+    if (fd < 0 || (!buf && !(buf = malloc(1024 * 1024))))
+        abort();
+    if (pread(fd, h, sizeof h, 64 * 1024) == (ssize_t)sizeof h) {
+        uint64_t log_len = get_le32(h + 68);
+        uint64_t log_off = get_le32(h + 72) |
+                           (uint64_t)get_le32(h + 76) << 32;
+        if (log_len > MAX_FILE || log_off > MAX_FILE)
+            log_len = 0;
+        for (uint64_t pos = 0; pos + 4096 <= log_len; pos += 4096) {
+            uint8_t e[12];
+            if (pread(fd, e, sizeof e, (off_t)(log_off + pos)) != 12 ||
+                get_le32(e) != VHDX_LOG_SIGNATURE)
+                continue;
+            uint64_t len = get_le32(e + 8);
+            if (len >= 4096 && len <= 1024 * 1024 && len % 4096 == 0 &&
+                len <= log_len - pos)
+                fix_crc(fd, log_off + pos, (size_t)len, VHDX_LOG_SIGNATURE,
+                        buf);
+        }
+    }
+    fix_crc(fd, 64 * 1024, 4096, VHDX_HEADER_SIGNATURE, buf);
+    fix_crc(fd, 128 * 1024, 4096, VHDX_HEADER_SIGNATURE, buf);
+    fix_crc(fd, 192 * 1024, 64 * 1024, VHDX_REGION_SIGNATURE, buf);
+    fix_crc(fd, 256 * 1024, 64 * 1024, VHDX_REGION_SIGNATURE, buf);
+    close(fd);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static uint8_t *buf;
@@ -85,8 +146,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!buf && !(buf = malloc(FUZZ_CHUNK)))
         abort();
     fuzz_start_clock();
-    if (!make_file(path, data, size))
+    if (size < 1 || !make_file(path, data + 1, size - 1))
         return 0;
+    if (data[0] & 1)
+        fix_checksums(path);
 
     struct img_open_args args = {
         .path = path, .format = "vhdx", .read_only = true,

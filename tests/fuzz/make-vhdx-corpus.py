@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""Turn VHDX files into fuzz-vhdx inputs: the file's nonzero 512-byte
-sectors, merged into pieces of at most 65535 bytes, each written as
-u32 LE sector, u16 LE length, bytes (see fuzz-vhdx.c).
+"""Turn VHDX files into fuzz-vhdx inputs: a flags byte (1: fix the
+checksums), then the file's nonzero 512-byte sectors, merged into pieces
+of at most 65535 bytes, each written as u32 LE sector, u16 LE length,
+bytes (see fuzz-vhdx.c).
 
     make-vhdx-corpus.py OUT IMAGE...   one input per image, named after it
 """
@@ -11,7 +12,7 @@ import sys
 
 
 def pieces(data):
-    out = bytearray()
+    out = bytearray(b'\x01')
     zero = bytes(512)
     n = (len(data) + 511) // 512
     i = 0
