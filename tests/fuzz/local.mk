@@ -3,13 +3,14 @@
 # make-corpus.sh into the build tree; `make fuzz` builds them with clang
 # and libFuzzer into fuzz/, `make fuzz-smoke` runs each for 60 s.
 
-FUZZ_TARGETS = fuzz-qcow2-open fuzz-qcow2-check fuzz-vhdx fuzz-handshake
+FUZZ_TARGETS = fuzz-qcow2-open fuzz-qcow2-check fuzz-vhdx fuzz-luks \
+	fuzz-handshake
 
 EXTRA_DIST += tests/fuzz/fuzz.h tests/fuzz/make-corpus.sh \
 	tests/fuzz/make-handshake-corpus.py tests/fuzz/make-vhdx-corpus.py
 
 check_PROGRAMS += tests/fuzz/fuzz-qcow2-open tests/fuzz/fuzz-qcow2-check \
-	tests/fuzz/fuzz-vhdx tests/fuzz/fuzz-handshake
+	tests/fuzz/fuzz-vhdx tests/fuzz/fuzz-luks tests/fuzz/fuzz-handshake
 tests_fuzz_fuzz_qcow2_open_SOURCES = tests/fuzz/fuzz-qcow2-open.c \
 	tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h \
 	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
@@ -22,6 +23,10 @@ tests_fuzz_fuzz_vhdx_SOURCES = tests/fuzz/fuzz-vhdx.c \
 	tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h \
 	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
 tests_fuzz_fuzz_vhdx_LDADD = $(FORMATS_LIBS)
+tests_fuzz_fuzz_luks_SOURCES = tests/fuzz/fuzz-luks.c \
+	tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h \
+	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
+tests_fuzz_fuzz_luks_LDADD = $(FORMATS_LIBS)
 tests_fuzz_fuzz_handshake_SOURCES = tests/fuzz/fuzz-handshake.c \
 	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
 tests_fuzz_fuzz_handshake_LDADD = libdsproto.a
@@ -30,6 +35,7 @@ FUZZ_TESTS = \
 	tests/fuzz/fuzz-qcow2-open-survives-seed-corpus.sh \
 	tests/fuzz/fuzz-qcow2-check-survives-seed-corpus.sh \
 	tests/fuzz/fuzz-vhdx-survives-seed-corpus.sh \
+	tests/fuzz/fuzz-luks-survives-seed-corpus.sh \
 	tests/fuzz/fuzz-handshake-survives-seed-corpus.sh
 TESTS += $(FUZZ_TESTS)
 EXTRA_DIST += $(FUZZ_TESTS)
@@ -52,7 +58,7 @@ fuzz_cc = $(FUZZ_CC) $(FUZZ_CFLAGS) -std=gnu11 -pthread $(WARN_CFLAGS) \
 # The targets over formats/: every formats source plus the target's own
 # and the shared helpers.
 FUZZ_FORMAT_TARGETS = fuzz/fuzz-qcow2-open fuzz/fuzz-qcow2-check \
-	fuzz/fuzz-vhdx
+	fuzz/fuzz-vhdx fuzz/fuzz-luks
 $(FUZZ_FORMAT_TARGETS): fuzz/%: $(libdsformats_a_SOURCES) tests/fuzz/%.c \
 		tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h
 	@$(MKDIR_P) fuzz
@@ -74,7 +80,7 @@ fuzz: $(FUZZ_FORMAT_TARGETS) fuzz/fuzz-handshake
 # into fuzz/corpus-TARGET, where libFuzzer also keeps what it finds);
 # a crash leaves its input in fuzz/ as crash-* and fails the rule.
 fuzz-smoke: fuzz
-	@for t in qcow2-open qcow2-check vhdx handshake; do \
+	@for t in qcow2-open qcow2-check vhdx luks handshake; do \
 	  $(SHELL) $(srcdir)/tests/fuzz/make-corpus.sh $$t fuzz/corpus-$$t && \
 	  echo "fuzz-$$t: $(FUZZ_TIME) s" && \
 	  fuzz/fuzz-$$t $(FUZZ_RUN_FLAGS) -artifact_prefix=fuzz/ \

@@ -5,21 +5,23 @@
 #   make-corpus.sh qcow2-open DIR     small qcow2 images from qemu-img
 #   make-corpus.sh qcow2-check DIR    the same images
 #   make-corpus.sh vhdx DIR           qemu-img's VHDX files as piece lists
+#   make-corpus.sh luks DIR           LUKS1 headers from qemu-img, cut
+#                                     after the first slot's key material
 #   make-corpus.sh handshake DIR      recorded client byte streams
 #
 # Every image has a small virtual size and stays under 256 KiB; names
 # describe what each one exercises.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-target=${1:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|handshake DIR}
-out=${2:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|handshake DIR}
+target=${1:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|luks|handshake DIR}
+out=${2:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|luks|handshake DIR}
 mkdir -p "$out"
 
 case $target in
 handshake)
     exec /usr/bin/python3 "$here/make-handshake-corpus.py" "$out"
     ;;
-qcow2-open|qcow2-check|vhdx)
+qcow2-open|qcow2-check|vhdx|luks)
     ;;
 *)
     echo "make-corpus.sh: unknown target '$target'" >&2
@@ -31,6 +33,30 @@ command -v qemu-img >/dev/null || { echo "make-corpus.sh: no qemu-img" >&2; exit
 command -v qemu-io >/dev/null || { echo "make-corpus.sh: no qemu-io" >&2; exit 77; }
 w=$(mktemp -d "${TMPDIR:-/tmp}/fuzz-corpus.XXXXXX")
 trap 'rm -rf "$w"' EXIT
+
+if [ "$target" = luks ]; then
+    # luks NAME OPTIONS: a header with slot 0 under "fuzz" (iteration
+    # counts from 1 ms of PBKDF2), cut after slot 0's key material.
+    luks()
+    {
+        qemu-img create -q -f luks --object secret,id=s0,data=fuzz \
+            -o key-secret=s0,iter-time=1${2:+,$2} "$w/$1" 0
+        /usr/bin/python3 - "$w/$1" "$out/$1" <<'PY'
+import struct, sys
+d = open(sys.argv[1], 'rb').read()
+key_bytes = struct.unpack('>I', d[108:112])[0]
+offset, stripes = struct.unpack('>II', d[208 + 40:208 + 48])
+open(sys.argv[2], 'wb').write(d[:offset * 512 + key_bytes * stripes])
+PY
+    }
+    luks aes-xts-sha256.luks
+    luks aes-128-xts.luks cipher-alg=aes-128
+    luks aes-cbc-essiv.luks cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha256
+    luks aes-cbc-plain.luks cipher-mode=cbc,ivgen-alg=plain
+    luks sha1.luks hash-alg=sha1
+    luks sha512.luks hash-alg=sha512
+    exit 0
+fi
 
 if [ "$target" = vhdx ]; then
     # vhdx NAME SIZE OPTIONS: a VHDX file with data in three blocks, one
