@@ -4,13 +4,15 @@
 # and libFuzzer into fuzz/, `make fuzz-smoke` runs each for 60 s.
 
 FUZZ_TARGETS = fuzz-qcow2-open fuzz-qcow2-check fuzz-vhdx fuzz-luks \
-	fuzz-handshake
+	fuzz-requests fuzz-handshake
 
 EXTRA_DIST += tests/fuzz/fuzz.h tests/fuzz/make-corpus.sh \
-	tests/fuzz/make-handshake-corpus.py tests/fuzz/make-vhdx-corpus.py
+	tests/fuzz/make-handshake-corpus.py tests/fuzz/make-vhdx-corpus.py \
+	tests/fuzz/make-requests-corpus.py
 
 check_PROGRAMS += tests/fuzz/fuzz-qcow2-open tests/fuzz/fuzz-qcow2-check \
-	tests/fuzz/fuzz-vhdx tests/fuzz/fuzz-luks tests/fuzz/fuzz-handshake
+	tests/fuzz/fuzz-vhdx tests/fuzz/fuzz-luks tests/fuzz/fuzz-requests \
+	tests/fuzz/fuzz-handshake
 tests_fuzz_fuzz_qcow2_open_SOURCES = tests/fuzz/fuzz-qcow2-open.c \
 	tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h \
 	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
@@ -27,6 +29,10 @@ tests_fuzz_fuzz_luks_SOURCES = tests/fuzz/fuzz-luks.c \
 	tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h \
 	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
 tests_fuzz_fuzz_luks_LDADD = $(FORMATS_LIBS)
+tests_fuzz_fuzz_requests_SOURCES = tests/fuzz/fuzz-requests.c \
+	tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h \
+	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
+tests_fuzz_fuzz_requests_LDADD = $(FORMATS_LIBS) libdsproto.a
 tests_fuzz_fuzz_handshake_SOURCES = tests/fuzz/fuzz-handshake.c \
 	tests/fuzz/fuzz-main.c tests/fuzz/fuzz.h
 tests_fuzz_fuzz_handshake_LDADD = libdsproto.a
@@ -36,6 +42,7 @@ FUZZ_TESTS = \
 	tests/fuzz/fuzz-qcow2-check-survives-seed-corpus.sh \
 	tests/fuzz/fuzz-vhdx-survives-seed-corpus.sh \
 	tests/fuzz/fuzz-luks-survives-seed-corpus.sh \
+	tests/fuzz/fuzz-requests-survives-seed-corpus.sh \
 	tests/fuzz/fuzz-handshake-survives-seed-corpus.sh
 TESTS += $(FUZZ_TESTS)
 EXTRA_DIST += $(FUZZ_TESTS)
@@ -58,7 +65,7 @@ fuzz_cc = $(FUZZ_CC) $(FUZZ_CFLAGS) -std=gnu11 -pthread $(WARN_CFLAGS) \
 # The targets over formats/: every formats source plus the target's own
 # and the shared helpers.
 FUZZ_FORMAT_TARGETS = fuzz/fuzz-qcow2-open fuzz/fuzz-qcow2-check \
-	fuzz/fuzz-vhdx fuzz/fuzz-luks
+	fuzz/fuzz-vhdx fuzz/fuzz-luks fuzz/fuzz-requests
 $(FUZZ_FORMAT_TARGETS): fuzz/%: $(libdsformats_a_SOURCES) tests/fuzz/%.c \
 		tests/fuzz/fuzz-image.c tests/fuzz/fuzz-image.h
 	@$(MKDIR_P) fuzz
@@ -66,7 +73,7 @@ $(FUZZ_FORMAT_TARGETS): fuzz/%: $(libdsformats_a_SOURCES) tests/fuzz/%.c \
 	  case $$f in *.c) srcs="$$srcs $(srcdir)/$$f";; esac; \
 	done; \
 	$(fuzz_cc) $$srcs $(srcdir)/tests/fuzz/$*.c \
-	  $(srcdir)/tests/fuzz/fuzz-image.c \
+	  $(srcdir)/tests/fuzz/fuzz-image.c $(srcdir)/protocol/protocol.c \
 	  $(ZLIB_LIBS) $(ZSTD_LIBS) $(NETTLE_LIBS) $(ISAL_LIBS) -lm
 
 fuzz/fuzz-handshake: $(libdsproto_a_SOURCES) tests/fuzz/fuzz-handshake.c
@@ -80,7 +87,7 @@ fuzz: $(FUZZ_FORMAT_TARGETS) fuzz/fuzz-handshake
 # into fuzz/corpus-TARGET, where libFuzzer also keeps what it finds);
 # a crash leaves its input in fuzz/ as crash-* and fails the rule.
 fuzz-smoke: fuzz
-	@for t in qcow2-open qcow2-check vhdx luks handshake; do \
+	@for t in qcow2-open qcow2-check vhdx luks requests handshake; do \
 	  $(SHELL) $(srcdir)/tests/fuzz/make-corpus.sh $$t fuzz/corpus-$$t && \
 	  echo "fuzz-$$t: $(FUZZ_TIME) s" && \
 	  fuzz/fuzz-$$t $(FUZZ_RUN_FLAGS) -artifact_prefix=fuzz/ \

@@ -7,19 +7,23 @@
 #   make-corpus.sh vhdx DIR           qemu-img's VHDX files as piece lists
 #   make-corpus.sh luks DIR           LUKS1 headers from qemu-img, cut
 #                                     after the first slot's key material
+#   make-corpus.sh requests DIR       request streams for every image kind
 #   make-corpus.sh handshake DIR      recorded client byte streams
 #
 # Every image has a small virtual size and stays under 256 KiB; names
 # describe what each one exercises.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-target=${1:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|luks|handshake DIR}
-out=${2:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|luks|handshake DIR}
+target=${1:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|luks|requests|handshake DIR}
+out=${2:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|luks|requests|handshake DIR}
 mkdir -p "$out"
 
 case $target in
 handshake)
     exec /usr/bin/python3 "$here/make-handshake-corpus.py" "$out"
+    ;;
+requests)
+    exec /usr/bin/python3 "$here/make-requests-corpus.py" "$out"
     ;;
 qcow2-open|qcow2-check|vhdx|luks)
     ;;
