@@ -66,7 +66,7 @@ fi
 if [ "${FUZZ_SMOKE:-0}" = 1 ]; then
     make fuzz-smoke >fuzz-smoke.out 2>&1
     rc=$?
-    grep -E '^(fuzz-smoke:|#[0-9]+ *DONE)' fuzz-smoke.out
+    grep -E '^(fuzz-smoke:|#[0-9]+[[:space:]]+DONE)' fuzz-smoke.out
     p=$(grep -c '^fuzz-smoke: .*: PASS$' fuzz-smoke.out)
     f=$(grep -c '^fuzz-smoke: .*: FAIL$' fuzz-smoke.out)
     passed=$((passed + p))

@@ -97,7 +97,7 @@ fuzz-smoke: fuzz
 	  if $(SHELL) $(srcdir)/tests/fuzz/make-corpus.sh $$t fuzz/corpus-$$t \
 	     && fuzz/fuzz-$$t $(FUZZ_RUN_FLAGS) -dict=$$d \
 	       -artifact_prefix=fuzz/ fuzz/corpus-$$t 2>fuzz/fuzz-$$t.log; then \
-	    grep -E '^#[0-9]+ *DONE' fuzz/fuzz-$$t.log | tail -n 1; \
+	    grep -E '^#[0-9]+[[:space:]]+DONE' fuzz/fuzz-$$t.log | tail -n 1; \
 	    echo "fuzz-smoke: fuzz-$$t: PASS"; \
 	  else \
 	    tail -n 60 fuzz/fuzz-$$t.log; \
