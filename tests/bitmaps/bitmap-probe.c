@@ -7,7 +7,7 @@
  *   list               one line per bitmap: name granularity count
  *                      recording persistent inconsistent
  *   map NAME           the dirty runs: "OFFSET LENGTH" per run, merged
- *   write OFF LEN      write LEN bytes of 0xa5 at OFF
+ *   write OFF LEN      write LEN bytes of 0xa5 at OFF (suffixes k M G)
  *   zero OFF LEN       write zeroes
  *   trim OFF LEN       trim
  *   bench N GRAN...    N random 4 KiB writes (seeded), then the ns per
@@ -23,6 +23,19 @@
 #include <time.h>
 
 #include "image.h"
+
+/* A number with an optional k, M or G suffix (powers of 1024). */
+static uint64_t num(const char *s)
+{
+    char *end;
+    uint64_t v = strtoull(s, &end, 0);
+    switch (*end) {
+    case 'k': return v << 10;
+    case 'M': return v << 20;
+    case 'G': return v << 30;
+    default: return v;
+    }
+}
 
 static int list(struct image *img)
 {
@@ -87,7 +100,7 @@ static int bench(struct image *img, char **argv, int argc)
         snprintf(name, sizeof name, "bench%d", i);
         struct img_bitmap_action a = {
             .op = IMG_BITMAP_ADD, .name = name,
-            .granularity = strtoull(argv[i], NULL, 0),
+            .granularity = num(argv[i]),
         };
         int err = img->ops->bitmap_apply(img, &a, 1, msg, sizeof msg);
         if (err) {
@@ -140,8 +153,8 @@ int main(int argc, char **argv)
             err = map(img, argv[i++]);
         } else if ((!strcmp(cmd, "write") || !strcmp(cmd, "zero") ||
                     !strcmp(cmd, "trim")) && i + 1 < argc) {
-            uint64_t off = strtoull(argv[i], NULL, 0);
-            uint64_t len = strtoull(argv[i + 1], NULL, 0);
+            uint64_t off = num(argv[i]);
+            uint64_t len = num(argv[i + 1]);
             i += 2;
             if (!strcmp(cmd, "zero"))
                 err = img->ops->write_zeroes(img, len, off, 0);
