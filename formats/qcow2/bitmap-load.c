@@ -110,6 +110,47 @@ static const char *entry_name(const struct qcow2_state *s, uint32_t i,
     return buf;
 }
 
+/* Whether host clusters [first, first + count) meet the area [a, a +
+ * len) (whole clusters). */
+static bool meets(const struct qcow2_state *s, uint64_t first,
+                  uint64_t count, uint64_t a, uint64_t len)
+{
+    if (len == 0)
+        return false;
+    uint64_t af = a >> s->h.cluster_bits;
+    uint64_t al = (a + len - 1) >> s->h.cluster_bits;
+    return first <= al && af < first + count;
+}
+
+/* The fixed metadata clusters [first, first + count) overlap, or NULL:
+ * the header, L1 and refcount tables, snapshot table and snapshot L1
+ * tables, the encryption header.  (L2 tables and refcount blocks are
+ * the refcounts' business: qemu-img check finds those.) */
+static const char *fixed_metadata_at(const struct qcow2_state *s,
+                                     uint64_t first, uint64_t count)
+{
+    const struct qcow2_header *h = &s->h;
+
+    if (meets(s, first, count, 0, s->cluster_size))
+        return "the header";
+    if (meets(s, first, count, h->l1_table_offset, (uint64_t)h->l1_size * 8))
+        return "the L1 table";
+    if (meets(s, first, count, h->refcount_table_offset,
+              (uint64_t)h->refcount_table_clusters * s->cluster_size))
+        return "the refcount table";
+    if (h->nb_snapshots &&
+        meets(s, first, count, h->snapshots_offset, s->snapshots_size))
+        return "the snapshot table";
+    if (h->has_fde_ext &&
+        meets(s, first, count, h->fde_offset, h->fde_length))
+        return "the encryption header";
+    for (uint32_t i = 0; i < s->nb_snapshots; i++)
+        if (meets(s, first, count, s->snapshots[i].l1_table_offset,
+                  (uint64_t)s->snapshots[i].l1_size * 8))
+            return "a snapshot's L1 table";
+    return NULL;
+}
+
 /* No two structures share a cluster, and none sits on other metadata. */
 static int check_overlaps(struct bm_load *l, struct uses *u)
 {
@@ -117,9 +158,7 @@ static int check_overlaps(struct bm_load *l, struct uses *u)
     char a[80], b[80];
 
     for (size_t i = 0; i < u->n; i++) {
-        const char *m = qcow2_metadata_at(s, u->v[i].first <<
-                                          s->h.cluster_bits,
-                                          u->v[i].count << s->h.cluster_bits);
+        const char *m = fixed_metadata_at(s, u->v[i].first, u->v[i].count);
         if (m) {
             const char *who = u->v[i].who == UINT32_MAX ? "the directory"
                               : entry_name(s, u->v[i].who, a, sizeof a);
@@ -210,15 +249,15 @@ static int check_entry(struct bm_load *l, const uint8_t *dir, uint64_t pos,
     uint16_t nlen = be16toh(e.name_size);
     /* At most 24 + 2^32 - 1 + 2^16 - 1 + 7: no overflow. */
     uint64_t n = (sizeof e + (uint64_t)extra + nlen + 7) & ~7ull;
+    if (nlen == 0 || nlen > IMG_BITMAP_NAME_MAX)
+        return bad(l, "bitmap directory entry %" PRIu32 ": name_size %"
+                   PRIu16 " out of range (1..%d)", i, nlen,
+                   IMG_BITMAP_NAME_MAX);
     if (n > dir_size - pos)
         return bad(l, "bitmap directory entry %" PRIu32 " (%" PRIu64
                    " bytes at %" PRIu64 ") runs past the end of the "
                    "directory (bitmap_directory_size %" PRIu64 ")", i, n,
                    pos, dir_size);
-    if (nlen == 0 || nlen > IMG_BITMAP_NAME_MAX)
-        return bad(l, "bitmap directory entry %" PRIu32 ": name_size %"
-                   PRIu16 " out of range (1..%d)", i, nlen,
-                   IMG_BITMAP_NAME_MAX);
     const char *np = (const char *)dir + pos + sizeof e + extra;
     if (memchr(np, 0, nlen))
         return bad(l, "bitmap directory entry %" PRIu32 ": name holds a "

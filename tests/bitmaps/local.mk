@@ -3,13 +3,14 @@
 # nbdinfo as the oracles, and malformed directories made by a poke
 # script.
 
-EXTRA_DIST += tests/bitmaps/bitmaps-functions.sh
+EXTRA_DIST += tests/bitmaps/bitmaps-functions.sh tests/bitmaps/bmpoke.py
 
 check_PROGRAMS += tests/bitmaps/bitmap-probe
 tests_bitmaps_bitmap_probe_SOURCES = tests/bitmaps/bitmap-probe.c
 tests_bitmaps_bitmap_probe_LDADD = $(FORMATS_LIBS)
 
 BITMAPS_TESTS = \
-	tests/bitmaps/bitmaps-load-matches-qemu-nbd.sh
+	tests/bitmaps/bitmaps-load-matches-qemu-nbd.sh \
+	tests/bitmaps/bitmaps-malformed-dropped-read-only-refused-read-write.sh
 TESTS += $(BITMAPS_TESTS)
 EXTRA_DIST += $(BITMAPS_TESTS)
