@@ -10,6 +10,8 @@
  *   write OFF LEN      write LEN bytes of 0xa5 at OFF (suffixes k M G)
  *   zero OFF LEN       write zeroes
  *   trim OFF LEN       trim
+ *   add NAME GRAN P    add a bitmap (persistent when P is 1)
+ *   sleep SECONDS      wait (the image stays open)
  *   bench N GRAN...    N random 4 KiB writes (seeded), then the ns per
  *                      write, after adding one bitmap per granularity
  *                      given (none when only N)
@@ -21,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "image.h"
 
@@ -165,6 +168,19 @@ int main(int argc, char **argv)
                     err = img->ops->write(img, data, len - d < sizeof data
                                           ? len - d : sizeof data,
                                           off + d, 0);
+        } else if (!strcmp(cmd, "add") && i + 2 < argc) {
+            char msg[256];
+            struct img_bitmap_action a = {
+                .op = IMG_BITMAP_ADD, .name = argv[i],
+                .granularity = num(argv[i + 1]),
+                .persistent = atoi(argv[i + 2]) == 1,
+            };
+            i += 3;
+            err = img->ops->bitmap_apply(img, &a, 1, msg, sizeof msg);
+            if (err)
+                fprintf(stderr, "bitmap-probe: %s\n", msg);
+        } else if (!strcmp(cmd, "sleep") && i < argc) {
+            sleep((unsigned)atoi(argv[i++]));
         } else if (!strcmp(cmd, "bench") && i < argc) {
             err = bench(img, argv + i, argc - i);
             i = argc;
