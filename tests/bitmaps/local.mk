@@ -13,6 +13,7 @@ BITMAPS_TESTS = \
 	tests/bitmaps/bitmaps-load-matches-qemu-nbd.sh \
 	tests/bitmaps/bitmaps-malformed-dropped-read-only-refused-read-write.sh \
 	tests/bitmaps/bitmaps-writes-land-in-enabled-bitmaps-and-store-as-qemu-would.sh \
-	tests/bitmaps/bitmaps-img-bitmap-matches-qemu-img-bitmap.sh
+	tests/bitmaps/bitmaps-img-bitmap-matches-qemu-img-bitmap.sh \
+	tests/bitmaps/bitmaps-in-use-while-open-disabled-survive-crash.sh
 TESTS += $(BITMAPS_TESTS)
 EXTRA_DIST += $(BITMAPS_TESTS)
