@@ -15,6 +15,8 @@
  *   bench N GRAN...    N random 4 KiB writes (seeded), then the ns per
  *                      write, after adding one bitmap per granularity
  *                      given (none when only N)
+ *   recbench N GRAN... the same, but only the bitmap recording each
+ *                      write does (the driver's qcow2_bitmaps_record)
  * Exit status: 0, or 1 with the driver's error printed.
  */
 #include <errno.h>
@@ -26,6 +28,7 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "qcow2/qcow2.h"
 
 /* A number with an optional k, M or G suffix (powers of 1024). */
 static uint64_t num(const char *s)
@@ -91,7 +94,7 @@ static int map(struct image *img, const char *name)
     return 0;
 }
 
-static int bench(struct image *img, char **argv, int argc)
+static int bench(struct image *img, char **argv, int argc, bool rec_only)
 {
     long n = atol(argv[0]);
     uint64_t blocks = img->size / 4096;
@@ -115,15 +118,18 @@ static int bench(struct image *img, char **argv, int argc)
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (long i = 0; i < n; i++) {
         x = x * 6364136223846793005ull + 1442695040888963407ull;
-        int err = img->ops->write(img, buf, 4096, (x >> 20) % blocks * 4096,
-                                  0);
+        uint64_t off = (x >> 20) % blocks * 4096;
+        int err = rec_only
+            ? qcow2_bitmaps_record(qcow2_from_img(img), off, 4096)
+            : img->ops->write(img, buf, 4096, off, 0);
         if (err)
             return err;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double ns = ((t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec))
                 / (double)n;
-    printf("%.0f ns/write with %d bitmaps\n", ns, argc - 1);
+    printf("%.1f ns/%s with %d bitmaps\n", ns,
+           rec_only ? "record" : "write", argc - 1);
     return 0;
 }
 
@@ -181,8 +187,9 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bitmap-probe: %s\n", msg);
         } else if (!strcmp(cmd, "sleep") && i < argc) {
             sleep((unsigned)atoi(argv[i++]));
-        } else if (!strcmp(cmd, "bench") && i < argc) {
-            err = bench(img, argv + i, argc - i);
+        } else if ((!strcmp(cmd, "bench") || !strcmp(cmd, "recbench")) &&
+                   i < argc) {
+            err = bench(img, argv + i, argc - i, cmd[0] == 'r');
             i = argc;
         } else {
             fprintf(stderr, "bitmap-probe: bad command '%s'\n", cmd);
