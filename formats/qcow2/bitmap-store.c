@@ -264,7 +264,8 @@ static void put_entry(uint8_t *dir, uint64_t *pos,
     uint64_t len = (sizeof e + b->extra_size + nlen + 7) & ~7ull;
     memset(dir + *pos, 0, len);
     memcpy(dir + *pos, &e, sizeof e);
-    memcpy(dir + *pos + sizeof e, b->extra, b->extra_size);
+    if (b->extra_size)
+        memcpy(dir + *pos + sizeof e, b->extra, b->extra_size);
     memcpy(dir + *pos + sizeof e + b->extra_size, b->name, nlen);
     *pos += len;
 }
