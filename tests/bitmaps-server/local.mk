@@ -7,7 +7,9 @@
 BITMAPS_SERVER_TESTS = \
 	tests/bitmaps-server/dirty-maps-match-qemu-nbd.sh \
 	tests/bitmaps-server/meta-context-answers-match-qemu-nbd.py \
-	tests/bitmaps-server/block-status-chunks-are-well-formed.py
+	tests/bitmaps-server/block-status-chunks-are-well-formed.py \
+	tests/bitmaps-server/qmp-commands-manage-bitmaps.py \
+	tests/bitmaps-server/bitmap-option-restricts-offered-set.sh
 
 TESTS += $(BITMAPS_SERVER_TESTS)
 EXTRA_DIST += $(BITMAPS_SERVER_TESTS) \
