@@ -98,6 +98,45 @@ def selected_bitmaps_answer_block_status():
     c.close()
 
 
+def pipelined_options_are_answered_in_order():
+    """The bitmap list is fetched off the loop: options sent together are
+    still answered one after another, and clients leaving with a
+    question open do no harm."""
+    c = structured(ds)
+    c.send_option(OPT_LIST_META_CONTEXT, meta_data(b"", [b"qemu:"]))
+    c.send_option(OPT_SET_META_CONTEXT,
+                  meta_data(b"", [b"qemu:dirty-bitmap:mid"]))
+    c.send_option(OPT_LIST_META_CONTEXT,
+                  meta_data(b"", [b"base:allocation"]))
+    c.send_option(OPT_GO, go_data(b"", ()))
+    for option, want in ((OPT_LIST_META_CONTEXT, 4),
+                         (OPT_SET_META_CONTEXT, 1),
+                         (OPT_LIST_META_CONTEXT, 1), (OPT_GO, None)):
+        n = 0
+        while True:
+            r = c.option_reply(option)
+            if r.type == REP_ACK:
+                break
+            check(not r.type & REP_FLAG_ERROR, "option %d: %r" %
+                  (option, r))
+            n += 1
+        check(want is None or n == want,
+              "option %d: %d contexts, expected %r" % (option, n, want))
+    c.close()
+    for _ in range(30):
+        c = structured(ds)
+        c.send_option(OPT_SET_META_CONTEXT,
+                      meta_data(b"", [b"qemu:dirty-bitmap:fine"] * 50))
+        c.close()
+    check(ds.alive(), "server died")
+    c = structured(ds)
+    check(list_meta(c, [b"qemu:dirty-bitmap:"]) ==
+          ["qemu:dirty-bitmap:coarse", "qemu:dirty-bitmap:fine",
+           "qemu:dirty-bitmap:mid"], "server no longer answers")
+    c.close()
+
+
 ds, qn = start()
 run(list_answers_agree, set_answers_agree,
-    selected_bitmaps_answer_block_status)
+    selected_bitmaps_answer_block_status,
+    pipelined_options_are_answered_in_order)
