@@ -46,6 +46,7 @@ struct ctl_client {
     bool parsing;               /* inside process_input */
     bool reading;
     bool ending;                /* server shutdown: run nothing more */
+    bool eof;                   /* the client sent all it will send */
     bool closing;               /* the handle is closing or closed */
     unsigned refs;              /* handle, running command, writes */
     unsigned long long id;
@@ -64,6 +65,7 @@ static struct ctl_client *clients;
 static unsigned long long next_id;
 
 static void process_input(struct ctl_client *cl);
+static void client_end(struct ctl_client *cl);
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
@@ -540,12 +542,36 @@ static void process_input(struct ctl_client *cl)
     cl->parsing = false;
     if (cl->closing || cl->ending)
         return;
+    if (cl->eof) {
+        if (!cl->busy)
+            client_end(cl);
+        return;
+    }
     /* Read on only while idle: a busy client's input waits in the
      * socket. */
     if (cl->busy)
         stop_reading(cl);
     else
         start_reading(cl);
+}
+
+static void on_client_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    client_close(req->data);
+}
+
+/* End a client gracefully: the answers queued go out first. */
+static void client_end(struct ctl_client *cl)
+{
+    if (cl->closing || cl->ending)
+        return;
+    stop_reading(cl);
+    cl->ending = true;
+    cl->shut_req.data = cl;
+    if (uv_shutdown(&cl->shut_req, (uv_stream_t *)&cl->pipe,
+                    on_client_shutdown))
+        client_close(cl);
 }
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -571,10 +597,16 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     struct ctl_client *cl = s->data;
     (void)buf;
 
+    if (nread == UV_EOF) {
+        /* Answer what it sent (`echo ... | socat`), then end. */
+        stop_reading(cl);
+        cl->eof = true;
+        process_input(cl);
+        return;
+    }
     if (nread < 0) {
-        if (nread != UV_EOF)
-            srv_debug("control client %llu: read: %s", cl->id,
-                      uv_strerror((int)nread));
+        srv_debug("control client %llu: read: %s", cl->id,
+                  uv_strerror((int)nread));
         client_close(cl);
         return;
     }
@@ -667,12 +699,6 @@ int ctl_start(uv_loop_t *loop, int fd)
     return 0;
 }
 
-static void on_client_shutdown(uv_shutdown_t *req, int status)
-{
-    (void)status;
-    client_close(req->data);
-}
-
 void ctl_close(void)
 {
     if (listening) {
@@ -682,14 +708,6 @@ void ctl_close(void)
             unlink(srv.opts.control_path);
     }
     /* Answers already queued (quit's) go out before each client ends. */
-    for (struct ctl_client *cl = clients; cl; cl = cl->next) {
-        if (cl->closing || cl->ending)
-            continue;
-        stop_reading(cl);
-        cl->ending = true;
-        cl->shut_req.data = cl;
-        if (uv_shutdown(&cl->shut_req, (uv_stream_t *)&cl->pipe,
-                        on_client_shutdown))
-            client_close(cl);
-    }
+    for (struct ctl_client *cl = clients; cl; cl = cl->next)
+        client_end(cl);
 }

@@ -315,6 +315,32 @@ def clients_leaving_mid_command_are_harmless():
     serving()
 
 
+def half_closed_client_gets_every_answer():
+    """As `echo ... | socat - UNIX-CONNECT:...` sends: everything, then
+    end of input; every answer still comes back."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(30)
+    s.connect(ctl)
+    s.sendall(b'{"execute": "qmp_capabilities"}\n'
+              b'{"execute": "block-dirty-bitmap-add", "arguments": '
+              b'{"node": "disk", "name": "h"}, "id": 1}\n'
+              b'{"execute": "block-dirty-bitmap-remove", "arguments": '
+              b'{"node": "disk", "name": "h"}, "id": 2}')
+    s.shutdown(socket.SHUT_WR)
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    lines = [json.loads(x) for x in data.splitlines()]
+    check(len(lines) == 4 and lines[1] == {"return": {}} and
+          lines[2] == {"return": {}, "id": 1} and
+          lines[3] == {"return": {}, "id": 2}, "answers %r" % lines)
+    serving()
+
+
 def overlong_request_drops_only_that_client():
     other = Qmp(ctl)
     q = Qmp(ctl)
@@ -376,5 +402,6 @@ run(socket_is_private, greeting_then_capabilities_first,
     merge_takes_names_and_objects, transaction_applies_all_or_nothing,
     removed_bitmap_fails_block_status_with_einval,
     bad_requests_get_qmp_errors, clients_leaving_mid_command_are_harmless,
+    half_closed_client_gets_every_answer,
     overlong_request_drops_only_that_client, several_clients_interleave,
     quit_stops_the_server)
