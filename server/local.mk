@@ -11,6 +11,10 @@ diskserve_SOURCES = \
 	server/handshake.c \
 	server/request.c \
 	server/reply.c \
-	server/export.c
-diskserve_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(INIH_CFLAGS)
-diskserve_LDADD = libdsproto.a $(FORMATS_LIBS) $(UV_LIBS) $(INIH_LIBS)
+	server/export.c \
+	server/control.h \
+	server/control.c \
+	server/qmp.c
+diskserve_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS)
+diskserve_LDADD = libdsproto.a $(FORMATS_LIBS) $(UV_LIBS) $(INIH_LIBS) \
+	$(JSONC_LIBS)

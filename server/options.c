@@ -31,6 +31,7 @@ enum {
     OPT_MAX_NEGOTIATING,
     OPT_CACHE_SIZE,
     OPT_LUKS_MAX_ITER,
+    OPT_CONTROL,
 };
 
 static const struct option long_opts[] = {
@@ -58,6 +59,8 @@ static const struct option long_opts[] = {
     { "max-negotiating", required_argument, NULL, OPT_MAX_NEGOTIATING },
     { "cache-size", required_argument, NULL, OPT_CACHE_SIZE },
     { "luks-max-iterations", required_argument, NULL, OPT_LUKS_MAX_ITER },
+    { "bitmap", required_argument, NULL, 'B' },
+    { "control", required_argument, NULL, OPT_CONTROL },
     { NULL, 0, NULL, 0 },
 };
 
@@ -77,6 +80,9 @@ static const char usage_text[] =
 "                            PBKDF2 iterations one LUKS open may run, over\n"
 "                            all key slots tried (default: 16000000)\n"
 "      --cache-size BYTES    metadata cache size (e.g. 32M)\n"
+"  -B, --bitmap NAME         offer only these dirty bitmaps as\n"
+"                            qemu:dirty-bitmap:NAME (repeatable; default:\n"
+"                            every bitmap the image has)\n"
 "      --config FILE         serve the exports a config file names\n"
 "Listening:\n"
 "  -k, --socket PATH         listen on a Unix socket\n"
@@ -91,6 +97,7 @@ static const char usage_text[] =
 "Process:\n"
 "      --fork                run in the background once listening\n"
 "      --pid-file FILE       write the server's pid to FILE\n"
+"      --control PATH        QMP control socket for dirty bitmaps (mode 0600)\n"
 "      --threads N           worker threads for disk I/O (default: 8)\n"
 "      --log-file FILE       log there instead of stderr (SIGHUP reopens)\n"
 "  -v, --verbose             log each connection (twice: each request)\n"
@@ -179,6 +186,24 @@ static void check_name(const char *what, const char *name)
         usage_error("%s: longer than %u bytes", what, PROTO_MAX_STRING);
 }
 
+/* Add a -B / bitmap= name to e; a name given twice counts once. */
+static void add_bitmap(struct export *e, const char *what, const char *name)
+{
+    if (!*name || strlen(name) > IMG_BITMAP_NAME_MAX)
+        usage_error("%s: a bitmap name is 1 to %u bytes", what,
+                    IMG_BITMAP_NAME_MAX);
+    for (size_t i = 0; i < e->n_bitmaps; i++)
+        if (!strcmp(e->bitmaps[i], name))
+            return;
+    char **v = realloc(e->bitmaps, (e->n_bitmaps + 1) * sizeof *v);
+    if (!v) {
+        fputs("diskserve: out of memory\n", stderr);
+        exit(1);
+    }
+    e->bitmaps = v;
+    e->bitmaps[e->n_bitmaps++] = xstrdup(name);
+}
+
 static struct export *export_append(struct srv_options *o, const char *name)
 {
     struct export *e = calloc(1, sizeof *e);
@@ -252,6 +277,8 @@ static int on_ini_line(void *user, const char *section, const char *key,
             set_str(&e->snapshot, value);
         else if (!strcmp(key, "key-file"))
             set_str(&e->key_file, value);
+        else if (!strcmp(key, "bitmap"))
+            add_bitmap(e, what, value);
         else
             usage_error("%s: unknown key", what);
         return 1;
@@ -277,6 +304,8 @@ static int on_ini_line(void *user, const char *section, const char *key,
         set_str(&o->log_file, value);
     else if (!strcmp(key, "pid-file"))
         set_str(&o->pid_file, value);
+    else if (!strcmp(key, "control"))
+        set_str(&o->control_path, value);
     else
         usage_error("%s: unknown key", what);
     return 1;
@@ -307,6 +336,7 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
     const char *format = NULL, *name = "", *desc = NULL, *snapshot = NULL;
     const char *key_file = NULL, *config = NULL;
     bool read_only = false;
+    struct export bitmaps = { .n_bitmaps = 0 };   /* -B names */
     int c;
 
     memset(o, 0, sizeof *o);
@@ -319,14 +349,14 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
 
     /* The config file first, so the command line overrides it. */
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:x:D:rk:b:p:e:l:svh", long_opts,
+    while ((c = getopt_long(argc, argv, ":f:x:D:rk:b:p:e:l:svhB:", long_opts,
                             NULL)) != -1)
         if (c == OPT_CONFIG)
             config = optarg;
     if (config)
         read_config(o, config);
     optind = 0;
-    while ((c = getopt_long(argc, argv, ":f:x:D:rk:b:p:e:l:svh", long_opts,
+    while ((c = getopt_long(argc, argv, ":f:x:D:rk:b:p:e:l:svhB:", long_opts,
                             NULL)) != -1) {
         switch (c) {
         case 'f':
@@ -405,6 +435,12 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
         case OPT_CACHE_SIZE:
             o->cache_size = parse_size("--cache-size", optarg);
             break;
+        case 'B':
+            add_bitmap(&bitmaps, "--bitmap", optarg);
+            break;
+        case OPT_CONTROL:
+            set_str(&o->control_path, optarg);
+            break;
         case OPT_LUKS_MAX_ITER:
             o->luks_max_iter = parse_uint("--luks-max-iterations", optarg,
                                           1, UINT32_MAX);
@@ -421,7 +457,8 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
     if (config) {
         if (optind < argc)
             usage_error("give either --config or an IMAGE, not both");
-        if (format || snapshot || key_file || desc || read_only || *name)
+        if (format || snapshot || key_file || desc || read_only || *name ||
+            bitmaps.n_bitmaps)
             usage_error("export options belong in the config file with "
                         "--config");
     } else {
@@ -439,6 +476,8 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
             e->snapshot = xstrdup(snapshot);
         if (key_file)
             e->key_file = xstrdup(key_file);
+        e->bitmaps = bitmaps.bitmaps;
+        e->n_bitmaps = bitmaps.n_bitmaps;
         e->read_only = read_only || snapshot;
     }
 
