@@ -150,6 +150,17 @@ SCENARIOS = [
              'random writer (allocated range) flushing after every '
              'write, QD1')],
         check=True, on_disk=True, interleave_jobs=True),
+    Scenario(
+        'bitmaps', 'the cost of recording writes in dirty bitmaps: the '
+        'allocated qcow2 of qcow2-write with no bitmap, and a copy with '
+        'two enabled persistent bitmaps (64 KiB and 4 KiB granularity); '
+        'a fresh copy per run, so every run starts with clean bitmaps',
+        [Server('diskserve', 'diskserve', 'qcow2', 'plain'),
+         Server('diskserve-bitmaps', 'diskserve', 'qcow2', 'bitmaps'),
+         Server('qemu-nbd-bitmaps', 'qemu-nbd', 'qcow2', 'bitmaps')],
+        [Job('randwrite-allocated', 'randwrite', '4k', 32, limit='data',
+             desc='4k random write, QD32, allocated range')],
+        fresh_per_run=True, check=True),
 ]
 
 
@@ -504,6 +515,21 @@ class Bench:
             self.run_tool(['qemu-img', 'resize', '-f', 'qcow2', q,
                            str(a.qcow2_size)])
             return {'qcow2': q}
+        if scen.name == 'bitmaps':
+            src = self.random_source(a.qcow2_data)
+            q = self.path('bitmaps-plain.qcow2')
+            log('creating %s qcow2 with %s allocated, and a copy with two '
+                'bitmaps' % (fmt_size(a.qcow2_size), fmt_size(a.qcow2_data)))
+            self.run_tool(['qemu-img', 'convert', '-f', 'raw', '-O',
+                           'qcow2', src, q])
+            self.run_tool(['qemu-img', 'resize', '-f', 'qcow2', q,
+                           str(a.qcow2_size)])
+            b = self.path('bitmaps-two.qcow2')
+            self.copy(q, b)
+            for name, gran in (('b64k', '65536'), ('b4k', '4096')):
+                self.run_tool(['qemu-img', 'bitmap', '--add', '-g', gran, b,
+                               name])
+            return {'plain': q, 'bitmaps': b}
         raise AssertionError(scen.name)
 
     def release_scenario(self):
@@ -850,7 +876,7 @@ class Bench:
                     continue
                 warm = page = None
                 if scen.fresh_per_run:
-                    image = self.copy(bases[job.base],
+                    image = self.copy(bases[job.base or s.image_kind],
                                       self.path('run.%s' % s.fmt))
                     if not self.args.no_warm:
                         warm = warm_memory(self.args.qcow2_size)
