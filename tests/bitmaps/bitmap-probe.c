@@ -12,6 +12,10 @@
  *   trim OFF LEN       trim
  *   add NAME GRAN P    add a bitmap (persistent when P is 1)
  *   sleep SECONDS      wait (the image stays open)
+ *   randwrite N SEED   N writes of 512 B to 64 KiB of seeded random
+ *                      bytes at random sector offsets, printing each
+ *                      "OFFSET LENGTH" (flushed) before issuing it, and
+ *                      a flush after every 16
  *   bench N GRAN...    N random 4 KiB writes (seeded), then the ns per
  *                      write, after adding one bitmap per granularity
  *                      given (none when only N)
@@ -91,6 +95,37 @@ static int map(struct image *img, const char *name)
         return -EIO;
     if (in_run)
         printf("%" PRIu64 " %" PRIu64 "\n", run_start, off - run_start);
+    return 0;
+}
+
+static uint64_t next_rand(uint64_t *x)
+{
+    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+    return *x >> 17;
+}
+
+static int randwrite(struct image *img, long n, uint64_t seed)
+{
+    static uint8_t buf[65536];
+    uint64_t x = seed * 2654435761u + 1;
+    uint64_t sectors = img->size / 512;
+
+    for (long i = 0; i < n; i++) {
+        uint64_t len = (next_rand(&x) % 128 + 1) * 512;
+        uint64_t off = next_rand(&x) % (sectors - len / 512 + 1) * 512;
+        for (uint64_t k = 0; k < len; k += 8) {
+            uint64_t v = next_rand(&x) ^ ((uint64_t)i << 32);
+            memcpy(buf + k, &v, 8);
+        }
+        printf("%" PRIu64 " %" PRIu64 "\n", off, len);
+        fflush(stdout);
+        int err = img->ops->write(img, buf, len, off, 0);
+        /* Flushes link new clusters, so that a crash keeps writes. */
+        if (!err && i % 16 == 15)
+            err = img->ops->flush(img);
+        if (err)
+            return err;
+    }
     return 0;
 }
 
@@ -185,6 +220,10 @@ int main(int argc, char **argv)
             err = img->ops->bitmap_apply(img, &a, 1, msg, sizeof msg);
             if (err)
                 fprintf(stderr, "bitmap-probe: %s\n", msg);
+        } else if (!strcmp(cmd, "randwrite") && i + 1 < argc) {
+            err = randwrite(img, atol(argv[i]), strtoull(argv[i + 1], NULL,
+                                                         0));
+            i += 2;
         } else if (!strcmp(cmd, "sleep") && i < argc) {
             sleep((unsigned)atoi(argv[i++]));
         } else if ((!strcmp(cmd, "bench") || !strcmp(cmd, "recbench")) &&

@@ -3,7 +3,8 @@
 # nbdinfo as the oracles, and malformed directories made by a poke
 # script.
 
-EXTRA_DIST += tests/bitmaps/bitmaps-functions.sh tests/bitmaps/bmpoke.py
+EXTRA_DIST += tests/bitmaps/bitmaps-functions.sh tests/bitmaps/bmpoke.py \
+	tests/bitmaps/uncovered.py
 
 check_PROGRAMS += tests/bitmaps/bitmap-probe
 tests_bitmaps_bitmap_probe_SOURCES = tests/bitmaps/bitmap-probe.c
@@ -14,6 +15,7 @@ BITMAPS_TESTS = \
 	tests/bitmaps/bitmaps-malformed-dropped-read-only-refused-read-write.sh \
 	tests/bitmaps/bitmaps-writes-land-in-enabled-bitmaps-and-store-as-qemu-would.sh \
 	tests/bitmaps/bitmaps-img-bitmap-matches-qemu-img-bitmap.sh \
-	tests/bitmaps/bitmaps-in-use-while-open-disabled-survive-crash.sh
+	tests/bitmaps/bitmaps-plain-mode-in-use-while-open-disabled-survive-crash.sh \
+	tests/bitmaps/bitmaps-crash-safe-cover-every-write-after-kill-9.sh
 TESTS += $(BITMAPS_TESTS)
 EXTRA_DIST += $(BITMAPS_TESTS)
