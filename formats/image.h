@@ -80,6 +80,12 @@ struct img_open_args {
                              * summed over the slots tried (each slot's
                              * plus the digest's); 0 for the default */
     unsigned depth;         /* position in a backing chain (0 = top) */
+    bool bitmaps_crash_safe;    /* qcow2, read-write: keep enabled dirty
+                                 * bitmaps a superset of every write that
+                                 * may have reached the disk, so that they
+                                 * survive a crash (a sync before each
+                                 * batch of writes into clean granules);
+                                 * false: in use until close, as qemu */
 };
 
 /* Longest dirty bitmap name (qcow2's limit). */

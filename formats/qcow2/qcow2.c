@@ -314,14 +314,6 @@ static int mark_bitmaps_in_use(struct qcow2_state *s)
     return err;
 }
 
-/* Whether enabled bitmaps are kept crash safe: yes unless
- * DISKSERVE_QCOW2_BITMAPS=plain (then in_use until close, as qemu). */
-static bool want_crash_safe(void)
-{
-    const char *v = getenv("DISKSERVE_QCOW2_BITMAPS");
-    return !v || strcmp(v, "plain") != 0;
-}
-
 /* The ordering rules DISKSERVE_QCOW2_BREAK names, or -EINVAL. */
 static int parse_breaks(const char *path, unsigned *out)
 {
@@ -504,7 +496,7 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     if (err)
         goto out_close;
     if (!read_only) {
-        s->bm_cs = want_crash_safe() && s->h.version >= 3;
+        s->bm_cs = args->bitmaps_crash_safe && s->h.version >= 3;
         err = open_writable(s, cache);
         if (!err)
             err = mark_bitmaps_in_use(s);

@@ -1,9 +1,10 @@
 /* bitmap-probe: drive the qcow2 driver's dirty bitmaps directly, for the
  * tests in this directory.
  *
- *   bitmap-probe [-w] IMAGE COMMAND... 
+ *   bitmap-probe [-w [-c]] IMAGE COMMAND...
  *
- * Commands, run in order on one open image (read-only unless -w):
+ * Commands, run in order on one open image (read-only unless -w; -c
+ * keeps the bitmaps crash safe):
  *   list               one line per bitmap: name granularity count
  *                      recording persistent inconsistent
  *   map NAME           the dirty runs: "OFFSET LENGTH" per run, merged
@@ -21,10 +22,13 @@
  *                      given (none when only N)
  *   recbench N GRAN... the same, but only the bitmap recording each
  *                      write does (the driver's qcow2_bitmaps_record)
+ *   mtbench T N GRAN... N random 4 KiB writes from each of T threads (a
+ *                      queue depth of T), then the writes per second
  * Exit status: 0, or 1 with the driver's error printed.
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,6 +133,81 @@ static int randwrite(struct image *img, long n, uint64_t seed)
     return 0;
 }
 
+struct mt_arg {
+    struct image *img;
+    long n;
+    uint64_t seed;
+    int err;
+};
+
+static void *mt_writer(void *opaque)
+{
+    struct mt_arg *a = opaque;
+    static const char buf[4096];
+    uint64_t blocks = a->img->size / 4096;
+    uint64_t x = a->seed;
+
+    for (long i = 0; i < a->n && !a->err; i++)
+        a->err = a->img->ops->write(a->img, buf, 4096,
+                                    next_rand(&x) % blocks * 4096, 0);
+    return NULL;
+}
+
+static int add_bench_bitmaps(struct image *img, char **gran, int n)
+{
+    for (int i = 0; i < n; i++) {
+        char name[32], msg[256];
+        snprintf(name, sizeof name, "bench%d", i + 1);
+        struct img_bitmap_action a = {
+            .op = IMG_BITMAP_ADD, .name = name, .persistent = true,
+            .granularity = num(gran[i]),
+        };
+        int err = img->ops->bitmap_apply(img, &a, 1, msg, sizeof msg);
+        if (err) {
+            fprintf(stderr, "bitmap-probe: %s\n", msg);
+            return err;
+        }
+    }
+    return 0;
+}
+
+static int mtbench(struct image *img, char **argv, int argc)
+{
+    int t = atoi(argv[0]);
+    long n = atol(argv[1]);
+    pthread_t th[64];
+    struct mt_arg args[64];
+    struct timespec t0, t1;
+
+    if (t < 1 || t > 64)
+        return -EINVAL;
+    int err = add_bench_bitmaps(img, argv + 2, argc - 2);
+    if (err)
+        return err;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < t; i++) {
+        args[i] = (struct mt_arg){ img, n, 1000u + (uint64_t)i, 0 };
+        pthread_create(&th[i], NULL, mt_writer, &args[i]);
+    }
+    for (int i = 0; i < t; i++) {
+        pthread_join(th[i], NULL);
+        if (args[i].err)
+            err = args[i].err;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9;
+    printf("%.0f writes/s with %d bitmaps, %d threads\n", t * n / s,
+           argc - 2, t);
+    for (int i = 0; i < argc - 2 && !err; i++) {
+        char name[32], msg[256];
+        snprintf(name, sizeof name, "bench%d", i + 1);
+        struct img_bitmap_action a = { .op = IMG_BITMAP_REMOVE,
+                                       .name = name };
+        err = img->ops->bitmap_apply(img, &a, 1, msg, sizeof msg);
+    }
+    return err;
+}
+
 static int bench(struct image *img, char **argv, int argc, bool rec_only)
 {
     long n = atol(argv[0]);
@@ -170,19 +249,24 @@ static int bench(struct image *img, char **argv, int argc, bool rec_only)
 
 int main(int argc, char **argv)
 {
-    bool rw = false;
+    bool rw = false, cs = false;
     int i = 1;
 
-    if (argc > 1 && !strcmp(argv[1], "-w")) {
+    if (argc > i && !strcmp(argv[i], "-w")) {
         rw = true;
         i++;
     }
+    if (argc > i && !strcmp(argv[i], "-c")) {
+        cs = true;
+        i++;
+    }
     if (argc - i < 1) {
-        fprintf(stderr, "usage: bitmap-probe [-w] IMAGE COMMAND...\n");
+        fprintf(stderr, "usage: bitmap-probe [-w [-c]] IMAGE COMMAND...\n");
         return 2;
     }
     struct img_open_args args = { .path = argv[i++], .format = "qcow2",
-                                  .read_only = !rw };
+                                  .read_only = !rw,
+                                  .bitmaps_crash_safe = cs };
     struct image *img;
     int err = img_open(&args, &img);
     if (err)
@@ -226,6 +310,9 @@ int main(int argc, char **argv)
             i += 2;
         } else if (!strcmp(cmd, "sleep") && i < argc) {
             sleep((unsigned)atoi(argv[i++]));
+        } else if (!strcmp(cmd, "mtbench") && i + 1 < argc) {
+            err = mtbench(img, argv + i, argc - i);
+            i = argc;
         } else if ((!strcmp(cmd, "bench") || !strcmp(cmd, "recbench")) &&
                    i < argc) {
             err = bench(img, argv + i, argc - i, cmd[0] == 'r');

@@ -1,9 +1,10 @@
 #!/bin/sh
-# Crash-safe mode (the default): a process writing through the driver is
+# Crash-safe mode (bitmaps_crash_safe): a process writing through the driver is
 # killed with SIGKILL at a random moment, round after round; each time
 # the bitmaps reopen consistent (not in use, unlike qemu's) and every
 # 512-byte sector whose contents changed since the round began lies in a
-# dirty run of each enabled bitmap.  qemu-img check finds no errors after
+# dirty run of each enabled bitmap, one added (persistent) by the same
+# process just before its writes included.  qemu-img check finds no errors after
 # a crash (leaks are allowed) and, after a final clean close, nothing at
 # all; qemu-nbd then exports the same runs as our driver.
 . "$abs_top_srcdir/tests/functions.sh"
@@ -29,7 +30,8 @@ r=0
 while [ $r -lt $rounds ]; do
     r=$((r + 1))
     qemu-img convert -U -O raw "$f" "$T/old.raw"
-    "$PROBE" -w "$f" randwrite 100000 $((seed + r)) >"$T/writes" &
+    "$PROBE" -w -c "$f" add new 4k 1 randwrite 100000 $((seed + r)) \
+        >"$T/writes" &
     pid=$!
     _ds_pids="$_ds_pids $pid"
     # Somewhere between just open and well into the writes.
@@ -47,11 +49,20 @@ while [ $r -lt $rounds ]; do
     [ $rc = 0 ] || [ $rc = 3 ] ||
         { cat "$T/check" >&2; fail "round $r: qemu-img check exit $rc"; }
     qemu-img convert -U -O raw "$f" "$T/new.raw"
-    for b in coarse fine; do
+    bms="coarse fine"
+    if grep -q '^new 4096 [0-9]* 1 1 0$' "$T/list"; then
+        bms="$bms new"
+    elif [ -s "$T/writes" ]; then
+        fail "round $r: writes began but the bitmap added before is gone"
+    fi
+    for b in $bms; do
         probe_map "$f" $b >"$T/$b.map"
         $UNCOVERED "$T/old.raw" "$T/new.raw" "$T/$b.map" >"$T/unc" ||
             { cat "$T/unc" >&2; fail "round $r (seed $seed): bitmap $b misses writes"; }
     done
+    if [ "$bms" != "coarse fine" ]; then
+        "$DISKSERVE_IMG" bitmap --remove "$f" new || fail "round $r: remove"
+    fi
     echo "round $r: $(wc -l <"$T/writes") writes started, $(cat "$T/unc") sectors changed"
 done
 
@@ -59,7 +70,7 @@ done
 # a clean close leaves nothing for qemu to complain about.
 "$DISKSERVE_IMG" check -q -r leaks "$f" >"$T/repair" 2>&1 ||
     { cat "$T/repair" >&2; fail "repairing the leaks"; }
-"$PROBE" -w "$f" write 63M 4k || fail "final write"
+"$PROBE" -w -c "$f" write 63M 4k || fail "final write"
 qemu_clean "$f"
 for b in coarse fine off; do
     [ "$(qemu_bitmap_flags "$f" $b | cut -d' ' -f1)" != "in-use,auto" ] ||

@@ -1,6 +1,6 @@
 #!/bin/sh
-# In plain mode (DISKSERVE_QCOW2_BITMAPS=plain, qemu's way), while a
-# read-write open is under way, the enabled stored bitmaps are flagged
+# In plain mode (the default, qemu's way), while a read-write open is
+# under way, the enabled stored bitmaps are flagged
 # in use on disk (before any write can land) and the disabled
 # ones are not.  After a crash (kill -9) the enabled ones read as
 # inconsistent, as in qemu: listed, never exported by qemu-nbd, removable;
@@ -8,7 +8,6 @@
 # flags again.
 . "$abs_top_srcdir/tests/functions.sh"
 . "$abs_top_srcdir/tests/bitmaps/bitmaps-functions.sh"
-export DISKSERVE_QCOW2_BITMAPS=plain
 
 f="$T/a.qcow2"
 qemu-img create -q -f qcow2 "$f" 64M
