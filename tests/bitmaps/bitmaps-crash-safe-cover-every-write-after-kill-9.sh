@@ -27,6 +27,7 @@ qemu-img bitmap --disable "$f" off
 qemu_map "$f" off >"$T/off.map"
 
 r=0
+busy=0
 while [ $r -lt $rounds ]; do
     r=$((r + 1))
     qemu-img convert -U -O raw "$f" "$T/old.raw"
@@ -64,7 +65,11 @@ while [ $r -lt $rounds ]; do
         "$DISKSERVE_IMG" bitmap --remove "$f" new || fail "round $r: remove"
     fi
     echo "round $r: $(wc -l <"$T/writes") writes started, $(cat "$T/unc") sectors changed"
+    [ "$(cat "$T/unc")" = 0 ] || busy=$((busy + 1))
 done
+# The kill must not always come before the writes (that would test
+# nothing).
+[ $busy -ge $((rounds / 2)) ] || fail "only $busy of $rounds rounds changed the disk"
 
 # The crashes leaked clusters (never an error); once they are repaired,
 # a clean close leaves nothing for qemu to complain about.

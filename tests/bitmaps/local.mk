@@ -10,6 +10,12 @@ check_PROGRAMS += tests/bitmaps/bitmap-probe
 tests_bitmaps_bitmap_probe_SOURCES = tests/bitmaps/bitmap-probe.c
 tests_bitmaps_bitmap_probe_LDADD = $(FORMATS_LIBS)
 
+check_PROGRAMS += tests/bitmaps/bitmaps-apply-is-atomic-with-writes
+TESTS += tests/bitmaps/bitmaps-apply-is-atomic-with-writes
+tests_bitmaps_bitmaps_apply_is_atomic_with_writes_SOURCES = \
+	tests/bitmaps/bitmaps-apply-is-atomic-with-writes.c
+tests_bitmaps_bitmaps_apply_is_atomic_with_writes_LDADD = $(FORMATS_LIBS)
+
 BITMAPS_TESTS = \
 	tests/bitmaps/bitmaps-load-matches-qemu-nbd.sh \
 	tests/bitmaps/bitmaps-malformed-dropped-read-only-refused-read-write.sh \
