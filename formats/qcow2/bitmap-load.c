@@ -299,6 +299,10 @@ static int check_entry(struct bm_load *l, const uint8_t *dir, uint64_t pos,
         return bad(l, "bitmap '%.64s': bitmap_table_size %" PRIu32
                    " out of range (1..%u)", name, tsize,
                    QCOW2_MAX_BITMAP_TABLE);
+    if ((uint64_t)tsize * s->cluster_size > QCOW2_MAX_BITMAP_BYTES)
+        return bad(l, "bitmap '%.64s': bitmap_table_size %" PRIu32 " holds "
+                   "more than %llu bytes of bitmap data", name, tsize,
+                   QCOW2_MAX_BITMAP_BYTES);
     uint64_t need = (data_bytes(s->h.size, e.granularity_bits) +
                      s->cluster_mask) >> s->h.cluster_bits;
     if (need == 0)

@@ -446,7 +446,14 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     pthread_mutex_init(&s->flush_lock, NULL);
     pthread_mutex_init(&s->sync_lock, NULL);
     pthread_cond_init(&s->inflight_done, NULL);
-    pthread_rwlock_init(&s->bm_lock, NULL);
+    /* Writers first: a steady stream of guest writes (readers here)
+     * must not starve bitmap_apply.  Nobody takes it shared twice. */
+    pthread_rwlockattr_t rwa;
+    pthread_rwlockattr_init(&rwa);
+    pthread_rwlockattr_setkind_np(&rwa,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->bm_lock, &rwa);
+    pthread_rwlockattr_destroy(&rwa);
     pthread_mutex_init(&s->cs_lock, NULL);
     pthread_cond_init(&s->cs_cond, NULL);
     s->img.path = strdup(args->path);

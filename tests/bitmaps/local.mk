@@ -22,6 +22,7 @@ BITMAPS_TESTS = \
 	tests/bitmaps/bitmaps-writes-land-in-enabled-bitmaps-and-store-as-qemu-would.sh \
 	tests/bitmaps/bitmaps-img-bitmap-matches-qemu-img-bitmap.sh \
 	tests/bitmaps/bitmaps-plain-mode-in-use-while-open-disabled-survive-crash.sh \
-	tests/bitmaps/bitmaps-crash-safe-cover-every-write-after-kill-9.sh
+	tests/bitmaps/bitmaps-crash-safe-cover-every-write-after-kill-9.sh \
+	tests/bitmaps/bitmaps-work-on-backed-and-raw-data-file-images.sh
 TESTS += $(BITMAPS_TESTS)
 EXTRA_DIST += $(BITMAPS_TESTS)
