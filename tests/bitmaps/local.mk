@@ -23,6 +23,7 @@ BITMAPS_TESTS = \
 	tests/bitmaps/bitmaps-img-bitmap-matches-qemu-img-bitmap.sh \
 	tests/bitmaps/bitmaps-plain-mode-in-use-while-open-disabled-survive-crash.sh \
 	tests/bitmaps/bitmaps-crash-safe-cover-every-write-after-kill-9.sh \
-	tests/bitmaps/bitmaps-work-on-backed-and-raw-data-file-images.sh
+	tests/bitmaps/bitmaps-work-on-backed-and-raw-data-file-images.sh \
+	tests/bitmaps/bitmaps-survive-crash-states.sh
 TESTS += $(BITMAPS_TESTS)
 EXTRA_DIST += $(BITMAPS_TESTS)
