@@ -178,7 +178,9 @@ struct img_ops {
 
     /* Apply n actions all or nothing, atomically with respect to
      * concurrent writes (each write is recorded wholly before or wholly
-     * after the change).  May block on disk I/O: worker threads only.
+     * after the change; one in flight across it may be recorded on both
+     * sides, in the old bitmap and the new one, never in neither).  May
+     * block on disk I/O: worker threads only.
      * On failure returns -errno, changes nothing, and writes a one-line
      * reason (no trailing newline) into msg. */
     int (*bitmap_apply)(struct image *img, const struct img_bitmap_action *a,

@@ -3,12 +3,15 @@
  * describe and change the bitmaps (bitmap_apply, all or nothing).
  *
  * Locking: s->bm_lock guards the list.  A guest write takes it shared
- * only while it sets its bits, before its data I/O is issued, so writes
- * never wait for each other here; bits are set with atomic ORs and
- * chunks published with a compare-and-swap.  bitmap_apply takes it
- * exclusive, so every write is recorded wholly before or wholly after a
- * change.  Readers of bits (status, info) hold it shared.  bm_lock is
- * taken before the metadata lock, never after.
+ * only while it sets its bits: before its data I/O is issued (for crash
+ * safety) and again after it (so that a bitmap that replaced another
+ * while the data was in flight has the write too); writes never wait
+ * for each other here: bits are set with atomic ORs and chunks
+ * published with a compare-and-swap.  bitmap_apply takes it exclusive,
+ * so a write is recorded wholly before a change, wholly after it, or
+ * both, never in neither bitmap of a rotation.  Readers of bits
+ * (status, info) hold it shared.  bm_lock is taken before the metadata
+ * lock, never after.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -276,6 +279,13 @@ int qcow2_bitmaps_record(struct qcow2_state *s, uint64_t off, uint64_t len)
         err = qcow2_bitmaps_cs_wait(s, off, len);
     pthread_rwlock_unlock(&s->bm_lock);
     return err;
+}
+
+int qcow2_bitmaps_record_done(struct qcow2_state *s, uint64_t off,
+                              uint64_t len, int err)
+{
+    int rerr = qcow2_bitmaps_record(s, off, len);
+    return err ? err : rerr;
 }
 
 /* ---- the img_ops entry points ---- */

@@ -584,6 +584,15 @@ void qcow2_bitmap_get_words(const struct qcow2_bitmap *b, uint64_t w,
  * bitmap, before the change is issued; 0 or -ENOMEM. */
 int qcow2_bitmaps_record(struct qcow2_state *s, uint64_t off, uint64_t len);
 
+/* Record the change again once its I/O is over (err its result, which
+ * this returns unless the recording fails): a bitmap that took over
+ * from another meanwhile (bitmap_apply) gets it too, so that a backup
+ * of the old one that read the range before the data landed misses
+ * nothing.  A write is thus recorded wholly before a change, or wholly
+ * after it, or both. */
+int qcow2_bitmaps_record_done(struct qcow2_state *s, uint64_t off,
+                              uint64_t len, int err);
+
 /* The img_ops bitmap entry points. */
 size_t qcow2_bitmap_count_op(struct image *img);
 int qcow2_bitmap_info_op(struct image *img, size_t i,
