@@ -315,6 +315,8 @@ int qcow2_writable_setup(struct qcow2_state *s, size_t rc_cache_bytes)
     int err = rebuild_meta(s);
     if (!err)
         err = qcow2_refcount_open(s, rc_cache_bytes);
+    if (!err)
+        err = qcow2_refcount_verify_metadata(s);
     if (err)
         return err;
     /* Past the end of the file, refcounts may still count clusters (a
@@ -363,6 +365,8 @@ int qcow2_close_writable(struct qcow2_state *s)
     /* No request runs any more, nor will the loop thread read again. */
     s->nowait_calls++;
     err = qcow2_flush_locked(s, IO_TAG_FLUSH);
+    if (!err)
+        err = qcow2_bitmaps_store(s);
     if (!err)
         err = qcow2_apply_frees(s);
     if (!err)

@@ -236,6 +236,55 @@ int qcow2_refcount_open(struct qcow2_state *s, size_t cache_bytes)
     return 0;
 }
 
+/* Log and refuse when host clusters [off, off + len) hold a structure
+ * whose refcount is 0: the allocator would hand that cluster out again
+ * and the next write would overwrite it. */
+static int counted(struct qcow2_state *s, uint64_t off, uint64_t len,
+                   const char *what)
+{
+    uint64_t first = off >> s->h.cluster_bits;
+    uint64_t last = (off + len - 1) >> s->h.cluster_bits;
+
+    for (uint64_t c = first; len && c <= last; c++) {
+        uint64_t rc;
+        int err = qcow2_refcount_get(s, c, &rc);
+        if (err)
+            return err;
+        if (rc == 0) {
+            img_log("qcow2: %s: the %s at 0x%" PRIx64 " has refcount 0; "
+                    "repair the image (diskserve-img check -r all) or "
+                    "open it read-only", s->img.path, what,
+                    c << s->h.cluster_bits);
+            return -EUCLEAN;
+        }
+    }
+    return 0;
+}
+
+int qcow2_refcount_verify_metadata(struct qcow2_state *s)
+{
+    int err = counted(s, 0, 1, "header");
+    if (!err)
+        err = counted(s, s->h.l1_table_offset, (uint64_t)s->h.l1_size * 8,
+                      "L1 table");
+    if (!err)
+        err = counted(s, s->h.refcount_table_offset,
+                      (uint64_t)s->h.refcount_table_clusters <<
+                      s->h.cluster_bits, "refcount table");
+    if (!err && s->nb_snapshots)
+        err = counted(s, s->h.snapshots_offset, s->snapshots_size,
+                      "snapshot table");
+    for (uint32_t i = 0; !err && i < s->nb_snapshots; i++)
+        err = counted(s, s->snapshots[i].l1_table_offset,
+                      (uint64_t)s->snapshots[i].l1_size * 8,
+                      "snapshot L1 table");
+    for (size_t i = 0; !err && i < s->meta.cap; i++)
+        if (s->meta.slots[i])
+            err = counted(s, (s->meta.slots[i] - 1) << s->h.cluster_bits,
+                          1, "L2 table or refcount block");
+    return err;
+}
+
 int qcow2_refcount_end(struct qcow2_state *s, uint64_t *end)
 {
     uint64_t per = 1ull << s->rb_bits;

@@ -41,6 +41,7 @@ QCOW2_TESTS = \
 	tests/qcow2/qcow2-luks-open-bounds-key-derivation.sh \
 	tests/qcow2/qcow2-write-refused-after-failed-sync.sh \
 	tests/qcow2/qcow2-refuses-malformed-images.sh \
+	tests/qcow2/qcow2-refuses-writing-over-uncounted-metadata.sh \
 	tests/qcow2/qcow2-bad-entries-fail-only-their-request.sh \
 	tests/qcow2/qcow2-preallocation-matches-qemu.sh \
 	tests/qcow2/qcow2-small-cache-serves-concurrent-readers.sh
