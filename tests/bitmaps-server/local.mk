@@ -25,7 +25,3 @@ EXTRA_DIST += $(BITMAPS_SERVER_TESTS) \
 	tests/bitmaps-server/bitmap-functions.sh \
 	tests/bitmaps-server/bmtest.py
 
-# Until the qcow2 driver's bitmap support (load, status, apply) is in
-# main, the image's bitmaps cannot be served: these fail, and XPASS
-# (which fails the suite) says when to remove this.
-XFAIL_TESTS += $(BITMAPS_SERVER_TESTS)
