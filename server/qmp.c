@@ -327,6 +327,7 @@ static void apply_done(struct srv_work *w)
     struct ctl_cmd *cmd = (struct ctl_cmd *)w;
     struct apply_job *j = cmd->priv;
 
+    j->exp->applying--;
     if (j->err)
         ctl_cmd_error(cmd, NULL, "%s", j->msg[0] ? j->msg
                                                  : strerror(-j->err));
@@ -344,6 +345,7 @@ static void submit_job(struct ctl_cmd *cmd, struct apply_job *job,
     cmd->free_priv = free_apply_job;
     cmd->work.run = apply_run;
     cmd->work.done = apply_done;
+    e->applying++;      /* before any worker can take the bitmap lock */
     srv_workers_submit(&cmd->work);
 }
 

@@ -8,6 +8,14 @@
  * else runs on a worker and its reply is written when it comes back
  * (reply.c), in completion order.
  *
+ * Block status of dirty bitmaps alone runs inline too when it cannot
+ * wait: the driver's bitmap_status takes its bitmap lock shared, and
+ * only bitmap_apply takes it exclusive (formats/image.h, qcow2's
+ * bitmap.c); this process calls bitmap_apply only from the control
+ * socket and counts those calls in export.applying, so while that count
+ * is 0 no thread holds or waits for the lock exclusively.  The scan is
+ * bounded by the request length (INLINE_BS_MAX) and the extent cap.
+ *
  * Requests and their buffers are pooled: no allocation per request in
  * steady state for requests up to POOL_BUF bytes.
  */
@@ -21,6 +29,7 @@
 #define POOL_BUF (256u * 1024)
 #define POOL_MAX 1024
 #define INLINE_MAX (4u * 1024 * 1024)
+#define INLINE_BS_MAX (1ull << 32)  /* 8 Mbit at 512 B granularity */
 #define DISCARD_MAX (2ull * PROTO_MAX_PAYLOAD)
 
 static struct request *free_list;
@@ -272,6 +281,14 @@ static bool read_inline(struct request *r, struct image *img)
     return done;
 }
 
+/* Whether r's block status is dirty bitmaps only and can run on the
+ * loop thread without waiting (see the top of this file). */
+static bool status_is_inline(const struct conn *c, const struct request *r)
+{
+    return c->n_meta_bitmaps > 0 && !c->meta_base && !c->meta_depth &&
+           c->exp->applying == 0 && r->hdr.length <= INLINE_BS_MAX;
+}
+
 void req_dispatch(struct conn *c, struct request *r)
 {
     struct image *img = c->exp->img;
@@ -290,6 +307,11 @@ void req_dispatch(struct conn *c, struct request *r)
                        (PROTO_BS_EXT_HDR_LEN +
                         SRV_MAX_EXTENTS * PROTO_BS_EXT_DESC_LEN)) < 0) {
         r->err = -ENOMEM;
+        req_reply(r);
+        return;
+    }
+    if (r->hdr.type == PROTO_CMD_BLOCK_STATUS && status_is_inline(c, r)) {
+        r->err = run_block_status(r, img);
         req_reply(r);
         return;
     }

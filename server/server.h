@@ -31,6 +31,8 @@ struct export {
     char **bitmaps;         /* -B: the only bitmaps offered (none given:
                              * every consistent bitmap of the image) */
     size_t n_bitmaps;
+    unsigned applying;      /* bitmap_apply calls on workers (loop thread
+                             * only): while 0, bitmap_status never waits */
     struct export *next;
 };
 

@@ -47,6 +47,10 @@ void tool_usage(void)
 "      none.  --add makes an enabled bitmap of granularity N (default:\n"
 "      the cluster size, within 4k..64k); --merge SRC ORs bitmap SRC of\n"
 "      the same image into BITMAP.\n"
+"  bitmap --control PATH --node NAME (--add [-g N] | --remove | ...)...\n"
+"      BITMAP\n"
+"      The same operations on the export NAME of a running diskserve,\n"
+"      through its control socket PATH, as one QMP transaction.\n"
 "\n"
 "Exit status: 0 success, 1 failure, 2 bad usage (check: see above).\n",
           stdout);
@@ -71,6 +75,9 @@ int main(int argc, char **argv)
         tool_usage();
         return 0;
     }
+    if (!strcmp(argv[1], "bitmap") && tool_bitmap_is_remote(argc - 1,
+                                                            argv + 1))
+        return tool_cmd_bitmap_remote(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (!strcmp(argv[1], cmds[i].name))
             return cmds[i].fn(argc - 1, argv + 1);

@@ -4,6 +4,7 @@
 #ifndef DISKSERVE_IMG_TOOL_H
 #define DISKSERVE_IMG_TOOL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,10 @@ int tool_cmd_info(int argc, char **argv);
 int tool_cmd_map(int argc, char **argv);
 int tool_cmd_check(int argc, char **argv);
 int tool_cmd_bitmap(int argc, char **argv);
+/* bitmap --control: the same operations on a running server's export
+ * (img-bitmap-remote.c). */
+int tool_cmd_bitmap_remote(int argc, char **argv);
+bool tool_bitmap_is_remote(int argc, char **argv);
 
 /* Print the usage text to stdout. */
 void tool_usage(void);

@@ -52,3 +52,4 @@ grep -qx "$((40 << 20)) $((2 << 20))" "$T/ds-coarse.runs" ||
 # The partial last granule of coarse ends at the image end.
 tail -n1 "$T/ds-coarse.runs" | grep -qx "$((256 << 20)) 1536" ||
     fail "coarse: last run $(tail -n1 "$T/ds-coarse.runs")"
+ds_stop "$DS_PID" || fail "diskserve exit status $?"

@@ -10,7 +10,8 @@ BITMAPS_SERVER_TESTS = \
 	tests/bitmaps-server/block-status-chunks-are-well-formed.py \
 	tests/bitmaps-server/qmp-commands-manage-bitmaps.py \
 	tests/bitmaps-server/bitmap-option-restricts-offered-set.sh \
-	tests/bitmaps-server/incremental-backup-reproduces-image.sh
+	tests/bitmaps-server/incremental-backup-reproduces-image.sh \
+	tests/bitmaps-server/img-bitmap-control-matches-offline.sh
 
 TESTS += $(BITMAPS_SERVER_TESTS)
 

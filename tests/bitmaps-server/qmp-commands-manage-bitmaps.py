@@ -230,6 +230,48 @@ def removed_bitmap_fails_block_status_with_einval():
     serving()
 
 
+def block_status_during_bitmap_changes():
+    """Block status of a bitmap while transactions change others: every
+    answer is whole and the same (it runs on the loop thread only while
+    no change is in flight, on a worker otherwise)."""
+    import threading
+    c = ds.connect()
+    c.connect_export(structured=True, name=NODE.encode(),
+                     meta=["qemu:dirty-bitmap:a"])
+    cid = c.contexts["qemu:dirty-bitmap:a"]
+    want = runs(block_status(c, 0, SIZE).extents[cid])
+    errors = []
+
+    def churn():
+        try:
+            q = Qmp(ctl)
+            for i in range(40):
+                q.ok("transaction", actions=[
+                    {"type": "block-dirty-bitmap-add",
+                     "data": {"node": NODE, "name": "churn"}},
+                    {"type": "block-dirty-bitmap-merge",
+                     "data": {"node": NODE, "target": "churn",
+                              "bitmaps": ["a"]}}])
+                q.ok("block-dirty-bitmap-remove", node=NODE, name="churn")
+            q.close()
+        except Exception as e:      # reported by the main thread
+            errors.append(e)
+
+    t = threading.Thread(target=churn)
+    t.start()
+    n = 0
+    while t.is_alive() or n < 10:
+        res = block_status(c, 0, SIZE)
+        check(res.error == 0, "BLOCK_STATUS during changes: %r" %
+              res.messages)
+        check(runs(res.extents[cid]) == want, "a changed under churn")
+        n += 1
+    t.join()
+    check(not errors, "churn: %r" % errors)
+    c.close()
+    serving()
+
+
 def bad_requests_get_qmp_errors():
     q = Qmp(ctl)
     cases = [
@@ -401,6 +443,7 @@ run(socket_is_private, greeting_then_capabilities_first,
     add_shows_in_query_and_nbd, enable_disable_clear_take_effect,
     merge_takes_names_and_objects, transaction_applies_all_or_nothing,
     removed_bitmap_fails_block_status_with_einval,
+    block_status_during_bitmap_changes,
     bad_requests_get_qmp_errors, clients_leaving_mid_command_are_harmless,
     half_closed_client_gets_every_answer,
     overlong_request_drops_only_that_client, several_clients_interleave,
