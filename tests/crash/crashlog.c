@@ -51,6 +51,8 @@ const char *clog_tag_name(uint32_t tag)
         [IO_TAG_HEADER] = "HEADER", [IO_TAG_ALLOC] = "ALLOC",
         [IO_TAG_L1_GROW] = "L1_GROW", [IO_TAG_REFTABLE_GROW] = "REFTABLE_GROW",
         [IO_TAG_FLUSH] = "FLUSH", [IO_TAG_OTHER] = "OTHER",
+        [IO_TAG_META_SET] = "META_SET", [IO_TAG_LOG] = "LOG",
+        [IO_TAG_BAT] = "BAT",
     };
     return tag < IO_TAG_COUNT ? names[tag] : "?";
 }
