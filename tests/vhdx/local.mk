@@ -13,6 +13,7 @@ VHDX_TESTS = \
 	tests/vhdx/vhdx-differencing-chain-matches-libvhdi.sh \
 	tests/vhdx/vhdx-read-write-open-replays-pending-log-into-file.sh \
 	tests/vhdx/vhdx-concurrent-writes-to-qemu-made-files-match-shadow.sh \
-	tests/vhdx/vhdx-created-files-with-512-and-4096-byte-sectors-take-concurrent-writes.sh
+	tests/vhdx/vhdx-created-files-with-512-and-4096-byte-sectors-take-concurrent-writes.sh \
+	tests/vhdx/vhdx-killed-between-log-flush-and-apply-replays-as-qemu-does.sh
 TESTS += $(VHDX_TESTS)
 EXTRA_DIST += $(VHDX_TESTS)
