@@ -67,10 +67,14 @@ static uint32_t max_entry_sectors(const struct vhdx_state *s)
     return n;
 }
 
-/* One commit round's BAT sectors: their indices and contents. */
+/* One commit round's pages: BAT sectors and sector bitmap pages, their
+ * file offsets, ids (a BAT sector's index, or SB_ID plus a bitmap page
+ * id) and contents. */
+#define SB_ID (1ull << 63)
 struct bat_batch {
-    uint64_t *sector;
-    uint8_t *data;              /* n * 4 KB, little-endian entries */
+    uint64_t *off;
+    uint64_t *id;
+    uint8_t *data;              /* n * 4 KB */
     uint32_t n;
 };
 
@@ -98,15 +102,28 @@ static void take_dirty(struct vhdx_state *s, struct bat_batch *b,
                                                   __ATOMIC_RELAXED));
             memcpy(d + k * 8, &le, 8);
         }
-        b->sector[b->n++] = sec;
+        b->off[b->n] = s->bat_region.offset + sec * VHDX_LOG_SECTOR;
+        b->id[b->n++] = sec;
     }
+    /* Bitmap pages after the BAT sectors: a new bitmap block's BAT entry
+     * travels in the same entry or an earlier one. */
+    uint32_t k = b->n;
+    uint32_t more = vhdx_sb_take_dirty(s, max - b->n, b->off + k, b->id + k,
+                                       b->data + (size_t)k * VHDX_LOG_SECTOR);
+    for (uint32_t i = k; i < k + more; i++)
+        b->id[i] |= SB_ID;
+    b->n += more;
 }
 
 /* Put the sectors back as dirty after a failed round (under the lock). */
 static void untake(struct vhdx_state *s, const struct bat_batch *b)
 {
-    for (uint32_t k = 0; k < b->n; k++)
-        vhdx_mark_dirty(s, b->sector[k] * BAT_PER_SECTOR);
+    for (uint32_t k = 0; k < b->n; k++) {
+        if (b->id[k] & SB_ID)
+            vhdx_sb_untake(s, b->id[k] & ~SB_ID);
+        else
+            vhdx_mark_dirty(s, b->id[k] * BAT_PER_SECTOR);
+    }
 }
 
 static uint64_t round_up_mb(uint64_t v)
@@ -138,8 +155,7 @@ static void build_entry(struct vhdx_state *s, const struct bat_batch *b,
         d.signature = htole32(VHDX_LOG_DESC_SIGNATURE);
         memcpy(&d.trailing_bytes, src + VHDX_LOG_SECTOR - 4, 4);
         memcpy(&d.leading_bytes, src, 8);
-        d.file_offset = htole64(s->bat_region.offset +
-                                b->sector[k] * VHDX_LOG_SECTOR);
+        d.file_offset = htole64(b->off[k]);
         d.sequence_number = htole64(seq);
         memcpy(e + 64 + (size_t)k * 32, &d, sizeof d);
         ds.signature = htole32(VHDX_LOG_DATA_SIGNATURE);
@@ -170,15 +186,13 @@ static int write_entry(struct vhdx_state *s, const uint8_t *e, uint32_t len)
     return err;
 }
 
-/* Write the batch's BAT sectors in place. */
+/* Write the batch's pages in place. */
 static int apply_batch(struct vhdx_state *s, const struct bat_batch *b)
 {
     for (uint32_t k = 0; k < b->n; k++) {
-        uint64_t off = s->bat_region.offset + b->sector[k] * VHDX_LOG_SECTOR;
-        uint64_t len = VHDX_LOG_SECTOR;
         /* The BAT region holds whole sectors (1 MB multiple). */
         int err = io_pwrite_tag(s->fd, b->data + (size_t)k * VHDX_LOG_SECTOR,
-                                len, off, IO_TAG_BAT);
+                                VHDX_LOG_SECTOR, b->off[k], IO_TAG_BAT);
         if (err)
             return err;
     }
@@ -247,11 +261,12 @@ int vhdx_commit(struct vhdx_state *s, enum io_tag tag)
     while (s->committing)
         pthread_cond_wait(&s->cond, &s->lock);
     s->committing = true;
-    if (s->dirty_count) {
-        b.sector = malloc((size_t)max * sizeof *b.sector);
+    if (s->dirty_count || s->sb_dirty_count) {
+        b.off = malloc((size_t)max * sizeof *b.off);
+        b.id = malloc((size_t)max * sizeof *b.id);
         b.data = malloc((size_t)max * VHDX_LOG_SECTOR);
         e = malloc((size_t)max * VHDX_LOG_SECTOR + 2 * VHDX_LOG_SECTOR);
-        if (!b.sector || !b.data || !e)
+        if (!b.off || !b.id || !b.data || !e)
             err = -ENOMEM;
     }
     do {
@@ -272,11 +287,12 @@ int vhdx_commit(struct vhdx_state *s, enum io_tag tag)
         pthread_mutex_lock(&s->lock);
         if (err)
             untake(s, &b);
-    } while (!err && b.n == max && s->dirty_count);
+    } while (!err && b.n == max && (s->dirty_count || s->sb_dirty_count));
     s->committing = false;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
-    free(b.sector);
+    free(b.off);
+    free(b.id);
     free(b.data);
     free(e);
     return err;

@@ -1,8 +1,8 @@
 /* The VHDX driver ([MS-VHDX] v8.0): open, and the read side.
  *
  * Fixed, dynamic and differencing files with 512- or 4096-byte logical
- * sectors; fixed and dynamic files read-write (write.c, logwrite.c),
- * differencing files read-only.
+ * sectors, read-write (write.c, diffwrite.c, logwrite.c); parents are
+ * opened read-only.
  *
  * Open order: file identifier and headers (header.c), log replay into an
  * in-memory overlay (log.c), region table (region.c), metadata with the
@@ -181,11 +181,6 @@ static int open_writable(struct vhdx_state *s)
 {
     int err;
 
-    if (s->has_parent) {
-        img_log("vhdx: %s: writing differencing VHDX files is not "
-                "supported yet; export it read-only (-r)", s->img.path);
-        return -EROFS;
-    }
     if ((err = parse_test_switches(s)) || (err = vhdx_replay_into_file(s)))
         return err;
     return vhdx_write_init(s);
@@ -351,7 +346,10 @@ static int load_bits(struct vhdx_state *s, uint64_t off, uint64_t end,
     b->shift = bit0 - byte0 * 8;
     b->first = off - off % s->logical_sector_size;
     b->sector = s->logical_sector_size;
-    err = vhdx_pread(s, b->bits, nbytes, sb + byte0);
+    if (s->writable)
+        err = vhdx_sb_read(s, n / s->chunk_ratio, byte0, nbytes, b->bits);
+    else
+        err = vhdx_pread(s, b->bits, nbytes, sb + byte0);
     if (err) {
         img_log("vhdx: %s: reading the sector bitmap of block %" PRIu64
                 " (host 0x%" PRIx64 "): %s", s->img.path, n, sb + byte0,

@@ -198,6 +198,12 @@ struct vhdx_alloc {
     struct vhdx_alloc *next;
 };
 
+/* A sector bitmap page held in memory (diffwrite.c). */
+struct vhdx_sb_page {
+    uint8_t data[4096];
+    bool dirty;                 /* listed in sb_dirty */
+};
+
 /* Ordering rules DISKSERVE_VHDX_BREAK breaks on purpose (tests only). */
 #define VHDX_BREAK_APPLY_BEFORE_LOG_FLUSH (1u << 0)
 #define VHDX_BREAK_LOG_REUSE              (1u << 1)
@@ -269,6 +275,14 @@ struct vhdx_state {
     uint64_t dirty_count;
     bool committing;            /* a commit runs (one at a time) */
     struct vhdx_guid session_log_guid;
+
+    /* diffwrite.c: sector bitmap pages (4 KB) of a writable differencing
+     * file that writes changed, kept in memory for good: sb_pages[chunk]
+     * is NULL or 256 page pointers (a bitmap block is 1 MB).  Dirty ones
+     * are listed for the next commit by page id (chunk * 256 + page). */
+    struct vhdx_sb_page ***sb_pages;
+    uint64_t *sb_dirty;
+    size_t sb_dirty_count, sb_dirty_cap;
     uint32_t log_pos;           /* log offset of the next entry */
     uint64_t log_next_seq;      /* its SequenceNumber */
 };
@@ -324,6 +338,36 @@ int vhdx_commit(struct vhdx_state *s, enum io_tag tag);
 /* Mark BAT entry i changed in memory; under the lock. */
 void vhdx_mark_dirty(struct vhdx_state *s, uint64_t i);
 
+/* diffwrite.c: writes to a differencing file's block n ([off, off+len)
+ * inside it); zeros when p is NULL.  0 or -errno. */
+int vhdx_diff_write_block(struct vhdx_state *s, const uint8_t *p,
+                          uint64_t len, uint64_t off, uint64_t n);
+
+/* Copy nbytes of the sector bitmap of chunk c from byte byte0 into out,
+ * from memory where a write changed it, else from the file. */
+int vhdx_sb_read(struct vhdx_state *s, uint64_t c, uint64_t byte0,
+                 uint64_t nbytes, uint8_t *out);
+
+/* Take up to max dirty sector bitmap pages (under the lock): their file
+ * offsets and contents; returns how many. */
+uint32_t vhdx_sb_take_dirty(struct vhdx_state *s, uint32_t max,
+                            uint64_t *off, uint64_t *id, uint8_t *data);
+
+/* Put page id back on the dirty list after a failed commit. */
+void vhdx_sb_untake(struct vhdx_state *s, uint64_t id);
+
+void vhdx_sb_free(struct vhdx_state *s);
+
+/* write.c helpers diffwrite.c shares; under the lock where noted. */
+void vhdx_wait_block(struct vhdx_state *s, uint64_t n);        /* lock */
+void vhdx_set_entry(struct vhdx_state *s, uint64_t i, uint64_t entry);
+int vhdx_grow(struct vhdx_state *s, uint64_t len, uint64_t *host); /* lock */
+void vhdx_alloc_add(struct vhdx_state *s, struct vhdx_alloc *r,
+                    uint64_t n);                                 /* lock */
+void vhdx_alloc_remove(struct vhdx_state *s, struct vhdx_alloc *r);
+int vhdx_write_at(struct vhdx_state *s, const uint8_t *p, uint64_t len,
+                  uint64_t host);
+
 /* Set up and tear down the writable state (write.c). */
 int vhdx_write_init(struct vhdx_state *s);
 int vhdx_write_close(struct vhdx_state *s);
@@ -372,12 +416,20 @@ static inline uint64_t vhdx_payload_entry(const struct vhdx_state *s,
                            __ATOMIC_ACQUIRE);
 }
 
+/* The BAT index of the sector bitmap block covering payload block n. */
+static inline uint64_t vhdx_bitmap_index(const struct vhdx_state *s,
+                                         uint64_t n)
+{
+    return (n / s->chunk_ratio) * ((uint64_t)s->chunk_ratio + 1) +
+           s->chunk_ratio;
+}
+
 /* The BAT entry of the sector bitmap block covering payload block n. */
 static inline uint64_t vhdx_bitmap_entry(const struct vhdx_state *s,
                                          uint64_t n)
 {
-    return s->bat[(n / s->chunk_ratio) * ((uint64_t)s->chunk_ratio + 1) +
-                  s->chunk_ratio];
+    return __atomic_load_n(&s->bat[vhdx_bitmap_index(s, n)],
+                           __ATOMIC_ACQUIRE);
 }
 
 /* Little-endian loads, for fields read out of a packed struct. */

@@ -1,5 +1,6 @@
 /* The VHDX write side: writes, zero writes, trims and flushes on fixed
- * and dynamic files (differencing files are served read-only).
+ * and dynamic files, and the parts differencing files share
+ * (diffwrite.c has their blocks that show the parent).
  *
  * A write into a FULLY_PRESENT block goes to its place in the file with
  * no lock held.  A write into any other block gives the block a new
@@ -70,6 +71,7 @@ void vhdx_write_free(struct vhdx_state *s)
     pthread_mutex_destroy(&s->lock);
     pthread_cond_destroy(&s->cond);
     free(s->dirty);
+    vhdx_sb_free(s);
 }
 
 int vhdx_write_close(struct vhdx_state *s)
@@ -122,53 +124,39 @@ static struct vhdx_alloc *find_alloc(const struct vhdx_state *s,
     return NULL;
 }
 
-static void remove_alloc(struct vhdx_state *s, struct vhdx_alloc *r)
+void vhdx_alloc_add(struct vhdx_state *s, struct vhdx_alloc *r, uint64_t n)
+{
+    r->block = n;
+    r->next = s->allocs;
+    s->allocs = r;
+}
+
+void vhdx_alloc_remove(struct vhdx_state *s, struct vhdx_alloc *r)
 {
     for (struct vhdx_alloc **p = &s->allocs; *p; p = &(*p)->next)
         if (*p == r) {
             *p = r->next;
             break;
         }
+    pthread_cond_broadcast(&s->cond);
 }
 
-/* Under the lock: wait until no writer allocates block n. */
-static void wait_block(struct vhdx_state *s, uint64_t n)
+void vhdx_wait_block(struct vhdx_state *s, uint64_t n)
 {
     while (find_alloc(s, n))
         pthread_cond_wait(&s->cond, &s->lock);
 }
 
-/* Set payload entry n in memory (under the lock) and mark it dirty. */
-static void set_entry(struct vhdx_state *s, uint64_t n, uint64_t entry)
+void vhdx_set_entry(struct vhdx_state *s, uint64_t i, uint64_t entry)
 {
-    uint64_t i = vhdx_payload_index(s, n);
-
     __atomic_store_n(&s->bat[i], entry, __ATOMIC_RELEASE);
     vhdx_mark_dirty(s, i);
 }
 
-/* Write [off, off+len) of one block at its place in the file. */
-static int write_in_place(struct vhdx_state *s, const uint8_t *p,
-                          uint64_t len, uint64_t off, uint64_t entry)
+int vhdx_grow(struct vhdx_state *s, uint64_t len, uint64_t *host)
 {
-    uint64_t host = (entry & VHDX_BAT_OFFSET_MASK) +
-                    (off & (s->block_size - 1));
-    int err = io_pwrite_full(s->fd, p, len, host);
-
-    if (err)
-        img_log("vhdx: %s: write %" PRIu64 " bytes at %" PRIu64 " (host 0x%"
-                PRIx64 "): %s", s->img.path, len, off, host, strerror(-err));
-    return err;
-}
-
-/* Give block n a new place and write [off, off+len) of it there; the
- * caller holds the lock, which is dropped around the data write. */
-static int allocate_and_write(struct vhdx_state *s, const uint8_t *p,
-                              uint64_t len, uint64_t off, uint64_t n)
-{
-    struct vhdx_alloc rec = { n, s->allocs };
-    uint64_t host = s->file_end, end = host + s->block_size;
-    int err = 0;
+    uint64_t end = s->file_end + len;
+    int err;
 
     if (end > s->disk_file_size) {
         err = io_truncate(s->fd, end, IO_TAG_ALLOC);
@@ -179,15 +167,49 @@ static int allocate_and_write(struct vhdx_state *s, const uint8_t *p,
         }
         s->disk_file_size = end;
     }
+    *host = s->file_end;
     s->file_end = end;
-    s->allocs = &rec;
+    return 0;
+}
+
+int vhdx_write_at(struct vhdx_state *s, const uint8_t *p, uint64_t len,
+                  uint64_t host)
+{
+    int err = io_pwrite_full(s->fd, p, len, host);
+
+    if (err)
+        img_log("vhdx: %s: write %" PRIu64 " bytes at host 0x%" PRIx64
+                ": %s", s->img.path, len, host, strerror(-err));
+    return err;
+}
+
+/* Write [off, off+len) of one block at its place in the file. */
+static int write_in_place(struct vhdx_state *s, const uint8_t *p,
+                          uint64_t len, uint64_t off, uint64_t entry)
+{
+    return vhdx_write_at(s, p, len, (entry & VHDX_BAT_OFFSET_MASK) +
+                                    (off & (s->block_size - 1)));
+}
+
+/* Give block n a new place and write [off, off+len) of it there; the
+ * caller holds the lock, which is dropped around the data write. */
+static int allocate_and_write(struct vhdx_state *s, const uint8_t *p,
+                              uint64_t len, uint64_t off, uint64_t n)
+{
+    struct vhdx_alloc rec;
+    uint64_t host;
+    int err = vhdx_grow(s, s->block_size, &host);
+
+    if (err)
+        return err;
+    vhdx_alloc_add(s, &rec, n);
     pthread_mutex_unlock(&s->lock);
     err = write_in_place(s, p, len, off, host);
     pthread_mutex_lock(&s->lock);
     if (!err)
-        set_entry(s, n, host | VHDX_PAYLOAD_FULLY_PRESENT);
-    remove_alloc(s, &rec);
-    pthread_cond_broadcast(&s->cond);
+        vhdx_set_entry(s, vhdx_payload_index(s, n),
+                       host | VHDX_PAYLOAD_FULLY_PRESENT);
+    vhdx_alloc_remove(s, &rec);
     return err;
 }
 
@@ -200,8 +222,10 @@ static int write_block(struct vhdx_state *s, const uint8_t *p, uint64_t len,
 
     if (state_of(entry) == VHDX_PAYLOAD_FULLY_PRESENT)
         return write_in_place(s, p, len, off, entry);
+    if (s->parent)
+        return vhdx_diff_write_block(s, p, len, off, n);
     pthread_mutex_lock(&s->lock);
-    wait_block(s, n);
+    vhdx_wait_block(s, n);
     entry = vhdx_payload_entry(s, n);
     if (state_of(entry) == VHDX_PAYLOAD_FULLY_PRESENT) {
         pthread_mutex_unlock(&s->lock);
@@ -270,13 +294,13 @@ static int zero_block(struct vhdx_state *s, uint64_t len, uint64_t off,
     int err = 0;
 
     pthread_mutex_lock(&s->lock);
-    wait_block(s, n);
+    vhdx_wait_block(s, n);
     entry = vhdx_payload_entry(s, n);
     bool present = state_of(entry) == VHDX_PAYLOAD_FULLY_PRESENT;
     if (whole && !s->leave_allocated &&
         (!present || (flags & IMG_MAY_TRIM))) {
         if (state_of(entry) != VHDX_PAYLOAD_ZERO)
-            set_entry(s, n, VHDX_PAYLOAD_ZERO);
+            vhdx_set_entry(s, vhdx_payload_index(s, n), VHDX_PAYLOAD_ZERO);
         pthread_mutex_unlock(&s->lock);
         /* The old place is never handed out again: release its space.
          * Until the ZERO entry is durable the old entry may come back
@@ -291,6 +315,11 @@ static int zero_block(struct vhdx_state *s, uint64_t len, uint64_t off,
     if (present)
         err = zero_in_place(s, (entry & VHDX_BAT_OFFSET_MASK) +
                             (off - start), len, flags);
+    else if (s->parent && state_of(entry) != VHDX_PAYLOAD_ZERO &&
+             (state_of(entry) != VHDX_PAYLOAD_UNMAPPED))
+        /* The parent shows through: zeros must be written. */
+        err = (flags & IMG_FAST_ZERO) ? -ENOTSUP
+              : vhdx_diff_write_block(s, NULL, len, off, n);
     return err;
 }
 

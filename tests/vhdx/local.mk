@@ -14,6 +14,7 @@ VHDX_TESTS = \
 	tests/vhdx/vhdx-read-write-open-replays-pending-log-into-file.sh \
 	tests/vhdx/vhdx-concurrent-writes-to-qemu-made-files-match-shadow.sh \
 	tests/vhdx/vhdx-created-files-with-512-and-4096-byte-sectors-take-concurrent-writes.sh \
-	tests/vhdx/vhdx-killed-between-log-flush-and-apply-replays-as-qemu-does.sh
+	tests/vhdx/vhdx-killed-between-log-flush-and-apply-replays-as-qemu-does.sh \
+	tests/vhdx/vhdx-differencing-writes-match-libvhdi.sh
 TESTS += $(VHDX_TESTS)
 EXTRA_DIST += $(VHDX_TESTS)

@@ -12,12 +12,15 @@ VHDXCMP="/usr/bin/python3 $abs_top_srcdir/tests/vhdx/vhdxcmp.py"
 SEED=${SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 echo "seed: $SEED"
 
-# judge NAME IMAGE SHADOW [qemu]: libvhdi reads IMAGE as SHADOW; with
-# "qemu", qemu-img check is clean and qemu reads IMAGE as SHADOW too.
+# judge NAME IMAGE SHADOW [qemu | PARENT...]: libvhdi reads IMAGE (with
+# its PARENT chain) as SHADOW; with "qemu", qemu-img check is clean and
+# qemu reads IMAGE as SHADOW too.
 judge()
 {
     local name=$1 img=$2 shadow=$3
-    if [ "${4:-}" = qemu ]; then
+    shift 3
+    if [ "${1:-}" = qemu ]; then
+        shift
         qemu-img check -f vhdx "$img" >"$T/$name.chk" 2>&1 || {
             cat "$T/$name.chk" >&2
             fail "$name: qemu-img check"
@@ -28,7 +31,7 @@ judge()
             fail "$name: qemu reads something else than the shadow"
         }
     fi
-    $VHDXCMP "$shadow" "$img" || fail "$name: libvhdi reads otherwise"
+    $VHDXCMP "$shadow" "$img" "$@" || fail "$name: libvhdi reads otherwise"
 }
 
 # workload NAME IMAGE CONNS SHADOW [workload options]: serve IMAGE
