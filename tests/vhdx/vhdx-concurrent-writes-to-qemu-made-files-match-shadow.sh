@@ -7,7 +7,9 @@
 # without NO_HOLE and FAST_ZERO, trims, flushes, FUA; several requests in
 # flight each) and afterwards qemu-img check finds nothing wrong, and
 # both qemu-img and libvhdi read the file as the shadow copy the clients
-# kept.  The file only grows by whole 1 MiB-aligned blocks.
+# kept.  The file only grows by whole 1 MiB-aligned blocks.  The data
+# extents `diskserve-img map` reports hold the shadow's bytes at the file
+# offsets it names, and its other extents are zeros.
 . "$abs_top_srcdir/tests/functions.sh"
 . "$abs_top_srcdir/tests/vhdx/vhdx-write-functions.sh"
 
@@ -38,6 +40,7 @@ EOT
     workload "$name" "$img" 3 "$T/$name.shadow" --ops 200 --hot $((2 << 20)) \
         --max-len $((192 << 10)) --inflight 8
     judge "$name" "$img" "$T/$name.shadow" qemu
+    map_matches "$name" "$img" "$T/$name.shadow"
     size=$(stat -c %s "$img")
     [ $((size % 1048576)) = 0 ] || [ $sub = fixed ] ||
         fail "$name: file size $size not a multiple of 1 MiB"

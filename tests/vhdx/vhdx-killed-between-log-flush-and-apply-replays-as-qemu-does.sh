@@ -8,6 +8,8 @@
 # read-only export of the file, a read-write open (which replays into
 # the file; afterwards qemu-img check is clean and qemu reads the same)
 # and QEMU's replay all read the data written before the FLUSH.
+# `diskserve-img check` reports the pending log (exit 2) and with -r all
+# replays it (exit 0), giving the same file content.
 . "$abs_top_srcdir/tests/functions.sh"
 require qemu-img /usr/bin/python3 cmp
 SEED=${SEED:-$(date +%s)}
@@ -57,6 +59,18 @@ qemu-img check -r all -f vhdx "$T/q.vhdx" >"$T/q.check" 2>&1 || {
 }
 qemu-img convert -q -f vhdx -O raw "$T/q.vhdx" "$T/q.raw"
 cmp "$T/q.raw" "$T/shadow" || fail "QEMU's replay lost written data"
+
+rc=0
+"$DISKSERVE_IMG" check "$img" >"$T/dcheck" 2>&1 || rc=$?
+[ $rc = 2 ] || { cat "$T/dcheck" >&2; fail "diskserve-img check: $rc"; }
+cp "$img" "$T/d.vhdx"
+"$DISKSERVE_IMG" check -r all "$T/d.vhdx" >"$T/drepair" 2>&1 || {
+    cat "$T/drepair" >&2
+    fail "diskserve-img check -r all"
+}
+"$DISKSERVE_IMG" check "$T/d.vhdx" || fail "diskserve-img check after -r"
+qemu-img compare -f vhdx -F raw "$T/d.vhdx" "$T/q.raw" ||
+    fail "diskserve-img check -r all replayed otherwise"
 
 ds_start ro -r -f vhdx "$img"
 qemu-img convert -q -f raw -O raw "$DS_URI" "$T/ro.raw"

@@ -64,3 +64,33 @@ workload()
         "(log: $(tail -3 "$T/ds-$name.log"))"
     ds_stop "$DS_PID" || fail "$name: diskserve exited with an error"
 }
+
+# map_matches NAME IMAGE SHADOW: every data extent `diskserve-img map`
+# reports holds, at its offset in IMAGE, the shadow's bytes; every zero
+# extent is zeros in the shadow; the extents tile the disk.
+map_matches()
+{
+    local name=$1 img=$2 shadow=$3
+    "$DISKSERVE_IMG" map --output=json "$img" >"$T/$name.map" ||
+        fail "$name: diskserve-img map"
+    /usr/bin/python3 - "$T/$name.map" "$img" "$shadow" <<'PY' ||
+import json, sys
+m = json.load(open(sys.argv[1]))
+img, shadow = open(sys.argv[2], "rb"), open(sys.argv[3], "rb")
+pos = 0
+for e in m:
+    assert e["start"] == pos, (e, pos)
+    shadow.seek(e["start"])
+    want = shadow.read(e["length"])
+    if e["data"]:
+        img.seek(e["offset"])
+        got = img.read(e["length"])
+    else:
+        got = bytes(e["length"])
+    assert got == want, "extent %r" % e
+    pos += e["length"]
+shadow.seek(0, 2)
+assert pos == shadow.tell(), (pos, shadow.tell())
+PY
+        fail "$name: diskserve-img map disagrees with the shadow"
+}
