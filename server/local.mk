@@ -11,6 +11,9 @@ diskserve_SOURCES = \
 	server/handshake.c \
 	server/request.c \
 	server/reply.c \
-	server/export.c
-diskserve_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(INIH_CFLAGS)
-diskserve_LDADD = libdsproto.a $(FORMATS_LIBS) $(UV_LIBS) $(INIH_LIBS)
+	server/export.c \
+	server/tls.h \
+	server/tls.c
+diskserve_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(INIH_CFLAGS) $(GNUTLS_CFLAGS)
+diskserve_LDADD = libdsproto.a $(FORMATS_LIBS) $(UV_LIBS) $(INIH_LIBS) \
+	$(GNUTLS_LIBS)

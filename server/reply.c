@@ -12,6 +12,7 @@
 
 #include "io.h"
 #include "server.h"
+#include "tls.h"
 
 #define HOLE_GRAIN 4096u
 #define MAX_CHUNKS 64u
@@ -79,6 +80,33 @@ static void release_list(struct request *r)
 
 #define FLUSH_IOV 1024
 
+/* Over TLS: each batch of replies is encrypted into full records and
+ * written at once; the requests are done with as soon as it is. */
+static void flush_tls(struct conn *c, struct request *list)
+{
+    static uv_buf_t iov[FLUSH_IOV];
+
+    while (list) {
+        struct request *end = list;
+        unsigned n = 0;
+        for (; end && n + end->niov <= FLUSH_IOV; end = end->out_next) {
+            memcpy(iov + n, end->iov, end->niov * sizeof *iov);
+            n += end->niov;
+        }
+        int err = tls_send_iov(c, iov, n);
+        while (list != end) {
+            struct request *next = list->out_next;
+            req_release(list);
+            list = next;
+        }
+        if (err) {
+            conn_close(c);
+            release_list(list);
+            return;
+        }
+    }
+}
+
 static void flush_conn(struct conn *c)
 {
     static uv_buf_t iov[FLUSH_IOV];
@@ -88,6 +116,10 @@ static void flush_conn(struct conn *c)
     c->out_head = c->out_tail = NULL;
     if (c->state == CONN_CLOSING) {
         release_list(list);
+        return;
+    }
+    if (c->tls) {
+        flush_tls(c, list);
         return;
     }
     for (struct request *r = list; r && n + r->niov <= FLUSH_IOV;
