@@ -15,3 +15,4 @@ include tests/crash/local.mk
 include tests/img/local.mk
 include tests/vhdx/local.mk
 include tests/fuzz/local.mk
+include tests/tls/local.mk

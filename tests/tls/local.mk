@@ -1,0 +1,8 @@
+# tests/tls: NBD over TLS (STARTTLS): real clients (libnbd tools, qemu),
+# refusals, raw handshakes with Python's ssl module, and a soak.
+# Certificates and keys are made during each test (tls-functions.sh).
+TLS_TESTS = \
+	tests/tls/libnbd-tools-read-write-and-map-over-tls.sh
+
+TESTS += $(TLS_TESTS)
+EXTRA_DIST += $(TLS_TESTS) tests/tls/tls-functions.sh
