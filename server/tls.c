@@ -369,7 +369,8 @@ static bool in_list(char *const *list, const char *s)
 }
 
 /* Who the client proved to be: its PSK username, or the subject of the
- * certificate verify_peer() accepted. */
+ * certificate verify_peer() accepted, written as certtool -i prints it
+ * ("CN=name,O=org"), which is how allow-lists name clients. */
 static void note_identity(struct conn *c)
 {
     struct tls_sess *t = c->tls;
@@ -391,7 +392,7 @@ static void note_identity(struct conn *c)
     if (gnutls_x509_crt_init(&crt) < 0)
         return;
     if (gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER) == 0 &&
-        gnutls_x509_crt_get_dn2(crt, &dn) == 0) {
+        gnutls_x509_crt_get_dn3(crt, &dn, 0) == 0) {
         t->peer_dn = strdup((const char *)dn.data);
         gnutls_free(dn.data);
     }
