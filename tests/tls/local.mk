@@ -1,11 +1,15 @@
 # tests/tls: NBD over TLS (STARTTLS): real clients (libnbd tools, qemu),
-# refusals, raw handshakes with Python's ssl module, and a soak.
-# Certificates and keys are made during each test (tls-functions.sh).
+# refusals, raw handshakes with Python's ssl module (tlsraw.py on top of
+# tests/protocol/nbdraw.py), and a soak.  Certificates and keys are made
+# during each test (tls-functions.sh), never kept.
 TLS_TESTS = \
 	tests/tls/libnbd-tools-read-write-and-map-over-tls.sh \
 	tests/tls/qemu-reads-writes-and-maps-over-tls.sh \
 	tests/tls/tls-refuses-untrusted-certificates.sh \
-	tests/tls/tls-refuses-wrong-psk.sh
+	tests/tls/tls-refuses-wrong-psk.sh \
+	tests/tls/starttls-forgets-earlier-negotiation.py \
+	tests/tls/tls-require-refuses-plain-clients.py \
+	tests/tls/tls-handshake-garbage-and-stalls-are-dropped.py
 
 TESTS += $(TLS_TESTS)
-EXTRA_DIST += $(TLS_TESTS) tests/tls/tls-functions.sh
+EXTRA_DIST += $(TLS_TESTS) tests/tls/tls-functions.sh tests/tls/tlsraw.py
