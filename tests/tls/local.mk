@@ -9,7 +9,8 @@ TLS_TESTS = \
 	tests/tls/tls-refuses-wrong-psk.sh \
 	tests/tls/starttls-forgets-earlier-negotiation.py \
 	tests/tls/tls-require-refuses-plain-clients.py \
-	tests/tls/tls-handshake-garbage-and-stalls-are-dropped.py
+	tests/tls/tls-handshake-garbage-and-stalls-are-dropped.py \
+	tests/tls/tls-soak-1000-connections-leaks-nothing.py
 
 TESTS += $(TLS_TESTS)
 EXTRA_DIST += $(TLS_TESTS) tests/tls/tls-functions.sh tests/tls/tlsraw.py
