@@ -10,7 +10,11 @@ TLS_TESTS = \
 	tests/tls/starttls-forgets-earlier-negotiation.py \
 	tests/tls/tls-require-refuses-plain-clients.py \
 	tests/tls/tls-handshake-garbage-and-stalls-are-dropped.py \
-	tests/tls/tls-soak-1000-connections-leaks-nothing.py
+	tests/tls/tls-soak-1000-connections-leaks-nothing.py \
+	tests/tls/socket-activation-serves-tls.sh \
+	tests/tls/sighup-reloads-tls-credentials.sh \
+	tests/tls/unix-socket-mode-and-group-limit-access.sh \
+	tests/tls/tls-options-are-checked-at-startup.sh
 
 TESTS += $(TLS_TESTS)
 EXTRA_DIST += $(TLS_TESTS) tests/tls/tls-functions.sh tests/tls/tlsraw.py
