@@ -37,6 +37,10 @@
 #define TLS_IN_MIN (20u * 1024)     /* one full record and its overhead */
 #define TLS_IN_MAX (256u * 1024)
 #define TLS_OUT_MIN (20u * 1024)
+#define TLS_OUT_KEEP (64u * 1024)
+#define TLS_FLUSH_AT (256u * 1024)  /* ciphertext written as it grows */
+#define TLS_RECORD 16384u           /* the largest record's plaintext */
+#define TLS_RECORD_OVERHEAD 64u     /* header, tag, padding: at most */
 
 struct tls_creds {
     unsigned refs;
@@ -251,22 +255,30 @@ void tls_exit(void)
 
 /* ---- transport ---------------------------------------------------- */
 
+/* Room for len more bytes of ciphertext; 0 or -ENOMEM. */
+static int out_reserve(struct tls_sess *t, size_t len)
+{
+    if (t->out_cap - t->out_len >= len)
+        return 0;
+    size_t cap = t->out_cap ? t->out_cap : TLS_OUT_MIN;
+    while (cap - t->out_len < len)
+        cap *= 2;
+    uint8_t *b = realloc(t->out, cap);
+    if (!b)
+        return -ENOMEM;
+    t->out = b;
+    t->out_cap = cap;
+    return 0;
+}
+
 static ssize_t tls_push(gnutls_transport_ptr_t p, const void *data,
                         size_t len)
 {
     struct tls_sess *t = p;
 
-    if (t->out_cap - t->out_len < len) {
-        size_t cap = t->out_cap ? t->out_cap : TLS_OUT_MIN;
-        while (cap - t->out_len < len)
-            cap *= 2;
-        uint8_t *b = realloc(t->out, cap);
-        if (!b) {
-            gnutls_transport_set_errno(t->s, ENOMEM);
-            return -1;
-        }
-        t->out = b;
-        t->out_cap = cap;
+    if (out_reserve(t, len) < 0) {
+        gnutls_transport_set_errno(t->s, ENOMEM);
+        return -1;
     }
     memcpy(t->out + t->out_len, data, len);
     t->out_len += len;
@@ -332,6 +344,12 @@ static int tls_flush(struct conn *c)
     int n = uv_try_write(c->out, &b, 1);
     if (n == (int)t->out_len) {
         t->out_len = 0;
+        if (t->out_cap > TLS_OUT_KEEP) {
+            /* An idle connection keeps no big buffer. */
+            free(t->out);
+            t->out = NULL;
+            t->out_cap = 0;
+        }
         return 0;
     }
     if (n < 0 && n != UV_EAGAIN)
@@ -573,32 +591,64 @@ ssize_t tls_recv(struct conn *c, void *buf, size_t len)
     }
 }
 
+static int send_failed(struct conn *c, int r)
+{
+    srv_log("client %llu: TLS: %s", (unsigned long long)c->id,
+            gnutls_strerror(r));
+    return -EPROTO;
+}
+
+/* Small buffers (headers, small reads) are corked together into full
+ * records; big ones are encrypted straight from where they are, without
+ * a copy into the cork buffer first.  The ciphertext buffer is sized
+ * once for the whole batch. */
 int tls_send_iov(struct conn *c, const uv_buf_t *iov, unsigned n)
 {
     struct tls_sess *t = c->tls;
+    bool corked = false;
+    size_t total = 0;
 
     if (c->state == CONN_CLOSING || !t->up)
         return -EPIPE;
-    gnutls_record_cork(t->s);
+    for (unsigned i = 0; i < n; i++)
+        total += iov[i].len;
+    if (total > TLS_FLUSH_AT)
+        total = TLS_FLUSH_AT;
+    if (out_reserve(t, total + (total / TLS_RECORD + n + 1) *
+                           TLS_RECORD_OVERHEAD) < 0)
+        return -ENOMEM;
     for (unsigned i = 0; i < n; i++) {
         const char *p = iov[i].base;
         size_t left = iov[i].len;
+        bool big = left >= TLS_RECORD;
+        if (big && corked) {
+            int r = gnutls_record_uncork(t->s, GNUTLS_RECORD_WAIT);
+            if (r < 0)
+                return send_failed(c, r);
+            corked = false;
+        } else if (!big && !corked) {
+            gnutls_record_cork(t->s);
+            corked = true;
+        }
         while (left > 0) {
             ssize_t r = gnutls_record_send(t->s, p, left);
-            if (r < 0) {
-                srv_log("client %llu: TLS: %s", (unsigned long long)c->id,
-                        gnutls_strerror((int)r));
-                return -EPROTO;
-            }
+            if (r < 0)
+                return send_failed(c, (int)r);
             p += r;
             left -= (size_t)r;
+            /* The client decrypts the first records while we encrypt
+             * the rest. */
+            if (!corked && t->out_len >= TLS_FLUSH_AT) {
+                int err = tls_flush(c);
+                if (err)
+                    return err;
+            }
         }
     }
-    int r = gnutls_record_uncork(t->s, GNUTLS_RECORD_WAIT);
-    if (r < 0) {
-        srv_log("client %llu: TLS: %s", (unsigned long long)c->id,
-                gnutls_strerror(r));
-        return -EPROTO;
+    if (corked) {
+        int r = gnutls_record_uncork(t->s, GNUTLS_RECORD_WAIT);
+        if (r < 0)
+            return send_failed(c, r);
     }
     return tls_flush(c);
 }
