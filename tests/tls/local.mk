@@ -14,7 +14,9 @@ TLS_TESTS = \
 	tests/tls/socket-activation-serves-tls.sh \
 	tests/tls/sighup-reloads-tls-credentials.sh \
 	tests/tls/unix-socket-mode-and-group-limit-access.sh \
-	tests/tls/tls-options-are-checked-at-startup.sh
+	tests/tls/tls-options-are-checked-at-startup.sh \
+	tests/tls/config-file-sets-tls-per-export.sh \
+	tests/tls/tls-batched-replies-leave-in-few-writes.py
 
 TESTS += $(TLS_TESTS)
 EXTRA_DIST += $(TLS_TESTS) tests/tls/tls-functions.sh tests/tls/tlsraw.py
