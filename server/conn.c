@@ -697,7 +697,7 @@ void conn_shutdown_all(void)
             c->cur = NULL;
             req_release(r);
         }
-        if (c->negotiating || c->inflight == 0) {
+        if (c->negotiating || (c->inflight == 0 && tls_backlog(c) == 0)) {
             conn_close(c);
         } else if (c->reading) {
             /* Finish what is in flight; read nothing new. */

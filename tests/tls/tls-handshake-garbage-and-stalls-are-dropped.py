@@ -50,7 +50,9 @@ def dropped_quickly(payload, what):
 
 def garbage_inside_the_handshake_is_dropped():
     before = srv.log_text().count("TLS handshake failed")
-    dropped_quickly(rng.randbytes(3000), "random bytes")
+    # More than the largest record, so that whatever length the first
+    # bytes announce, a whole record of garbage arrives.
+    dropped_quickly(rng.randbytes(40000), "random bytes")
     # A handshake record header announcing more than a record may hold.
     dropped_quickly(b"\x16\x03\x01\xff\xff" + rng.randbytes(100),
                     "oversized record")

@@ -68,9 +68,9 @@ def closed_soon(c, timeout):
         sock.settimeout(left)
         try:
             b = sock.recv(65536)
+        except socket.timeout:      # an OSError too: test it first
+            continue
         except (ConnectionResetError, ssl.SSLError, OSError):
             return
-        except socket.timeout:
-            continue
         if not b:
             return
