@@ -267,6 +267,8 @@ struct request *req_alloc(struct conn *c, size_t payload);
 void req_reply(struct request *r);
 /* Release the replies a closing connection had not written yet. */
 void reply_drop_queue(struct conn *c);
+/* Output drained: send replies that waited for it (TLS, reply.c). */
+void reply_kick(struct conn *c);
 
 /* ---- exports ------------------------------------------------------ */
 

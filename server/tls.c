@@ -39,6 +39,7 @@
 #define TLS_OUT_MIN (20u * 1024)
 #define TLS_OUT_KEEP (64u * 1024)
 #define TLS_FLUSH_AT (256u * 1024)  /* ciphertext written as it grows */
+#define TLS_BACKLOG_MAX (512u * 1024)   /* more replies wait below this */
 #define TLS_RECORD 16384u           /* the largest record's plaintext */
 #define TLS_RECORD_OVERHEAD 64u     /* header, tag, padding: at most */
 
@@ -323,6 +324,8 @@ static void on_tls_written(uv_write_t *w, int status)
         conn_close(c);
         return;
     }
+    if (tls_can_send(c))
+        reply_kick(c);
     conn_request_done(c);
     if (srv.buf_used < srv.opts.buffer_budget)
         conn_resume_paused();
@@ -657,6 +660,11 @@ int tls_send(struct conn *c, const void *data, size_t len)
 {
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
     return tls_send_iov(c, &b, 1);
+}
+
+bool tls_can_send(const struct conn *c)
+{
+    return c->tls->backlog < TLS_BACKLOG_MAX;
 }
 
 size_t tls_backlog(const struct conn *c)

@@ -43,6 +43,9 @@ int tls_send(struct conn *c, const void *data, size_t len);
 /* The same for a batch of buffers, gathered into full-size records and
  * one write. */
 int tls_send_iov(struct conn *c, const uv_buf_t *iov, unsigned n);
+/* False while so much ciphertext waits for the socket that more
+ * replies should wait (reply.c); reply_kick() says when it drained. */
+bool tls_can_send(const struct conn *c);
 /* Ciphertext handed to libuv and not yet written. */
 size_t tls_backlog(const struct conn *c);
 /* Send close_notify before the sending side is shut down. */
