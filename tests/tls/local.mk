@@ -16,7 +16,8 @@ TLS_TESTS = \
 	tests/tls/unix-socket-mode-and-group-limit-access.sh \
 	tests/tls/tls-options-are-checked-at-startup.sh \
 	tests/tls/config-file-sets-tls-per-export.sh \
-	tests/tls/tls-batched-replies-leave-in-few-writes.py
+	tests/tls/tls-batched-replies-leave-in-few-writes.py \
+	tests/tls/tls-slow-reader-gets-big-replies-intact.py
 
 TESTS += $(TLS_TESTS)
 EXTRA_DIST += $(TLS_TESTS) tests/tls/tls-functions.sh tests/tls/tlsraw.py
