@@ -56,17 +56,25 @@ wait_sock()
     exit 1
 }
 
+declare -A pid_of
 "$diskserve" -v -k "$W/ds-tls.sock" -r -f raw --tls=require \
     --tls-certificates "$pki/server" "$W/disk.img" 2>"$W/ds-tls.log" &
 pids+=($!)
+pid_of[ds-tls]=$!
 qemu-nbd -k "$W/qn-tls.sock" -r -f raw -e 16 --cache=writeback \
     --aio=threads -t --object \
     "tls-creds-x509,id=tls0,dir=$pki/server,endpoint=server" \
     --tls-creds tls0 "$W/disk.img" 2>"$W/qn-tls.log" &
 pids+=($!)
+pid_of[qn-tls]=$!
 "$diskserve" -k "$W/ds-plain.sock" -r -f raw "$W/disk.img" \
     2>"$W/ds-plain.log" &
 pids+=($!)
+pid_of[ds-plain]=$!
+
+# CPU time (user + system, all threads) a server has used, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
 for s in ds-tls qn-tls ds-plain; do wait_sock "$W/$s.sock"; done
 
 uri_of()
@@ -84,16 +92,22 @@ for r in $(seq "$rounds"); do
     for j in $jobs; do
         IFS=: read -r name bs qd mode <<<"$j"
         for s in ds-tls qn-tls ds-plain; do
+            c0=$(cpu_ticks "${pid_of[$s]}")
             out=$("$W/tls-read" "$(uri_of "$s")" "$bs" "$qd" "$seconds" \
                   "$mode")
-            echo "round $r $name $s $out"
-            echo "$name $s $out" >>"$W/results"
+            c1=$(cpu_ticks "${pid_of[$s]}")
+            # server CPU milliseconds per GiB served
+            cpu=$(echo "$out" | awk -v t=$((c1 - c0)) -v hz="$hz" -v bs="$bs" \
+                  '{ printf "%.0f", t * 1000 / hz / ($2 * bs / 1073741824) }')
+            echo "round $r $name $s $out cpu_ms_per_gib $cpu"
+            echo "$name $s $out cpu_ms_per_gib $cpu" >>"$W/results"
         done
     done
 done
 
 echo
-printf '%-18s %-9s %12s %10s %s\n' job server "median IOPS" "MiB/s" tls
+printf '%-18s %-9s %12s %10s %14s %s\n' job server "median IOPS" "MiB/s" \
+    "CPU ms/GiB" tls
 for j in $jobs; do
     name=${j%%:*}
     for s in ds-tls qn-tls ds-plain; do
@@ -103,9 +117,13 @@ for j in $jobs; do
         mib=$(awk -v n="$name" -v s="$s" '$1 == n && $2 == s { print $10 }' \
               "$W/results" | sort -n | awk '{ v[NR] = $1 }
               END { print v[int((NR + 1) / 2)] }')
+        cpu=$(awk -v n="$name" -v s="$s" '$1 == n && $2 == s { print $14 }' \
+              "$W/results" | sort -n | awk '{ v[NR] = $1 }
+              END { print v[int((NR + 1) / 2)] }')
         tls=$(awk -v n="$name" -v s="$s" '$1 == n && $2 == s { print $12 }' \
               "$W/results" | sort -u | tr '\n' ' ')
-        printf '%-18s %-9s %12s %10s %s\n' "$name" "$s" "$med" "$mib" "$tls"
+        printf '%-18s %-9s %12s %10s %14s %s\n' "$name" "$s" "$med" "$mib" \
+            "$cpu" "$tls"
         eval "med_${name//-/_}_${s//-/_}=$med"
     done
 done
