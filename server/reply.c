@@ -80,6 +80,8 @@ static void release_list(struct request *r)
 
 #define FLUSH_IOV 1024
 
+#define TLS_BATCH (256u * 1024)     /* plaintext encrypted in one go */
+
 static void queue_conn(struct conn *c);
 
 /* Over TLS: each batch of replies is encrypted into full records and
@@ -104,9 +106,12 @@ static void flush_tls(struct conn *c, struct request *list)
         }
         struct request *end = list;
         unsigned n = 0;
-        for (; end && n + end->niov <= FLUSH_IOV; end = end->out_next) {
+        size_t bytes = 0;
+        for (; end && n + end->niov <= FLUSH_IOV && bytes < TLS_BATCH;
+             end = end->out_next) {
             memcpy(iov + n, end->iov, end->niov * sizeof *iov);
             n += end->niov;
+            bytes += iov_bytes(end->iov, end->niov);
         }
         int err = tls_send_iov(c, iov, n);
         while (list != end) {
