@@ -1,7 +1,9 @@
 #!/bin/bash
 # Quick start: install what is missing, build, run the whole test suite.
 # With SANITIZERS=1 (CI sets it) the fast suites run a second time in an
-# ASan+UBSan build.  Prints "N passed, N failed" last; a skipped test
+# ASan+UBSan build, and with FUZZ_SMOKE=1 (CI sets it too) every fuzz
+# target runs for a minute under libFuzzer (make fuzz-smoke), each
+# counted as a test.  Prints "N passed, N failed" last; a skipped test
 # counts as failed, since every tool is installed.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -59,6 +61,20 @@ if [ "${SANITIZERS:-0}" = 1 ]; then
         failed=$((failed + 1))
     fi
     show_failures sanitizers/tests
+fi
+
+if [ "${FUZZ_SMOKE:-0}" = 1 ]; then
+    make fuzz-smoke >fuzz-smoke.out 2>&1
+    rc=$?
+    grep -E '^(fuzz-smoke:|#[0-9]+[[:space:]]+DONE)' fuzz-smoke.out
+    p=$(grep -c '^fuzz-smoke: .*: PASS$' fuzz-smoke.out)
+    f=$(grep -c '^fuzz-smoke: .*: FAIL$' fuzz-smoke.out)
+    passed=$((passed + p))
+    failed=$((failed + f))
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then
+        tail -n 40 fuzz-smoke.out
+        failed=$((failed + 1))  # the fuzz build failed
+    fi
 fi
 
 echo "$passed passed, $failed failed"

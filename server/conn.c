@@ -83,6 +83,7 @@ static void conn_free(struct conn *c)
     if (c->negotiating)
         n_negotiating--;
     n_conns--;
+    conn_clear_meta(c);
     free(c->opt_data);
     free(c->ibuf);
     tls_free(c);
@@ -297,6 +298,13 @@ static int handle_opt_data(struct conn *c)
     c->opt_data = NULL;
     if (err)
         return err;
+    if (c->state == CONN_OPT_WAIT) {
+        if (c->reading) {
+            uv_read_stop(c->in);
+            c->reading = false;
+        }
+        return 0;
+    }
     if (c->state == CONN_REQ_HEADER && c->negotiating) {
         c->negotiating = false;
         n_negotiating--;
@@ -349,7 +357,7 @@ static bool is_transmitting(const struct conn *c);
 static bool tls_more_input(struct conn *c)
 {
     if (!c->tls || c->state == CONN_TLS_HANDSHAKE ||
-        c->state == CONN_CLOSING || c->disc)
+        c->state == CONN_OPT_WAIT || c->state == CONN_CLOSING || c->disc)
         return false;
     if (c->ibuf_len == 0)
         c->ibuf_pos = 0;
@@ -419,6 +427,8 @@ static bool process_input(struct conn *c)
         case CONN_REQ_DISCARD:
             r = handle_discard(c);
             break;
+        case CONN_OPT_WAIT:
+            return true;
         default:
             r = -EPROTO;
             break;
@@ -523,7 +533,8 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
     }
     if (process_input(c) && c->state != CONN_CLOSING && !c->paused &&
-        !c->disc && c->ibuf_len == c->ibuf_cap) {
+        !c->disc && c->state != CONN_OPT_WAIT &&
+        c->ibuf_len == c->ibuf_cap) {
         /* Cannot happen: every state consumes or pauses. */
         srv_log("client %llu: input buffer stuck", (unsigned long long)c->id);
         conn_close(c);
@@ -551,6 +562,30 @@ void conn_request_done(struct conn *c)
         if (process_input(c) && !c->paused)
             start_reading(c);
     }
+}
+
+void conn_option_done(struct conn *c)
+{
+    c->in_worker--;
+    if (c->state == CONN_CLOSING) {
+        conn_maybe_finish(c);
+        return;
+    }
+    if (c->state == CONN_OPT_WAIT)
+        c->state = CONN_OPT_HEADER;
+    if (process_input(c) && c->state != CONN_OPT_WAIT)
+        start_reading(c);
+}
+
+void conn_clear_meta(struct conn *c)
+{
+    for (size_t i = 0; i < c->n_meta_bitmaps; i++)
+        free(c->meta_bitmaps[i]);
+    free(c->meta_bitmaps);
+    c->meta_bitmaps = NULL;
+    c->n_meta_bitmaps = 0;
+    c->meta_base = c->meta_depth = false;
+    c->meta_export = NULL;
 }
 
 static void on_linger_timeout(uv_timer_t *t)

@@ -1,8 +1,13 @@
 /* The export registry: names to open images.  Exports are opened once at
  * startup, before any socket is listening, so a bad image fails the start
  * with its one-line reason instead of failing clients later.
+ *
+ * The dirty bitmaps an export offers are not fixed: the control socket
+ * adds and removes them while clients are connected, so each meta
+ * context negotiation asks the driver for the current list.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,26 +22,94 @@ struct export *srv_find_export(const char *name, size_t len)
     return NULL;
 }
 
-static int load_bitmaps(struct export *e)
+void srv_free_names(char **names, size_t n)
+{
+    if (!names)
+        return;
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+static bool is_offered(const struct export *e, const char *name)
+{
+    if (e->n_bitmaps == 0)
+        return true;
+    for (size_t i = 0; i < e->n_bitmaps; i++)
+        if (!strcmp(e->bitmaps[i], name))
+            return true;
+    return false;
+}
+
+int srv_export_bitmaps(struct export *e, char ***names, size_t *n)
 {
     const struct img_ops *ops = e->img->ops;
+    char **v = NULL;
+    size_t count = 0;
+
+    *names = NULL;
+    *n = 0;
     if (!ops->bitmap_count || !ops->bitmap_info)
         return 0;
-    size_t n = ops->bitmap_count(e->img);
-    if (n == 0)
+    size_t total = ops->bitmap_count(e->img);
+    if (total == 0)
         return 0;
-    e->bitmap_ctx = calloc(n, sizeof *e->bitmap_ctx);
-    if (!e->bitmap_ctx)
+    v = calloc(total, sizeof *v);
+    if (!v)
         return -ENOMEM;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < total; i++) {
         struct img_bitmap_info info;
         int err = ops->bitmap_info(e->img, i, &info);
-        if (err)
+        if (err == -ENOENT)
+            break;      /* the list shrank meanwhile */
+        if (err) {
+            srv_free_names(v, count);
             return err;
-        if (asprintf(&e->bitmap_ctx[i], "qemu:dirty-bitmap:%s",
-                     info.name) < 0)
+        }
+        if (info.inconsistent || !is_offered(e, info.name))
+            continue;
+        v[count] = strdup(info.name);
+        if (!v[count]) {
+            srv_free_names(v, count);
             return -ENOMEM;
-        e->n_bitmaps++;
+        }
+        count++;
+    }
+    *names = v;
+    *n = count;
+    return 0;
+}
+
+/* Every bitmap -B names must exist and be consistent, as qemu-nbd
+ * demands; prints one line and returns -ENOENT otherwise. */
+static int check_bitmap_options(struct export *e)
+{
+    const struct img_ops *ops = e->img->ops;
+    size_t total = ops->bitmap_count ? ops->bitmap_count(e->img) : 0;
+
+    for (size_t b = 0; b < e->n_bitmaps; b++) {
+        struct img_bitmap_info info;
+        bool found = false;
+        for (size_t i = 0; i < total && !found; i++) {
+            int err = ops->bitmap_info(e->img, i, &info);
+            if (err) {
+                fprintf(stderr, "diskserve: %s: cannot list bitmaps: %s\n",
+                        e->image_path, strerror(-err));
+                return err;
+            }
+            found = !strcmp(info.name, e->bitmaps[b]);
+        }
+        if (!found) {
+            fprintf(stderr, "diskserve: %s: bitmap '%.64s' not found\n",
+                    e->image_path, e->bitmaps[b]);
+            return -ENOENT;
+        }
+        if (info.inconsistent) {
+            fprintf(stderr, "diskserve: %s: bitmap '%.64s' is inconsistent "
+                    "and cannot be exported\n", e->image_path,
+                    e->bitmaps[b]);
+            return -EINVAL;
+        }
     }
     return 0;
 }
@@ -59,12 +132,9 @@ int srv_open_exports(struct srv_options *o)
                     e->image_path, strerror(-err));
             return err;
         }
-        err = load_bitmaps(e);
-        if (err) {
-            fprintf(stderr, "diskserve: %s: cannot list bitmaps: %s\n",
-                    e->image_path, strerror(-err));
+        err = check_bitmap_options(e);
+        if (err)
             return err;
-        }
     }
     return 0;
 }

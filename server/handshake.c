@@ -18,10 +18,6 @@
 #define CTX_BASE "base:allocation"
 #define CTX_DEPTH "qemu:allocation-depth"
 #define CTX_BITMAP_PREFIX "qemu:dirty-bitmap:"
-#define CTX_ID_BASE 1u
-#define CTX_ID_DEPTH 2u
-#define CTX_ID_BITMAP0 3u
-#define MAX_BITMAPS 64u
 
 void hs_send_greeting(struct conn *c)
 {
@@ -99,11 +95,9 @@ static void enter_transmission(struct conn *c, struct export *e)
     c->exp = e;
     c->tflags = export_tflags(c, e);
     c->has_meta = c->meta_export == e &&
-                  (c->meta_base || c->meta_depth || c->meta_bitmaps);
-    if (!c->has_meta) {
-        c->meta_base = c->meta_depth = false;
-        c->meta_bitmaps = 0;
-    }
+                  (c->meta_base || c->meta_depth || c->n_meta_bitmaps);
+    if (!c->has_meta)
+        conn_clear_meta(c);
     c->state = CONN_REQ_HEADER;
     srv_debug("client %llu: serving export '%s'%s%s",
               (unsigned long long)c->id, e->name,
@@ -225,18 +219,39 @@ static int opt_list(struct conn *c)
 
 /* ---- meta contexts ------------------------------------------------ */
 
+/* Queries are matched as qemu-nbd matches them (docs/interop/nbd.rst):
+ * exact names select; the empty leaves "base:", "qemu:" and
+ * "qemu:dirty-bitmap:" list every context under them on LIST and select
+ * nothing on SET; unknown names are skipped.  Bitmap names come from the
+ * driver at negotiation time, listed on a worker thread since the driver
+ * may hold its bitmap lock across disk I/O (bitmap_apply); the
+ * connection reads nothing more until the answer is out. */
+
 struct meta_sel {
     bool base, depth;
-    uint64_t bitmaps;
+    bool *bitmaps;          /* one per name of the export's list */
 };
 
-static int send_context(struct conn *c, uint32_t id, const char *name)
+struct meta_work {
+    struct srv_work work;   /* first: worker hand-off */
+    struct conn *c;
+    struct export *e;
+    uint8_t *data;          /* the option's data (owned) */
+    uint32_t len;
+    char **names;           /* the export's bitmaps, listed by the worker */
+    size_t n;
+    int err;
+};
+
+static int send_context(struct conn *c, uint32_t id, const char *prefix,
+                        const char *name)
 {
     uint8_t buf[4 + PROTO_MAX_STRING];
-    size_t len = strlen(name);
-    if (len > PROTO_MAX_STRING)
+    char ctx[PROTO_MAX_STRING + 1];
+    int len = snprintf(ctx, sizeof ctx, "%s%s", prefix, name);
+    if (len < 0 || (size_t)len > PROTO_MAX_STRING)
         return 0;
-    size_t n = proto_encode_meta_context(buf, id, name, (uint32_t)len);
+    size_t n = proto_encode_meta_context(buf, id, ctx, (uint32_t)len);
     return send_reply(c, PROTO_REP_META_CONTEXT, buf, (uint32_t)n);
 }
 
@@ -245,93 +260,225 @@ static bool query_is(const uint8_t *q, uint32_t len, const char *s)
     return strlen(s) == len && memcmp(q, s, len) == 0;
 }
 
-/* Match one query against the export's contexts; wildcards (an empty
- * leaf) only when listing. */
+static bool query_has_prefix(const uint8_t *q, uint32_t len, const char *p)
+{
+    size_t plen = strlen(p);
+    return len >= plen && memcmp(q, p, plen) == 0;
+}
+
+/* Match one query against the export's contexts. */
 static void match_query(const struct export *e, const uint8_t *q,
-                        uint32_t len, bool list, struct meta_sel *sel)
+                        uint32_t len, bool list, char **names, size_t n,
+                        struct meta_sel *sel)
 {
     size_t plen = strlen(CTX_BITMAP_PREFIX);
+    bool all_bitmaps = list && (query_is(q, len, "qemu:") ||
+                                query_is(q, len, CTX_BITMAP_PREFIX));
 
     if (query_is(q, len, CTX_BASE) || (list && query_is(q, len, "base:")))
         sel->base = true;
     if (e->img->has_depth && (query_is(q, len, CTX_DEPTH) ||
                               (list && query_is(q, len, "qemu:"))))
         sel->depth = true;
-    if (list && (query_is(q, len, "qemu:") ||
-                 query_is(q, len, CTX_BITMAP_PREFIX))) {
-        for (size_t i = 0; i < e->n_bitmaps && i < MAX_BITMAPS; i++)
-            sel->bitmaps |= 1ull << i;
-        return;
-    }
-    if (len > plen && memcmp(q, CTX_BITMAP_PREFIX, plen) == 0) {
-        for (size_t i = 0; i < e->n_bitmaps && i < MAX_BITMAPS; i++)
-            if (query_is(q, len, e->bitmap_ctx[i]))
-                sel->bitmaps |= 1ull << i;
-    }
+    for (size_t i = 0; i < n; i++)
+        if (all_bitmaps ||
+            (len > plen && memcmp(q, CTX_BITMAP_PREFIX, plen) == 0 &&
+             len - plen == strlen(names[i]) &&
+             memcmp(q + plen, names[i], len - plen) == 0))
+            sel->bitmaps[i] = true;
 }
 
-static int opt_meta(struct conn *c)
+/* Answer a LIST or SET whose data parsed as meta; names are the export's
+ * bitmaps now.  A SET takes the selected names out of names. */
+static int answer_meta(struct conn *c, struct export *e,
+                       const struct proto_meta *meta, char **names,
+                       size_t n)
 {
     bool list = c->opt.option == PROTO_OPT_LIST_META_CONTEXT;
-    struct proto_meta meta;
-    struct meta_sel sel = { false, false, 0 };
+    struct meta_sel sel = { false, false, NULL };
+    size_t n_sel = 0;
 
-    if (!list) {
-        /* SET replaces the selection, even when it fails. */
-        c->meta_export = NULL;
-        c->meta_base = c->meta_depth = false;
-        c->meta_bitmaps = 0;
-    }
-    if (!c->structured)
-        return send_error(c, PROTO_REP_ERR_INVALID,
-                          "structured replies not negotiated");
-    if (proto_decode_meta(c->opt_data, c->opt.length, &meta) < 0)
-        return send_error(c, PROTO_REP_ERR_INVALID,
-                          "malformed meta context option data");
-    if (meta.name_len > PROTO_MAX_STRING)
-        return send_error(c, PROTO_REP_ERR_INVALID, "export name too long");
-    struct export *e = srv_find_export((const char *)meta.name,
-                                       meta.name_len);
-    if (!e)
-        return send_error(c, PROTO_REP_ERR_UNKNOWN, "export not present");
-
-    if (meta.n_queries == 0) {
+    sel.bitmaps = calloc(n ? n : 1, sizeof *sel.bitmaps);
+    if (!sel.bitmaps)
+        return -ENOMEM;
+    if (meta->n_queries == 0) {
         if (list) {
             sel.base = true;
             sel.depth = e->img->has_depth;
-            for (size_t i = 0; i < e->n_bitmaps && i < MAX_BITMAPS; i++)
-                sel.bitmaps |= 1ull << i;
+            for (size_t i = 0; i < n; i++)
+                sel.bitmaps[i] = true;
         }
     } else {
         uint32_t pos = 0;
         const uint8_t *q;
         uint32_t qlen;
-        while (proto_meta_next(&meta, &pos, &q, &qlen)) {
-            if (qlen > PROTO_MAX_STRING)
-                return send_error(c, PROTO_REP_ERR_INVALID,
-                                  "meta context query too long");
-            match_query(e, q, qlen, list, &sel);
-        }
+        while (proto_meta_next(meta, &pos, &q, &qlen))
+            match_query(e, q, qlen, list, names, n, &sel);
+    }
+    for (size_t i = 0; i < n; i++)
+        n_sel += sel.bitmaps[i];
+    if (!list && n_sel > SRV_MAX_BITMAP_CONTEXTS) {
+        free(sel.bitmaps);
+        char msg[96];
+        snprintf(msg, sizeof msg, "%zu dirty bitmaps selected, at most %u "
+                 "per connection", n_sel, SRV_MAX_BITMAP_CONTEXTS);
+        return send_error(c, PROTO_REP_ERR_TOO_BIG, msg) ? -EPIPE : 0;
     }
 
+    char **chosen = NULL;
+    if (!list && n_sel) {
+        chosen = calloc(n_sel, sizeof *chosen);
+        if (!chosen) {
+            free(sel.bitmaps);
+            return -ENOMEM;
+        }
+    }
     int err = 0;
+    size_t k = 0;
     if (sel.base)
-        err = send_context(c, list ? 0 : CTX_ID_BASE, CTX_BASE);
+        err = send_context(c, list ? 0 : SRV_CTX_ID_BASE, "", CTX_BASE);
     if (!err && sel.depth)
-        err = send_context(c, list ? 0 : CTX_ID_DEPTH, CTX_DEPTH);
-    for (size_t i = 0; !err && i < e->n_bitmaps && i < MAX_BITMAPS; i++)
-        if (sel.bitmaps & (1ull << i))
-            err = send_context(c, list ? 0 : CTX_ID_BITMAP0 + (uint32_t)i,
-                               e->bitmap_ctx[i]);
+        err = send_context(c, list ? 0 : SRV_CTX_ID_DEPTH, "", CTX_DEPTH);
+    for (size_t i = 0; !err && i < n; i++) {
+        if (!sel.bitmaps[i])
+            continue;
+        err = send_context(c, list ? 0 : SRV_CTX_ID_BITMAP0 + (uint32_t)k,
+                           CTX_BITMAP_PREFIX, names[i]);
+        if (!list) {
+            chosen[k] = names[i];
+            names[i] = NULL;
+        }
+        k++;
+    }
+    free(sel.bitmaps);
     if (!err)
         err = send_ack(c);
-    if (!err && !list) {
+    if (err) {
+        srv_free_names(chosen, k);
+        return -EPIPE;
+    }
+    if (!list) {
         c->meta_export = e;
         c->meta_base = sel.base;
         c->meta_depth = sel.depth;
-        c->meta_bitmaps = sel.bitmaps;
+        c->meta_bitmaps = chosen;
+        c->n_meta_bitmaps = k;
     }
-    return err ? -EPIPE : 0;
+    return 0;
+}
+
+/* Parse and check meta option data: 1 with *meta and *e set when it is
+ * to be answered, 0 when an error reply went out, -EPIPE when that
+ * failed. */
+static int parse_meta(struct conn *c, const uint8_t *data, uint32_t len,
+                      struct proto_meta *meta, struct export **e)
+{
+    if (!c->structured)
+        return send_error(c, PROTO_REP_ERR_INVALID,
+                          "structured replies not negotiated") ? -EPIPE : 0;
+    if (proto_decode_meta(data, len, meta) < 0)
+        return send_error(c, PROTO_REP_ERR_INVALID,
+                          "malformed meta context option data") ? -EPIPE : 0;
+    if (meta->name_len > PROTO_MAX_STRING)
+        return send_error(c, PROTO_REP_ERR_INVALID,
+                          "export name too long") ? -EPIPE : 0;
+    *e = srv_find_export((const char *)meta->name, meta->name_len);
+    if (!*e)
+        return send_error(c, PROTO_REP_ERR_UNKNOWN,
+                          "export not present") ? -EPIPE : 0;
+    uint32_t pos = 0;
+    const uint8_t *q;
+    uint32_t qlen;
+    while (proto_meta_next(meta, &pos, &q, &qlen))
+        if (qlen > PROTO_MAX_STRING)
+            return send_error(c, PROTO_REP_ERR_INVALID,
+                              "meta context query too long") ? -EPIPE : 0;
+    return 1;
+}
+
+/* Whether answering needs the export's bitmap list. */
+static bool wants_bitmaps(const struct conn *c, const struct export *e,
+                          const struct proto_meta *meta)
+{
+    bool list = c->opt.option == PROTO_OPT_LIST_META_CONTEXT;
+    const struct img_ops *ops = e->img->ops;
+
+    if (!ops->bitmap_count || !ops->bitmap_info)
+        return false;
+    if (meta->n_queries == 0)
+        return list;
+    uint32_t pos = 0;
+    const uint8_t *q;
+    uint32_t qlen;
+    while (proto_meta_next(meta, &pos, &q, &qlen))
+        if (query_has_prefix(q, qlen, "qemu:"))
+            return true;
+    return false;
+}
+
+/* On a worker: list the export's bitmaps. */
+static void meta_work_run(struct srv_work *w)
+{
+    struct meta_work *mw = (struct meta_work *)w;
+    mw->err = srv_export_bitmaps(mw->e, &mw->names, &mw->n);
+}
+
+/* Back on the loop thread: answer with the list, unless the client has
+ * gone meanwhile. */
+static void meta_work_done(struct srv_work *w)
+{
+    struct meta_work *mw = (struct meta_work *)w;
+    struct conn *c = mw->c;
+
+    if (c->state == CONN_OPT_WAIT) {
+        struct proto_meta meta;
+        int err;
+        if (mw->err) {
+            srv_log("%s: cannot list dirty bitmaps: %s", mw->e->image_path,
+                    strerror(-mw->err));
+            err = send_error(c, PROTO_REP_ERR_PLATFORM,
+                             "cannot list dirty bitmaps") ? -EPIPE : 0;
+        } else {
+            /* Parsed and checked before the hand-off. */
+            proto_decode_meta(mw->data, mw->len, &meta);
+            err = answer_meta(c, mw->e, &meta, mw->names, mw->n);
+        }
+        if (err)
+            conn_close(c);
+    }
+    srv_free_names(mw->names, mw->n);
+    free(mw->data);
+    free(mw);
+    conn_option_done(c);
+}
+
+static int opt_meta(struct conn *c)
+{
+    struct proto_meta meta;
+    struct export *e;
+
+    if (c->opt.option == PROTO_OPT_SET_META_CONTEXT)
+        conn_clear_meta(c);     /* SET replaces it, even when it fails */
+    int r = parse_meta(c, c->opt_data, c->opt.length, &meta, &e);
+    if (r <= 0)
+        return r;
+    if (!wants_bitmaps(c, e, &meta))
+        return answer_meta(c, e, &meta, NULL, 0);
+
+    struct meta_work *mw = calloc(1, sizeof *mw);
+    if (!mw)
+        return -ENOMEM;
+    mw->work.run = meta_work_run;
+    mw->work.done = meta_work_done;
+    mw->c = c;
+    mw->e = e;
+    mw->data = c->opt_data;     /* taken over from conn.c */
+    mw->len = c->opt.length;
+    c->opt_data = NULL;
+    c->state = CONN_OPT_WAIT;
+    c->in_worker++;
+    srv_workers_submit(&mw->work);
+    return 0;
 }
 
 /* STARTTLS: acknowledged in the clear, then the TLS handshake.  What
@@ -347,9 +494,7 @@ static int opt_starttls(struct conn *c)
     c->extended = false;
     c->exp = NULL;
     c->check_align = 0;
-    c->meta_export = NULL;
-    c->meta_base = c->meta_depth = false;
-    c->meta_bitmaps = 0;
+    conn_clear_meta(c);
     c->has_meta = false;
     return tls_start(c) ? -EPROTO : 0;
 }

@@ -38,7 +38,7 @@ static size_t n_listeners;
 
 /* A stale socket file (nobody listening) is removed; a live one is an
  * error, so two servers never share a path. */
-static int unlink_stale(const char *path)
+int srv_unlink_stale(const char *path)
 {
     struct stat st;
     if (lstat(path, &st) < 0)
@@ -86,7 +86,7 @@ static int listen_unix(const struct srv_options *o)
         fprintf(stderr, "diskserve: socket path too long: %s\n", path);
         return -ENAMETOOLONG;
     }
-    int err = unlink_stale(path);
+    int err = srv_unlink_stale(path);
     if (err)
         return err;
     memcpy(sun.sun_path, path, strlen(path));

@@ -13,7 +13,11 @@ diskserve_SOURCES = \
 	server/reply.c \
 	server/export.c \
 	server/tls.h \
-	server/tls.c
-diskserve_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(INIH_CFLAGS) $(GNUTLS_CFLAGS)
+	server/tls.c \
+	server/control.h \
+	server/control.c \
+	server/qmp.c
+diskserve_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) \
+	$(GNUTLS_CFLAGS)
 diskserve_LDADD = libdsproto.a $(FORMATS_LIBS) $(UV_LIBS) $(INIH_LIBS) \
-	$(GNUTLS_LIBS)
+	$(JSONC_LIBS) $(GNUTLS_LIBS)

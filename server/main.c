@@ -66,11 +66,17 @@ static void begin_shutdown(void)
     srv.shutting_down = true;
     srv_debug("shutting down");
     srv_listen_close();
+    ctl_close();
     conn_shutdown_all();
     uv_timer_start(&drain_timer, on_drain_timeout, DRAIN_TIMEOUT_MS, 0);
     uv_unref((uv_handle_t *)&drain_timer);
     if (conn_count() == 0)
         finish();
+}
+
+void srv_shutdown(void)
+{
+    begin_shutdown();
 }
 
 void srv_conn_gone(void)
@@ -183,6 +189,7 @@ int main(int argc, char **argv)
 {
     int fds[MAX_FDS];
     size_t nfds = 0;
+    int ctl_fd = -1;
 
     signal(SIGPIPE, SIG_IGN);
     srv_parse_args(argc, argv, &srv.opts);
@@ -205,6 +212,8 @@ int main(int argc, char **argv)
         if (nfds == 0 && srv_listen_fds(&srv.opts, fds, &nfds, MAX_FDS))
             return 1;
     }
+    if (srv.opts.control_path)
+        ctl_fd = ctl_listen_fd(srv.opts.control_path);
     if (srv.opts.fork)
         daemonize();
     else if (srv.opts.pid_file && write_pid_file(srv.opts.pid_file,
@@ -229,6 +238,8 @@ int main(int argc, char **argv)
         err = serve_stdio(srv.loop);
     else
         err = srv_listen_start(srv.loop, fds, nfds);
+    if (!err && ctl_fd >= 0)
+        err = ctl_start(srv.loop, ctl_fd);
     if (err) {
         srv_log("cannot start serving: %s", strerror(err < 0 ? -err : err));
         return 1;

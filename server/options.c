@@ -42,6 +42,7 @@ enum {
     OPT_TLS_PRIORITY,
     OPT_SOCKET_MODE,
     OPT_SOCKET_GROUP,
+    OPT_CONTROL,
 };
 
 static const struct option long_opts[] = {
@@ -78,6 +79,8 @@ static const struct option long_opts[] = {
     { "tls-priority", required_argument, NULL, OPT_TLS_PRIORITY },
     { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
     { "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
+    { "bitmap", required_argument, NULL, 'B' },
+    { "control", required_argument, NULL, OPT_CONTROL },
     { NULL, 0, NULL, 0 },
 };
 
@@ -97,6 +100,9 @@ static const char usage_text[] =
 "                            PBKDF2 iterations one LUKS open may run, over\n"
 "                            all key slots tried (default: 16000000)\n"
 "      --cache-size BYTES    metadata cache size (e.g. 32M)\n"
+"  -B, --bitmap NAME         offer only these dirty bitmaps as\n"
+"                            qemu:dirty-bitmap:NAME (repeatable; default:\n"
+"                            every bitmap the image has)\n"
 "      --config FILE         serve the exports a config file names\n"
 "Listening:\n"
 "  -k, --socket PATH         listen on a Unix socket\n"
@@ -125,6 +131,7 @@ static const char usage_text[] =
 "Process:\n"
 "      --fork                run in the background once listening\n"
 "      --pid-file FILE       write the server's pid to FILE\n"
+"      --control PATH        QMP control socket for dirty bitmaps (mode 0600)\n"
 "      --threads N           worker threads for disk I/O (default: 8)\n"
 "      --log-file FILE       log there instead of stderr (SIGHUP reopens)\n"
 "  -v, --verbose             log each connection (twice: each request)\n"
@@ -276,6 +283,24 @@ static char **split_list(const char *s)
     return list;
 }
 
+/* Add a -B / bitmap= name to e; a name given twice counts once. */
+static void add_bitmap(struct export *e, const char *what, const char *name)
+{
+    if (!*name || strlen(name) > IMG_BITMAP_NAME_MAX)
+        usage_error("%s: a bitmap name is 1 to %u bytes", what,
+                    IMG_BITMAP_NAME_MAX);
+    for (size_t i = 0; i < e->n_bitmaps; i++)
+        if (!strcmp(e->bitmaps[i], name))
+            return;
+    char **v = realloc(e->bitmaps, (e->n_bitmaps + 1) * sizeof *v);
+    if (!v) {
+        fputs("diskserve: out of memory\n", stderr);
+        exit(1);
+    }
+    e->bitmaps = v;
+    e->bitmaps[e->n_bitmaps++] = xstrdup(name);
+}
+
 static struct export *export_append(struct srv_options *o, const char *name)
 {
     struct export *e = calloc(1, sizeof *e);
@@ -355,6 +380,8 @@ static int on_ini_line(void *user, const char *section, const char *key,
             set_str(&e->tls_authz_file, value);
         else if (!strcmp(key, "tls-psk-users"))
             e->tls_psk_users = split_list(value);
+        else if (!strcmp(key, "bitmap"))
+            add_bitmap(e, what, value);
         else
             usage_error("%s: unknown key", what);
         return 1;
@@ -394,6 +421,8 @@ static int on_ini_line(void *user, const char *section, const char *key,
         o->socket_mode = parse_mode(what, value);
     else if (!strcmp(key, "socket-group"))
         o->socket_gid = parse_group(what, value);
+    else if (!strcmp(key, "control"))
+        set_str(&o->control_path, value);
     else
         usage_error("%s: unknown key", what);
     return 1;
@@ -454,6 +483,7 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
     const char *key_file = NULL, *config = NULL;
     const char *tls_authz = NULL, *tls_psk_users = NULL;
     bool read_only = false;
+    struct export bitmaps = { .n_bitmaps = 0 };   /* -B names */
     int c;
 
     memset(o, 0, sizeof *o);
@@ -468,14 +498,14 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
 
     /* The config file first, so the command line overrides it. */
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":f:x:D:rk:b:p:e:l:svh", long_opts,
+    while ((c = getopt_long(argc, argv, ":f:x:D:rk:b:p:e:l:svhB:", long_opts,
                             NULL)) != -1)
         if (c == OPT_CONFIG)
             config = optarg;
     if (config)
         read_config(o, config);
     optind = 0;
-    while ((c = getopt_long(argc, argv, ":f:x:D:rk:b:p:e:l:svh", long_opts,
+    while ((c = getopt_long(argc, argv, ":f:x:D:rk:b:p:e:l:svhB:", long_opts,
                             NULL)) != -1) {
         switch (c) {
         case 'f':
@@ -554,6 +584,12 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
         case OPT_CACHE_SIZE:
             o->cache_size = parse_size("--cache-size", optarg);
             break;
+        case 'B':
+            add_bitmap(&bitmaps, "--bitmap", optarg);
+            break;
+        case OPT_CONTROL:
+            set_str(&o->control_path, optarg);
+            break;
         case OPT_LUKS_MAX_ITER:
             o->luks_max_iter = parse_uint("--luks-max-iterations", optarg,
                                           1, UINT32_MAX);
@@ -598,7 +634,7 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
         if (optind < argc)
             usage_error("give either --config or an IMAGE, not both");
         if (format || snapshot || key_file || desc || read_only || *name ||
-            tls_authz || tls_psk_users)
+            tls_authz || tls_psk_users || bitmaps.n_bitmaps)
             usage_error("export options belong in the config file with "
                         "--config");
     } else {
@@ -616,6 +652,8 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
             e->snapshot = xstrdup(snapshot);
         if (key_file)
             e->key_file = xstrdup(key_file);
+        e->bitmaps = bitmaps.bitmaps;
+        e->n_bitmaps = bitmaps.n_bitmaps;
         e->read_only = read_only || snapshot;
         if (tls_authz)
             e->tls_authz_file = xstrdup(tls_authz);

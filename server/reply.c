@@ -322,31 +322,67 @@ static void build_read(struct request *r)
         add_data_chunk(r, &used, run_start, len - run_start, true);
 }
 
-/* Descriptors of one context from the driver's extents: merge by the
- * bits this context reports.  Returns the payload length. */
-static size_t encode_context(struct request *r, uint8_t *out, uint32_t id,
-                             bool depth)
+/* Where a compact answer cut at the request's end stops: a 32-bit
+ * request length ends anywhere, and a client continuing from an
+ * unaligned offset would make every later descriptor unaligned too. */
+static uint64_t answer_alignment(const struct image *img)
 {
-    bool ext = r->conn->extended;
-    const struct img_extents *e = &r->ext;
+    return img->min_block > 512 ? img->min_block : 512;
+}
+
+/* Descriptors of one context from a driver extent list: runs merged by
+ * the bits this context reports, zero lengths dropped.  Compact replies
+ * and REQ_ONE stop at the request's end (so every length fits 32 bits
+ * in a compact reply); when that end falls inside the export off a
+ * block boundary, the answer is the prefix up to the last boundary.
+ * Returns the payload length. */
+static size_t encode_context(struct request *r, uint8_t *out, uint32_t id,
+                             const struct img_extents *e, bool depth)
+{
+    struct conn *c = r->conn;
+    bool ext = c->extended;
+    uint64_t limit = UINT64_MAX;
     size_t n = proto_encode_bs_header(out, ext, id, 0);
     uint8_t *count_at = out + 4;
     uint32_t count = 0;
-    uint64_t run = 0;
+    uint64_t run = 0, total = 0;
     uint32_t val = 0;
+    size_t last_at = n;     /* where the last run's descriptor goes */
 
-    for (size_t i = 0; i < e->n; i++) {
+    if (!ext || (r->hdr.flags & PROTO_CMD_FLAG_REQ_ONE))
+        limit = r->hdr.length;
+    for (size_t i = 0; i < e->n && total < limit; i++) {
+        uint64_t len = e->v[i].length;
         uint32_t v = depth ? e->v[i].depth : e->v[i].flags;
-        if (run && v == val && (ext || run + e->v[i].length <= UINT32_MAX)) {
-            run += e->v[i].length;
+        if (len > limit - total)
+            len = limit - total;
+        if (len == 0)
+            continue;
+        total += len;
+        if (run && v == val) {
+            run += len;
             continue;
         }
         if (run) {
             n += proto_encode_bs_desc(out + n, ext, run, val);
             count++;
         }
-        run = e->v[i].length;
+        last_at = n;
+        run = len;
         val = v;
+    }
+    uint64_t end = r->hdr.offset + total;
+    uint64_t align = answer_alignment(c->exp->img);
+    if (total == limit && end != c->exp->img->size && end % align) {
+        uint64_t cut = end % align;
+        if (run > cut) {
+            run -= cut;
+        } else if (count > 0) {
+            /* The whole last run lies past the boundary: drop it. */
+            run = 0;
+            n = last_at;
+        }
+        /* else: one short run from an unaligned request, kept whole */
     }
     if (run) {
         n += proto_encode_bs_desc(out + n, ext, run, val);
@@ -357,37 +393,53 @@ static size_t encode_context(struct request *r, uint8_t *out, uint32_t id,
     return n;
 }
 
+/* Append the chunk for one context; *pos is the payload space used. */
+static void add_bs_chunk(struct request *r, size_t *used, size_t *pos,
+                         uint32_t id, const struct img_extents *e,
+                         bool depth, bool last)
+{
+    bool ext = r->conn->extended;
+    size_t plen = encode_context(r, r->buf + *pos, id, e, depth);
+    uint8_t *h = hdr_space(r, used, PROTO_EXT_REPLY_LEN);
+    size_t hn = chunk(r, h, last ? PROTO_REPLY_FLAG_DONE : 0,
+                      ext ? PROTO_REPLY_TYPE_BLOCK_STATUS_EXT
+                          : PROTO_REPLY_TYPE_BLOCK_STATUS, plen);
+    add_iov(r, h, hn);
+    add_iov(r, r->buf + *pos, plen);
+    *pos += plen;
+}
+
+/* One chunk per selected context: base:allocation, allocation depth,
+ * then each dirty bitmap (flag 1: dirty). */
 static int build_block_status(struct request *r)
 {
     struct conn *c = r->conn;
     bool ext = c->extended;
-    size_t per = (ext ? PROTO_BS_EXT_HDR_LEN : PROTO_BS_HDR_LEN) +
-                 r->ext.n * (ext ? PROTO_BS_EXT_DESC_LEN : PROTO_BS_DESC_LEN);
-    unsigned nctx = (unsigned)c->meta_base + (unsigned)c->meta_depth;
-    size_t used = 0, pos = 0;
+    size_t hdr = ext ? PROTO_BS_EXT_HDR_LEN : PROTO_BS_HDR_LEN;
+    size_t desc = ext ? PROTO_BS_EXT_DESC_LEN : PROTO_BS_DESC_LEN;
+    size_t nbm = c->n_meta_bitmaps;
+    size_t nctx = (size_t)c->meta_base + (size_t)c->meta_depth + nbm;
+    size_t need = 0, used = 0, pos = 0, k = 0;
 
-    if (nctx == 0 || per * nctx > r->buf_cap) {
-        /* Bitmap-only selections end up here until bitmaps exist. */
-        if (nctx == 0)
-            return -ENOTSUP;
+    if (nctx == 0)
+        return -ENOTSUP;
+    if (c->meta_base)
+        need += hdr + r->ext.n * desc;
+    if (c->meta_depth)
+        need += hdr + r->ext.n * desc;
+    for (size_t i = 0; i < nbm; i++)
+        need += hdr + r->bm_ext[i].n * desc;
+    if (need > r->buf_cap)
         return -ENOMEM;
-    }
-    unsigned k = 0;
-    for (unsigned ctx = 0; ctx < 2; ctx++) {
-        bool on = ctx == 0 ? c->meta_base : c->meta_depth;
-        if (!on)
-            continue;
-        k++;
-        size_t plen = encode_context(r, r->buf + pos, ctx == 0 ? 1 : 2,
-                                     ctx == 1);
-        uint8_t *h = hdr_space(r, &used, PROTO_EXT_REPLY_LEN);
-        size_t hn = chunk(r, h, k == nctx ? PROTO_REPLY_FLAG_DONE : 0,
-                          ext ? PROTO_REPLY_TYPE_BLOCK_STATUS_EXT
-                              : PROTO_REPLY_TYPE_BLOCK_STATUS, plen);
-        add_iov(r, h, hn);
-        add_iov(r, r->buf + pos, plen);
-        pos += plen;
-    }
+    if (c->meta_base)
+        add_bs_chunk(r, &used, &pos, SRV_CTX_ID_BASE, &r->ext, false,
+                     ++k == nctx);
+    if (c->meta_depth)
+        add_bs_chunk(r, &used, &pos, SRV_CTX_ID_DEPTH, &r->ext, true,
+                     ++k == nctx);
+    for (size_t i = 0; i < nbm; i++)
+        add_bs_chunk(r, &used, &pos, SRV_CTX_ID_BITMAP0 + (uint32_t)i,
+                     &r->bm_ext[i], false, ++k == nctx);
     return 0;
 }
 
@@ -401,7 +453,10 @@ static void build_error(struct request *r, uint32_t wire, int err)
                                                       wire));
         return;
     }
-    if (err)
+    if (err == ENOENT && r->hdr.type == PROTO_CMD_BLOCK_STATUS)
+        snprintf(msg, sizeof msg, "%s: a selected dirty bitmap no longer "
+                 "exists", proto_cmd_name(r->hdr.type));
+    else if (err)
         snprintf(msg, sizeof msg, "%s: %s", proto_cmd_name(r->hdr.type),
                  strerror(err));
     else

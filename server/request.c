@@ -65,6 +65,7 @@ struct request *req_alloc(struct conn *c, size_t payload)
         c->buf_used -= r->buf_cap;
         free(r->buf);
         free(r->ext_v);
+        free(r->bm_ext);
         free(r);
         return NULL;
     }
@@ -94,6 +95,7 @@ void req_release(struct request *r)
     } else {
         free(r->buf);
         free(r->ext_v);
+        free(r->bm_ext);
         free(r);
     }
     c->inflight--;
@@ -118,30 +120,66 @@ static unsigned write_flags(const struct request *r)
     return f;
 }
 
+/* Make room for (1 + bitmaps) lists of SRV_MAX_EXTENTS (or one extent
+ * each under REQ_ONE); on a worker thread. */
+static int reserve_extents(struct request *r, size_t lists)
+{
+    size_t want = lists * SRV_MAX_EXTENTS;
+
+    if (r->ext_cap < want) {
+        struct img_extent *v = calloc(want, sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        free(r->ext_v);
+        r->ext_v = v;
+        r->ext_cap = want;
+    }
+    if (lists > 1 && r->bm_ext_cap < lists - 1) {
+        struct img_extents *b = calloc(lists - 1, sizeof *b);
+        if (!b)
+            return -ENOMEM;
+        free(r->bm_ext);
+        r->bm_ext = b;
+        r->bm_ext_cap = lists - 1;
+    }
+    return 0;
+}
+
+/* Fill one extent list per selected context: ext from block_status for
+ * base:allocation and allocation depth, bm_ext[i] from bitmap_status.  A
+ * bitmap removed since negotiation fails the request with -ENOENT. */
 static int run_block_status(struct request *r, struct image *img)
 {
     struct conn *c = r->conn;
-    size_t cap = (r->hdr.flags & PROTO_CMD_FLAG_REQ_ONE) ? 1 : 1024;
-
-    if (!r->ext_v || r->ext_cap < cap) {
-        free(r->ext_v);
-        r->ext_v = calloc(1024, sizeof *r->ext_v);
-        if (!r->ext_v)
-            return -ENOMEM;
-        r->ext_cap = 1024;
-    }
-    r->ext = (struct img_extents){ .v = r->ext_v, .cap = cap };
-    if (!(c->meta_base || c->meta_depth)) {
-        /* Only bitmaps selected; none exist without a driver that
-         * exports them. */
-        return 0;
-    }
-    int err = img->ops->block_status(img, r->hdr.length, r->hdr.offset,
-                                     &r->ext);
+    size_t cap = (r->hdr.flags & PROTO_CMD_FLAG_REQ_ONE) ? 1
+                                                         : SRV_MAX_EXTENTS;
+    size_t nbm = c->n_meta_bitmaps;
+    int err = reserve_extents(r, 1 + nbm);
     if (err)
         return err;
-    if (r->ext.n == 0)
-        return -EIO;
+
+    r->ext = (struct img_extents){ .v = r->ext_v, .cap = cap };
+    if (c->meta_base || c->meta_depth) {
+        err = img->ops->block_status(img, r->hdr.length, r->hdr.offset,
+                                     &r->ext);
+        if (err)
+            return err;
+        if (r->ext.n == 0)
+            return -EIO;
+    }
+    for (size_t i = 0; i < nbm; i++) {
+        struct img_extents *e = &r->bm_ext[i];
+        *e = (struct img_extents){
+            .v = r->ext_v + (i + 1) * SRV_MAX_EXTENTS, .cap = cap };
+        if (!img->ops->bitmap_status)
+            return -ENOENT;
+        err = img->ops->bitmap_status(img, c->meta_bitmaps[i], r->hdr.length,
+                                      r->hdr.offset, e);
+        if (err)
+            return err;
+        if (e->n == 0)
+            return -EIO;
+    }
     return 0;
 }
 
@@ -248,8 +286,9 @@ void req_dispatch(struct conn *c, struct request *r)
         return;
     }
     if (r->hdr.type == PROTO_CMD_BLOCK_STATUS &&
-        req_reserve(r, 2 * (PROTO_BS_EXT_HDR_LEN +
-                            1024 * PROTO_BS_EXT_DESC_LEN)) < 0) {
+        req_reserve(r, (2 + c->n_meta_bitmaps) *
+                       (PROTO_BS_EXT_HDR_LEN +
+                        SRV_MAX_EXTENTS * PROTO_BS_EXT_DESC_LEN)) < 0) {
         r->err = -ENOMEM;
         req_reply(r);
         return;

@@ -28,8 +28,9 @@ struct export {
     char *key_file;
     bool read_only;
     struct image *img;
+    char **bitmaps;         /* -B: the only bitmaps offered (none given:
+                             * every consistent bitmap of the image) */
     size_t n_bitmaps;
-    char **bitmap_ctx;      /* "qemu:dirty-bitmap:NAME" per bitmap */
     bool tls_only;          /* refused to clients that did not STARTTLS */
     char *tls_authz_file;   /* client certificate DNs allowed, one a line */
     char **tls_dns;         /* ... as read at startup (NULL: any) */
@@ -55,6 +56,7 @@ struct srv_options {
     bool stdio;
     char *pid_file;
     char *log_file;
+    char *control_path;         /* QMP control socket, or NULL */
     int verbose;
     size_t cache_size;
     uint64_t luks_max_iter;     /* 0: IMG_DEFAULT_LUKS_MAX_ITER */
@@ -105,6 +107,9 @@ size_t srv_activation_fds(int *fds, size_t max);
 int srv_listen_start(uv_loop_t *loop, const int *fds, size_t n);
 /* Stop accepting (shutdown) and close the listeners. */
 void srv_listen_close(void);
+/* Remove a stale socket file at path (nobody listening); -EEXIST or
+ * -EADDRINUSE with a message when something else is there. */
+int srv_unlink_stale(const char *path);
 /* A client slot freed: accept clients that waited at the limit. */
 void srv_listen_resume(void);
 
@@ -115,6 +120,8 @@ enum conn_state {
     CONN_OPT_HEADER,        /* waiting for an option header */
     CONN_OPT_DATA,          /* reading option data */
     CONN_TLS_HANDSHAKE,     /* after STARTTLS: TLS records in, tls.c */
+    CONN_OPT_WAIT,          /* an option's answer is being prepared on a
+                             * worker: read and parse nothing meanwhile */
     CONN_REQ_HEADER,        /* transmission: waiting for a request */
     CONN_REQ_PAYLOAD,       /* reading a write payload */
     CONN_REQ_DISCARD,       /* skipping a refused request's payload */
@@ -172,7 +179,10 @@ struct conn {
     /* meta contexts selected for meta_export */
     struct export *meta_export;
     bool meta_base, meta_depth;
-    uint64_t meta_bitmaps;  /* bit i: bitmap i selected (first 64) */
+    char **meta_bitmaps;    /* names of the selected dirty bitmaps (owned,
+                             * fixed once transmission starts); bitmap i
+                             * has context id SRV_CTX_ID_BITMAP0 + i */
+    size_t n_meta_bitmaps;
     bool has_meta;
 
     /* transmission */
@@ -199,6 +209,11 @@ void conn_close(struct conn *c);
 /* Every reply of c is written and nothing more will be read: end the
  * connection gracefully (see conn.c). */
 void conn_end_output(struct conn *c);
+/* An option handled on a worker (CONN_OPT_WAIT) came back; its replies
+ * are sent: go on with the next option. */
+void conn_option_done(struct conn *c);
+/* Forget the connection's meta context selection. */
+void conn_clear_meta(struct conn *c);
 /* Write bytes the connection owns nothing of (copied); handshake use. */
 int conn_send_copy(struct conn *c, const void *data, size_t len);
 void conn_resume_paused(void);
@@ -232,7 +247,15 @@ void hs_send_greeting(struct conn *c);
 
 /* ---- requests ----------------------------------------------------- */
 
-#define MAX_CONTEXTS 8
+/* Meta context ids: fixed for base:allocation and qemu:allocation-depth,
+ * then one per selected dirty bitmap, at most SRV_MAX_BITMAP_CONTEXTS. */
+#define SRV_CTX_ID_BASE 1u
+#define SRV_CTX_ID_DEPTH 2u
+#define SRV_CTX_ID_BITMAP0 3u
+#define SRV_MAX_BITMAP_CONTEXTS 62u
+/* Descriptors one block status chunk carries at most (a prefix of the
+ * range is answered when there are more). */
+#define SRV_MAX_EXTENTS 1024u
 
 struct request {
     struct srv_work work;   /* first: worker hand-off */
@@ -244,8 +267,11 @@ struct request {
     uint64_t have;          /* payload bytes received */
     int err;                /* -errno from the driver */
     uint32_t wire_err;      /* validation error, sent without running */
-    /* block status results, one list per selected context */
+    /* block status results: ext for base:allocation and allocation
+     * depth, bm_ext[i] for selected bitmap i, all in ext_v */
     struct img_extents ext;
+    struct img_extents *bm_ext;
+    size_t bm_ext_cap;
     struct img_extent *ext_v;
     size_t ext_cap;
     /* reply */
@@ -275,6 +301,12 @@ void reply_kick(struct conn *c);
 struct srv;
 struct export *srv_find_export(const char *name, size_t len);
 int srv_open_exports(struct srv_options *opts);
+/* The dirty bitmaps e offers now: the driver's current list without the
+ * inconsistent ones, restricted by -B.  *names gets *n copies (free with
+ * srv_free_names).  May block on the driver: worker threads, or startup.
+ * Returns 0 or -errno. */
+int srv_export_bitmaps(struct export *e, char ***names, size_t *n);
+void srv_free_names(char **names, size_t n);
 void srv_close_exports(void);
 /* Flush every writable export; used at shutdown. */
 void srv_flush_exports(void);
@@ -294,5 +326,17 @@ extern struct srv srv;
 
 /* A connection ended: for --oneshot and shutdown bookkeeping. */
 void srv_conn_gone(void);
+/* Shut down gracefully, as on SIGTERM. */
+void srv_shutdown(void);
+
+/* ---- control socket (control.c) ----------------------------------- */
+
+/* Create the control socket (before the loop, like the listeners);
+ * returns the fd or exits with a message. */
+int ctl_listen_fd(const char *path);
+/* Start accepting control clients on fd inside the loop. */
+int ctl_start(uv_loop_t *loop, int fd);
+/* Stop accepting, end every control client, remove the socket file. */
+void ctl_close(void);
 
 #endif /* DISKSERVE_SERVER_H */

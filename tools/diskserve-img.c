@@ -4,6 +4,7 @@
  *   info    describe an image (as text or JSON)
  *   map     list where each range of the disk is stored
  *   check   check a qcow2 image's refcounts, and repair them
+ *   bitmap  add, remove, clear, enable, disable, merge dirty bitmaps
  *
  * Options and output follow qemu-img's where both have the command, so
  * scripts and habits carry over.  Exit status: 0 success, 1 failure, 2
@@ -39,6 +40,13 @@ void tool_usage(void)
 "      Check the refcounts of a qcow2 image; -r repairs leaks, or leaks\n"
 "      and errors.  Exit status: 0 clean, 1 the check could not\n"
 "      complete, 2 errors remain, 3 only leaks remain.\n"
+"  bitmap (--add [-g N] | --remove | --clear | --enable | --disable |\n"
+"      --merge SRC)... [-f FMT] FILE BITMAP\n"
+"      Change the persistent dirty bitmap BITMAP of a qcow2 image that\n"
+"      nothing serves: the operations run in the order given, all or\n"
+"      none.  --add makes an enabled bitmap of granularity N (default:\n"
+"      the cluster size, within 4k..64k); --merge SRC ORs bitmap SRC of\n"
+"      the same image into BITMAP.\n"
 "\n"
 "Exit status: 0 success, 1 failure, 2 bad usage (check: see above).\n",
           stdout);
@@ -54,6 +62,7 @@ int main(int argc, char **argv)
         { "info", tool_cmd_info },
         { "map", tool_cmd_map },
         { "check", tool_cmd_check },
+        { "bitmap", tool_cmd_bitmap },
     };
 
     if (argc < 2)

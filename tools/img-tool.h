@@ -16,6 +16,7 @@ int tool_cmd_create(int argc, char **argv);
 int tool_cmd_info(int argc, char **argv);
 int tool_cmd_map(int argc, char **argv);
 int tool_cmd_check(int argc, char **argv);
+int tool_cmd_bitmap(int argc, char **argv);
 
 /* Print the usage text to stdout. */
 void tool_usage(void);

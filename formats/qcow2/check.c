@@ -1202,26 +1202,27 @@ static int rebuild_and_recount(struct ck *c)
         res->check_errors++;
         return err;
     }
-    uint64_t fresh_leaks = 0;
-    if (c->repair & QCOW2_REPAIR_LEAKS) {
-        struct qcow2_check_result saved = *res;
-        memset(res, 0, sizeof *res);
-        compare(c, QCOW2_REPAIR_LEAKS);
-        if (c->rebuild)
-            say(c, "the rebuilt refcount structures are still broken");
-        fresh_leaks = res->leaks;
-        *res = saved;
-    } else {
-        struct qcow2_check_result saved = *res;
-        compare(c, 0);
-        fresh_leaks = res->leaks;
-        *res = saved;
-    }
+    /* The new blocks count what the file held before they were written;
+     * when they had to be placed past clusters that references past the
+     * end of the file name, the file now holds those clusters (as
+     * zeros) and their references count: fix their refcounts too, as
+     * the repair asked, and report whatever is left. */
+    struct qcow2_check_result saved = *res;
+    memset(res, 0, sizeof *res);
+    compare(c, c->repair);
+    if (c->rebuild)
+        say(c, "the rebuilt refcount structures are still broken");
+    struct qcow2_check_result fresh = *res;
+    *res = saved;
     if (res->corruptions < old.corruptions)
         res->corruptions_fixed += old.corruptions - res->corruptions;
     if (res->leaks < old.leaks)
         res->leaks_fixed += old.leaks - res->leaks;
-    res->leaks += fresh_leaks;
+    res->leaks += fresh.leaks;
+    res->corruptions += fresh.corruptions;
+    res->check_errors += fresh.check_errors;
+    res->leaks_fixed += fresh.leaks_fixed;
+    res->corruptions_fixed += fresh.corruptions_fixed;
     return 0;
 }
 

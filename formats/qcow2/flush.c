@@ -366,6 +366,8 @@ int qcow2_close_writable(struct qcow2_state *s)
     s->nowait_calls++;
     err = qcow2_flush_locked(s, IO_TAG_FLUSH);
     if (!err)
+        err = qcow2_bitmaps_store(s);
+    if (!err)
         err = qcow2_apply_frees(s);
     if (!err)
         err = qcow2_cache_flush(s->rc_cache);

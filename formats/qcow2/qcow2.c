@@ -245,6 +245,7 @@ static void qcow2_close(struct image *img)
     qcow2_scratch_pool_destroy(s->scratch);
     qcow2_crypto_free(s->crypto);
     qcow2_free_snapshots(s);
+    qcow2_bitmaps_free(s);
     qcow2_header_free(&s->h);
     free(s->l1);
     if (s->data_fd >= 0 && s->data_fd != s->fd)
@@ -258,6 +259,7 @@ static void qcow2_close(struct image *img)
     pthread_mutex_destroy(&s->flush_lock);
     pthread_mutex_destroy(&s->sync_lock);
     pthread_cond_destroy(&s->inflight_done);
+    pthread_rwlock_destroy(&s->bm_lock);
     free(s);
 }
 
@@ -281,15 +283,32 @@ static bool all_on_tmpfs(const struct qcow2_state *s)
     return !s->backing || s->backing->nowait_reads;
 }
 
-/* Refuse to write what this driver cannot keep consistent. */
-static int check_writable(struct qcow2_state *s)
+/* Flag the enabled stored bitmaps in use before any write can change
+ * the disk: until they are stored at close, the file's copy is stale. */
+static int mark_bitmaps_in_use(struct qcow2_state *s)
 {
-    if (s->h.has_bitmaps_ext && (s->h.autoclear & QCOW2_AUTOCLEAR_BITMAPS)) {
-        img_log("qcow2: %s: writing images with persistent dirty bitmaps "
-                "is not supported; open it read-only", s->img.path);
-        return -EROFS;
+    bool any = false;
+
+    if (s->n_bm_disk == 0)
+        return 0;
+    bool *mask = calloc(s->n_bm_disk, sizeof *mask);
+    if (!mask)
+        return -ENOMEM;
+    for (size_t i = 0; i < s->n_bitmaps; i++) {
+        const struct qcow2_bitmap *b = s->bitmaps[i];
+        if (b->recording && !b->inconsistent && b->disk_idx >= 0) {
+            mask[b->disk_idx] = true;
+            any = true;
+        }
     }
-    return 0;
+    int err = 0;
+    if (any) {
+        qcow2_lock(s);
+        err = qcow2_bitmaps_mark_in_use(s, mask);
+        qcow2_unlock(s);
+    }
+    free(mask);
+    return err;
 }
 
 /* The ordering rules DISKSERVE_QCOW2_BREAK names, or -EINVAL. */
@@ -419,6 +438,7 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     pthread_mutex_init(&s->flush_lock, NULL);
     pthread_mutex_init(&s->sync_lock, NULL);
     pthread_cond_init(&s->inflight_done, NULL);
+    pthread_rwlock_init(&s->bm_lock, NULL);
     s->img.path = strdup(args->path);
     if (!s->img.path) {
         err = -ENOMEM;
@@ -433,17 +453,18 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     err = qcow2_read_header(s, read_only);
     if (err)
         goto out_close;
-    if (!read_only) {
-        err = check_writable(s);
-        if (err)
-            goto out_close;
-    }
     err = qcow2_read_snapshots(s);
     if (err)
         goto out_close;
     err = select_l1(s, args->snapshot);
     if (err)
         goto out_close;
+    /* Bitmaps describe the active disk of the top image only. */
+    if (args->depth == 0 && !args->snapshot) {
+        err = qcow2_bitmaps_load(s, read_only);
+        if (err)
+            goto out_close;
+    }
     err = qcow2_open_data_file(s, read_only);
     if (err)
         goto out_close;
@@ -466,6 +487,8 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
         goto out_close;
     if (!read_only) {
         err = open_writable(s, cache);
+        if (!err)
+            err = mark_bitmaps_in_use(s);
         if (err)
             goto out_close;
     }
@@ -897,4 +920,8 @@ const struct img_ops qcow2_ops = {
     .block_status = qcow2_block_status,
     .map_nowait = qcow2_map_nowait_op,
     .map_done = qcow2_map_done_op,
+    .bitmap_count = qcow2_bitmap_count_op,
+    .bitmap_info = qcow2_bitmap_info_op,
+    .bitmap_status = qcow2_bitmap_status_op,
+    .bitmap_apply = qcow2_bitmap_apply_op,
 };

@@ -114,6 +114,41 @@ struct qcow2_disk_bitmaps_ext {
 } __attribute__((packed));
 _Static_assert(sizeof(struct qcow2_disk_bitmaps_ext) == 24, "bitmaps ext");
 
+/* Bitmap directory entry, fixed part; followed by extra data, the name
+ * (not NUL terminated) and zero padding to a multiple of 8. */
+struct qcow2_disk_bitmap_entry {
+    uint64_t table_offset;          /* cluster aligned, not 0 */
+    uint32_t table_size;            /* entries: exactly the clusters the
+                                     * bitmap's bytes need */
+    uint32_t flags;                 /* QCOW2_BME_*; bits 3-31 zero */
+    uint8_t type;                   /* 1: dirty tracking */
+    uint8_t granularity_bits;       /* qemu: 9..31 */
+    uint16_t name_size;             /* 1..1023, unique in the directory */
+    uint32_t extra_data_size;       /* 0 unless defined; see the flag */
+} __attribute__((packed));
+_Static_assert(sizeof(struct qcow2_disk_bitmap_entry) == 24,
+               "bitmap directory entry");
+
+#define QCOW2_BME_IN_USE        (1u << 0)   /* not saved: may be stale */
+#define QCOW2_BME_AUTO          (1u << 1)   /* enabled: records writes */
+#define QCOW2_BME_EXTRA_COMPAT  (1u << 2)   /* unknown extra data harmless */
+#define QCOW2_BME_RESERVED      0xfffffff8u
+#define QCOW2_BME_TYPE_DIRTY    1
+
+/* Bitmap table entry: bits 9-55 the data cluster (cluster aligned); with
+ * offset 0, bit 0 says all ones instead of all zeros. */
+#define QCOW2_BMT_OFFSET_MASK   0x00fffffffffffe00ull
+#define QCOW2_BMT_RESERVED_MASK 0xff000000000001feull
+#define QCOW2_BMT_ALL_ONES      (1ull << 0)
+
+/* qemu's limits, so that what we write qemu opens. */
+#define QCOW2_MAX_BITMAPS       65535u
+#define QCOW2_MAX_BITMAP_DIR    (1024ull * QCOW2_MAX_BITMAPS)
+#define QCOW2_MAX_BITMAP_TABLE  0x8000000u      /* entries */
+#define QCOW2_MAX_BITMAP_BYTES  0x20000000ull   /* of bitmap data */
+#define QCOW2_MIN_GRAN_BITS     9
+#define QCOW2_MAX_GRAN_BITS     31
+
 /* Full disk encryption header pointer (LUKS only). */
 struct qcow2_disk_fde_ext {
     uint64_t offset;                /* cluster aligned */
@@ -226,6 +261,41 @@ struct qcow2_header {
     bool has_fde_ext;
     uint64_t fde_offset;
     uint64_t fde_length;
+};
+
+/* One dirty bitmap in memory: one bit per granule, in chunks allocated
+ * on the first set bit so that a clean bitmap of a large disk costs only
+ * the chunk pointers.  Bits are set and read with atomics: writers set
+ * them holding bm_lock shared, and only bitmap_apply (holding it
+ * exclusive) clears them or changes the list. */
+#define QCOW2_BM_CHUNK_BITS     15              /* 4 KiB of bits */
+#define QCOW2_BM_CHUNK_WORDS    (1u << (QCOW2_BM_CHUNK_BITS - 6))
+
+struct qcow2_bitmap {
+    char *name;
+    uint32_t gran_bits;
+    uint64_t nbits;                 /* granules of the disk */
+    uint64_t n_chunks;
+    uint64_t **chunks;              /* NULL: all clear */
+    bool recording;
+    bool persistent;
+    bool inconsistent;              /* in use on disk: never exported,
+                                     * stored back exactly as found */
+    int disk_idx;                   /* entry of the directory loaded at
+                                     * open (s->bm_disk), or -1 */
+    uint8_t *extra;                 /* extra data to carry (compatible) */
+    uint32_t extra_size;
+};
+
+/* A directory entry as loaded at open: where its clusters are, so that
+ * they can be kept or freed when the bitmaps are stored again. */
+struct qcow2_bm_disk {
+    uint64_t table_offset;
+    uint32_t table_size;
+    uint64_t *table;                /* host order entries */
+    uint8_t *raw;                   /* the directory entry, as on disk */
+    uint32_t raw_len;               /* with padding */
+    uint32_t flags;
 };
 
 /* Kinds of a guest range after lookup. */
@@ -399,6 +469,21 @@ struct qcow2_state {
     size_t n_ready_frees;           /* of them, waiting only for quiet */
     struct qcow2_offset_set meta;   /* L2 tables and refcount blocks */
     uint8_t *zero_cluster;          /* a cluster of zeros, read-only */
+
+    /* ---- Dirty bitmaps (bitmap*.c).  bm_lock: taken shared by writers
+     * while they set bits and by readers of the list, exclusive by
+     * bitmap_apply; never held across guest I/O.  Lock order: bm_lock
+     * before s->lock. */
+    pthread_rwlock_t bm_lock;
+    struct qcow2_bitmap **bitmaps;
+    size_t n_bitmaps;
+    uint32_t n_recording;           /* atomic: recording bitmaps */
+    struct qcow2_bm_disk *bm_disk;  /* the directory found at open */
+    uint32_t n_bm_disk;
+    uint64_t bm_dir_offset;         /* 0: none */
+    uint64_t bm_dir_size;
+    bool bm_store;                  /* the bitmaps on disk differ from
+                                     * memory: store them at close */
 };
 
 static inline struct qcow2_state *qcow2_from_img(struct image *img)
@@ -421,6 +506,68 @@ void qcow2_header_free(struct qcow2_header *h);
 int qcow2_check_table(const struct qcow2_state *s, const char *what,
                       uint64_t offset, uint64_t count, uint32_t entry_bytes,
                       uint64_t max_bytes);
+
+/* ---- bitmap-load.c ---- */
+
+/* Load and check the bitmap directory and tables of an image into
+ * s->bitmaps.  A malformed directory is refused (one line logged,
+ * -EINVAL) when the image is writable; read-only, it is logged as a
+ * warning and the bitmaps are dropped.  0 or -errno. */
+int qcow2_bitmaps_load(struct qcow2_state *s, bool read_only);
+
+/* Whether bitmap table entry v is malformed for clusters of size cs:
+ * the reason, or NULL. */
+const char *qcow2_bitmap_entry_bad(uint64_t v, uint32_t cs);
+
+/* Free the in-memory bitmaps and what was loaded of the directory. */
+void qcow2_bitmaps_free(struct qcow2_state *s);
+
+/* ---- bitmap.c ---- */
+
+/* New empty bitmap of the disk size; NULL on ENOMEM. */
+struct qcow2_bitmap *qcow2_bitmap_new(const struct qcow2_state *s,
+                                      const char *name, size_t name_len,
+                                      uint32_t gran_bits);
+
+/* Free a bitmap (NULL is fine). */
+void qcow2_bitmap_free(struct qcow2_bitmap *b);
+
+/* Set bits [first, first + n); 0 or -ENOMEM.  Thread-safe. */
+int qcow2_bitmap_set_bits(struct qcow2_bitmap *b, uint64_t first,
+                          uint64_t n);
+
+/* OR n words of bits (host order) into the bitmap at word index w;
+ * 0 or -ENOMEM.  Not for concurrent use. */
+int qcow2_bitmap_or_words(struct qcow2_bitmap *b, uint64_t w,
+                          const uint64_t *words, size_t n);
+
+/* Copy n words of bits at word index w into out (zeros past the end). */
+void qcow2_bitmap_get_words(const struct qcow2_bitmap *b, uint64_t w,
+                            uint64_t *out, size_t n);
+
+/* Record a change of guest bytes [off, off + len) in every recording
+ * bitmap, before the change is issued; 0 or -ENOMEM. */
+int qcow2_bitmaps_record(struct qcow2_state *s, uint64_t off, uint64_t len);
+
+/* The img_ops bitmap entry points. */
+size_t qcow2_bitmap_count_op(struct image *img);
+int qcow2_bitmap_info_op(struct image *img, size_t i,
+                         struct img_bitmap_info *info);
+int qcow2_bitmap_status_op(struct image *img, const char *name, uint64_t len,
+                           uint64_t off, struct img_extents *e);
+int qcow2_bitmap_apply_op(struct image *img, const struct img_bitmap_action *a,
+                          size_t n, char *msg, size_t msglen);
+
+/* ---- bitmap-store.c (metadata lock held) ---- */
+
+/* Set in_use on disk for the stored bitmaps in mask (indexes of
+ * s->bm_disk) that do not have it yet, in place, synced.  0 or -errno. */
+int qcow2_bitmaps_mark_in_use(struct qcow2_state *s, const bool *mask);
+
+/* Store every persistent bitmap (new tables and data, then the new
+ * directory, then the header; the old clusters freed last), clearing
+ * in_use.  0 or -errno (logged). */
+int qcow2_bitmaps_store(struct qcow2_state *s);
 
 /* ---- snapshot.c ---- */
 

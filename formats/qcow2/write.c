@@ -845,9 +845,13 @@ int qcow2_write_op(struct image *img, const void *buf, uint64_t len,
     struct qcow2_req req;
     bool allocated = false;
 
+    /* Dirty bitmaps first: the bits are set before the data can land. */
+    int err = qcow2_bitmaps_record(s, off, len);
+    if (err)
+        return err;
     qcow2_lock(s);
     qcow2_req_begin(s, &req);
-    int err = qcow2_write_steps(s, buf, len, off, &allocated);
+    err = qcow2_write_steps(s, buf, len, off, &allocated);
     if (!err && (flags & IMG_FUA))
         err = qcow2_flush_ordered(s, IO_TAG_FLUSH);
     if (!err && qcow2_frees_pressing(s))

@@ -413,8 +413,10 @@ static int zero_or_trim(struct image *img, uint64_t len, uint64_t off,
 {
     struct qcow2_state *s = qcow2_from_img(img);
     struct qcow2_req req;
-    int err = 0;
-
+    /* Dirty bitmaps first: the bits are set before the disk changes. */
+    int err = qcow2_bitmaps_record(s, off, len);
+    if (err)
+        return err;
     qcow2_lock(s);
     qcow2_req_begin(s, &req);
     if (qcow2_writes_refused(s))

@@ -37,54 +37,25 @@
 #include "qcow2/qcow2.h"
 
 #include "fuzz.h"
+#include "fuzz-image.h"
 
 #define FUZZ_MAX_INPUT (1024u * 1024u)
-#define READ_LIMIT (16ull * 1024 * 1024)
-#define CHUNK (64u * 1024u)
-#define MAX_EXTENTS 64
-#define TIME_LIMIT_NS 1000000000ll
+#define READ_LIMIT FUZZ_READ_LIMIT
+#define CHUNK FUZZ_CHUNK
 
-#define FAIL(...) do {                                    \
-        fprintf(stderr, "fuzz-qcow2-open: " __VA_ARGS__); \
-        fputc('\n', stderr);                              \
-        abort();                                          \
-    } while (0)
+const char fuzz_target[] = "fuzz-qcow2-open";
 
-static char dir[4096];
+static const char *dir;
 static char img_path[4200];
 static char copy_path[4200];
-static struct timespec started;
 
-static void remove_files(void)
+static void setup(void)
 {
-    unlink(img_path);
-    unlink(copy_path);
-    rmdir(dir);
-}
-
-static int setup(void)
-{
-    if (dir[0])
-        return 0;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(dir, sizeof dir, "%s/fuzz-qcow2.XXXXXX", tmp ? tmp : "/tmp");
-    if (!mkdtemp(dir)) {
-        perror("fuzz-qcow2-open: mkdtemp");
-        abort();
-    }
+    if (dir)
+        return;
+    dir = fuzz_dir();
     snprintf(img_path, sizeof img_path, "%s/img", dir);
     snprintf(copy_path, sizeof copy_path, "%s/copy", dir);
-    atexit(remove_files);
-    return 0;
-}
-
-static bool out_of_time(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    long long ns = (now.tv_sec - started.tv_sec) * 1000000000ll +
-                   (now.tv_nsec - started.tv_nsec);
-    return ns > TIME_LIMIT_NS;
 }
 
 static uint64_t get_be(const uint8_t *p, unsigned n)
@@ -140,77 +111,6 @@ static bool names_are_safe(const uint8_t *data, size_t size)
     return true;
 }
 
-static void write_file(const char *path, const uint8_t *data, size_t size)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0 || (size && write(fd, data, size) != (ssize_t)size)) {
-        perror("fuzz-qcow2-open: write input");
-        abort();
-    }
-    close(fd);
-}
-
-/* Check one extent list against image.h: at least one extent, none
- * empty, end just past the last, no more than asked for.  Returns the
- * bytes described. */
-static uint64_t check_extents(const char *what, const struct img_extents *e,
-                              uint64_t len, uint64_t off)
-{
-    uint64_t sum = 0;
-    if (e->n == 0 || e->n > e->cap)
-        FAIL("%s: %zu extents at %llu", what, e->n, (unsigned long long)off);
-    for (size_t i = 0; i < e->n; i++) {
-        if (e->v[i].length == 0)
-            FAIL("%s: empty extent %zu at %llu", what, i,
-                 (unsigned long long)off);
-        sum += e->v[i].length;
-    }
-    if (e->end != off + sum)
-        FAIL("%s: end %llu, extents end at %llu", what,
-             (unsigned long long)e->end, (unsigned long long)(off + sum));
-    if (sum > len)
-        FAIL("%s: %llu bytes described at %llu, %llu asked", what,
-             (unsigned long long)sum, (unsigned long long)off,
-             (unsigned long long)len);
-    return sum;
-}
-
-static void read_all(struct image *img, uint8_t *buf, uint64_t limit)
-{
-    uint64_t end = img->size < limit ? img->size : limit;
-    for (uint64_t off = 0; off < end && !out_of_time(); off += CHUNK) {
-        uint64_t n = end - off < CHUNK ? end - off : CHUNK;
-        img->ops->read(img, buf, n, off);
-    }
-}
-
-static void status_all(struct image *img)
-{
-    struct img_extent v[MAX_EXTENTS];
-    uint64_t end = img->size < READ_LIMIT ? img->size : READ_LIMIT;
-
-    for (uint64_t off = 0; img->ops->block_status && off < end &&
-         !out_of_time();) {
-        struct img_extents e = { .v = v, .cap = MAX_EXTENTS, .end = off };
-        if (img->ops->block_status(img, end - off, off, &e) < 0)
-            break;
-        off += check_extents("block_status", &e, end - off, off);
-    }
-    size_t nb = img->ops->bitmap_count ? img->ops->bitmap_count(img) : 0;
-    for (size_t i = 0; i < nb && i < 8; i++) {
-        struct img_bitmap_info info;
-        if (img->ops->bitmap_info(img, i, &info) < 0)
-            continue;
-        for (uint64_t off = 0; img->ops->bitmap_status && off < end &&
-             !out_of_time();) {
-            struct img_extents e = { .v = v, .cap = MAX_EXTENTS, .end = off };
-            if (img->ops->bitmap_status(img, info.name, end - off, off, &e) < 0)
-                break;
-            off += check_extents("bitmap_status", &e, end - off, off);
-        }
-    }
-}
-
 /* Refcount check of a file; returns false when it could not run. */
 static bool check_file(const char *path, struct qcow2_check_result *r)
 {
@@ -239,7 +139,7 @@ static bool mutate(struct image *img, const uint8_t *data, size_t size,
 
     if (end < align)
         return true;
-    for (unsigned i = 0; i < nops && !out_of_time(); i++) {
+    for (unsigned i = 0; i < nops && !fuzz_out_of_time(); i++) {
         uint8_t b[4] = { 0x5a, (uint8_t)i, 0x10, (uint8_t)(i * 37) };
         if (size >= 4 * (i + 1) + 1)
             memcpy(b, data + size - 1 - 4 * (i + 1), 4);
@@ -311,23 +211,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     if (!names_are_safe(data, size))
         return 0;
-    clock_gettime(CLOCK_MONOTONIC, &started);
-    write_file(img_path, data, size);
+    fuzz_start_clock();
+    fuzz_write_file(img_path, data, size);
 
     struct img_open_args args = {
         .path = img_path, .format = "qcow2", .read_only = true,
     };
     if (img_open(&args, &img) < 0)
         return 0;
-    read_all(img, buf, READ_LIMIT);
-    status_all(img);
+    fuzz_read_all(img, buf, READ_LIMIT);
+    fuzz_status_all(img);
     struct qcow2_state *s = (struct qcow2_state *)img;
     if (s->nb_snapshots > 0 && s->snapshots[0].id) {
         struct img_open_args sargs = args;
         struct image *snap;
         sargs.snapshot = s->snapshots[0].id;
         if (img_open(&sargs, &snap) == 0) {
-            read_all(snap, buf, 1024 * 1024);
+            fuzz_read_all(snap, buf, 1024 * 1024);
             img_close(snap);
         }
     }
@@ -338,7 +238,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                  !before.check_errors;
     bool clean = sound && !before.leaks;
 
-    write_file(copy_path, data, size);
+    fuzz_write_file(copy_path, data, size);
     args.path = copy_path;
     args.read_only = false;
     if (img_open(&args, &img) < 0)

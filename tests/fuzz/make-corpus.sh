@@ -3,21 +3,29 @@
 # are kept, so libFuzzer's additions survive a rerun).
 #
 #   make-corpus.sh qcow2-open DIR     small qcow2 images from qemu-img
+#   make-corpus.sh qcow2-check DIR    the same images
+#   make-corpus.sh vhdx DIR           qemu-img's VHDX files as piece lists
+#   make-corpus.sh luks DIR           LUKS1 headers from qemu-img, cut
+#                                     after the first slot's key material
+#   make-corpus.sh requests DIR       request streams for every image kind
 #   make-corpus.sh handshake DIR      recorded client byte streams
 #
 # Every image has a small virtual size and stays under 256 KiB; names
 # describe what each one exercises.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-target=${1:?usage: make-corpus.sh qcow2-open|handshake DIR}
-out=${2:?usage: make-corpus.sh qcow2-open|handshake DIR}
+target=${1:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|luks|requests|handshake DIR}
+out=${2:?usage: make-corpus.sh qcow2-open|qcow2-check|vhdx|luks|requests|handshake DIR}
 mkdir -p "$out"
 
 case $target in
 handshake)
     exec /usr/bin/python3 "$here/make-handshake-corpus.py" "$out"
     ;;
-qcow2-open)
+requests)
+    exec /usr/bin/python3 "$here/make-requests-corpus.py" "$out"
+    ;;
+qcow2-open|qcow2-check|vhdx|luks)
     ;;
 *)
     echo "make-corpus.sh: unknown target '$target'" >&2
@@ -29,6 +37,61 @@ command -v qemu-img >/dev/null || { echo "make-corpus.sh: no qemu-img" >&2; exit
 command -v qemu-io >/dev/null || { echo "make-corpus.sh: no qemu-io" >&2; exit 77; }
 w=$(mktemp -d "${TMPDIR:-/tmp}/fuzz-corpus.XXXXXX")
 trap 'rm -rf "$w"' EXIT
+
+if [ "$target" = luks ]; then
+    # luks NAME OPTIONS: a header with slot 0 under "fuzz" (iteration
+    # counts from 1 ms of PBKDF2), cut after slot 0's key material.
+    luks()
+    {
+        qemu-img create -q -f luks --object secret,id=s0,data=fuzz \
+            -o key-secret=s0,iter-time=1${2:+,$2} "$w/$1" 0
+        /usr/bin/python3 - "$w/$1" "$out/$1" <<'PY'
+import struct, sys
+d = open(sys.argv[1], 'rb').read()
+key_bytes = struct.unpack('>I', d[108:112])[0]
+offset, stripes = struct.unpack('>II', d[208 + 40:208 + 48])
+open(sys.argv[2], 'wb').write(d[:offset * 512 + key_bytes * stripes])
+PY
+    }
+    luks aes-xts-sha256.luks
+    luks aes-128-xts.luks cipher-alg=aes-128
+    luks aes-cbc-essiv.luks cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha256
+    luks aes-cbc-plain.luks cipher-mode=cbc,ivgen-alg=plain
+    luks sha1.luks hash-alg=sha1
+    luks sha512.luks hash-alg=sha512
+    exit 0
+fi
+
+if [ "$target" = vhdx ]; then
+    # vhdx NAME SIZE OPTIONS: a VHDX file with data in three blocks, one
+    # zeroed range and one discarded.
+    vhdx()
+    {
+        qemu-img create -q -f vhdx -o "$3" "$w/$1" "$2"
+        qemu-io -f vhdx -c 'write -P 0x5a 0 64k' -c 'write -z 1M 64k' \
+            -c 'write -P 0x11 3M 8k' -c 'discard 3M 4k' "$w/$1" >/dev/null
+    }
+    vhdx dynamic-1m.vhdx 8M block_size=1M
+    vhdx dynamic-8m.vhdx 24M block_size=8M,log_size=1M
+    vhdx dynamic-zero-state.vhdx 8M block_size=1M,block_state_zero=on
+    vhdx dynamic-no-zero-state.vhdx 8M block_size=1M,block_state_zero=off
+    vhdx fixed.vhdx 4M subformat=fixed,block_size=1M
+    qemu-img create -q -f vhdx -o block_size=1M "$w/empty.vhdx" 4M
+    # A pending log of two entries: one data sector, then a BAT update
+    # mapping block 2 past the end of the file plus a zero descriptor.
+    log="/usr/bin/python3 $here/../vhdx/vhdxlog.py"
+    g=0badc0de-1234-4321-8765-0123456789ab
+    cp "$w/dynamic-1m.vhdx" "$w/pending-log.vhdx"
+    set -- $($log info "$w/pending-log.vhdx")
+    eof=$(( ($4 + 1048575) / 1048576 * 1048576 ))
+    $log guid "$w/pending-log.vhdx" $g
+    $log entry "$w/pending-log.vhdx" 0 10 0 $g eof eof data:$((eof - 4096)):1
+    $log entry "$w/pending-log.vhdx" 8192 11 0 $g eof $((eof + 1048576)) \
+        bat:2:$((eof | 6)) zero:$((eof - 8192)):4096 \
+        data:$((eof + 4096)):2
+    /usr/bin/python3 "$here/make-vhdx-corpus.py" "$out" "$w"/*.vhdx
+    exit 0
+fi
 
 # img NAME SIZE [create options]: a new image (16 KiB clusters unless
 # the options say otherwise) with a little data: a pattern at the

@@ -20,6 +20,7 @@ IMG_TESTS = \
 	tests/img/img-repair-survives-crash-states.sh \
 	tests/img/img-check-repairs-an-open-image.sh \
 	tests/img/img-check-rejects-overlong-bitmap-entry-in-bounds.sh \
+	tests/img/img-repair-counts-references-its-new-structures-cover.sh \
 	tests/img/img-repair-does-not-grow-file-to-cover-references-past-eof.sh
 TESTS += $(IMG_TESTS)
 EXTRA_DIST += $(IMG_TESTS)
