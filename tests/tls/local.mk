@@ -17,7 +17,8 @@ TLS_TESTS = \
 	tests/tls/tls-options-are-checked-at-startup.sh \
 	tests/tls/config-file-sets-tls-per-export.sh \
 	tests/tls/tls-batched-replies-leave-in-few-writes.py \
-	tests/tls/tls-slow-reader-gets-big-replies-intact.py
+	tests/tls/tls-slow-reader-gets-big-replies-intact.py \
+	tests/tls/dirty-bitmaps-over-tls-match-plain.sh
 
 TESTS += $(TLS_TESTS)
 EXTRA_DIST += $(TLS_TESTS) tests/tls/tls-functions.sh tests/tls/tlsraw.py
