@@ -386,6 +386,10 @@ static int parse_meta(struct conn *c, const uint8_t *data, uint32_t len,
     if (!*e)
         return send_error(c, PROTO_REP_ERR_UNKNOWN,
                           "export not present") ? -EPIPE : 0;
+    uint32_t refusal = tls_export_refusal(c, *e);
+    if (refusal)
+        return send_error(c, refusal, "export refused by TLS policy")
+               ? -EPIPE : 0;
     uint32_t pos = 0;
     const uint8_t *q;
     uint32_t qlen;

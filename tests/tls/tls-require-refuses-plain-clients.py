@@ -4,7 +4,8 @@ started TLS gets NBD_REP_ERR_TLS_REQD for every option but STARTTLS and
 ABORT, learns no export name from LIST, and is disconnected if it sends
 EXPORT_NAME; after STARTTLS the same options work.  With --tls=on
 (SELECTIVETLS), plain clients are served, except on exports marked
-tls-only, which LIST hides from them."""
+tls-only, which LIST hides from them and whose meta contexts they
+cannot list."""
 
 import os
 import struct
@@ -95,6 +96,10 @@ def selective_tls_serves_plain_clients_but_not_tls_only_exports():
     final, _ = c.go(b"secret")
     check(final.type == REP_ERR_TLS_REQD, "GO secret in the clear: %r" %
           final)
+    c.expect_option(OPT_STRUCTURED_REPLY, REP_ACK)
+    c.structured = True
+    c.expect_option(OPT_LIST_META_CONTEXT, REP_ERR_TLS_REQD,
+                    meta_data(b"secret", [b"base:"]))
     final, _ = c.go(b"open")
     check(final.type == REP_ACK, "GO open in the clear: %r" % final)
     res = c.read(0, 512)
