@@ -580,6 +580,9 @@ ssize_t tls_recv(struct conn *c, void *buf, size_t len)
         return 0;
     for (;;) {
         ssize_t r = gnutls_record_recv(t->s, buf, len);
+        /* A TLS 1.3 key update is answered from inside the receive. */
+        if (t->out_len > 0 && tls_flush(c) < 0)
+            return -EPROTO;
         if (r > 0)
             return r;
         if (r == 0)
