@@ -18,7 +18,8 @@ TLS_TESTS = \
 	tests/tls/config-file-sets-tls-per-export.sh \
 	tests/tls/tls-batched-replies-leave-in-few-writes.py \
 	tests/tls/tls-slow-reader-gets-big-replies-intact.py \
-	tests/tls/dirty-bitmaps-over-tls-match-plain.sh
+	tests/tls/dirty-bitmaps-over-tls-match-plain.sh \
+	tests/tls/stdio-serves-a-tls-client.sh
 
 TESTS += $(TLS_TESTS)
 EXTRA_DIST += $(TLS_TESTS) tests/tls/tls-functions.sh tests/tls/tlsraw.py
