@@ -359,6 +359,28 @@ static bool tls_more_input(struct conn *c)
     if (!c->tls || c->state == CONN_TLS_HANDSHAKE ||
         c->state == CONN_OPT_WAIT || c->state == CONN_CLOSING || c->disc)
         return false;
+    if (c->state == CONN_REQ_PAYLOAD && c->ibuf_len == 0) {
+        /* A write payload: decrypted straight into the request. */
+        struct request *r = c->cur;
+        ssize_t n = tls_recv(c, r->buf + r->have,
+                             (size_t)(r->hdr.length - r->have));
+        if (n > 0) {
+            r->have += (uint64_t)n;
+            if (r->have == r->hdr.length) {
+                c->cur = NULL;
+                c->state = CONN_REQ_HEADER;
+                req_dispatch(c, r);
+            }
+            return true;
+        }
+        if (n == 0)
+            return false;
+        if (n == -EPIPE)
+            half_closed(c);
+        else
+            conn_close(c);
+        return false;
+    }
     if (c->ibuf_len == 0)
         c->ibuf_pos = 0;
     else if (c->ibuf_pos + c->ibuf_len > c->ibuf_cap / 2) {
