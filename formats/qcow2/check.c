@@ -53,6 +53,7 @@
 
 /* Walk flag: count allocation and fragmentation (active L1 only). */
 #define WALK_STATS          1u
+#define WALK_DROP           2u  /* may drop references past EOF */
 
 /* Clusters [first, last] that a reference names past the end of the
  * file: errors, but a rebuild must not put new structures there. */
@@ -201,6 +202,37 @@ static void note_past(struct ck *c, uint64_t first, uint64_t last)
     c->n_past++;
 }
 
+/* Whether [off, off + len) ends a cluster or more past the end of the
+ * file: no refcount can make such a reference right. */
+static bool past_eof(const struct ck *c, uint64_t off, uint64_t len)
+{
+    uint64_t last_byte;
+    if (__builtin_add_overflow(off, len - 1, &last_byte))
+        return true;
+    uint64_t fsize = c->s->file_size;
+    return last_byte >= fsize && last_byte - fsize >= c->cs - 1;
+}
+
+/* An error repair drops a reference past the end of the file (the data
+ * it names does not exist: reads of it fail) instead of counting it:
+ * the cluster reads as zeros from then on (v2 images, which have no zero
+ * flag: unallocated).  Only in the active tables, and only in a table
+ * that lies in the file past the header cluster (WALK_DROP): a table a
+ * broken entry places over the header is never written.  Returns
+ * whether it did. */
+static bool drop_past_eof(struct ck *c, unsigned flags, uint64_t off,
+                          uint64_t len, const char *what, uint64_t table,
+                          uint32_t i)
+{
+    if (!(flags & WALK_DROP) || !(c->repair & QCOW2_REPAIR_ERRORS) ||
+        c->broken_bitmaps || !past_eof(c, off, len))
+        return false;
+    say(c, "%s 0x%" PRIx64 " entry %" PRIu32 ": 0x%" PRIx64 " is past the "
+        "end of the file: dropping the reference", what, table, i, off);
+    c->res->corruptions_fixed++;
+    return true;
+}
+
 /* Count one reference to every cluster [off, off + len) touches. */
 static void inc_range(struct ck *c, uint64_t off, uint64_t len)
 {
@@ -261,6 +293,19 @@ static enum l2_type l2_type_of(const struct ck *c, uint64_t e)
     return T_NORMAL;
 }
 
+/* Make the L2 entry at p read as zeros with nothing allocated (v2: as
+ * unallocated). */
+static void zero_entry(const struct ck *c, uint8_t *p)
+{
+    const struct qcow2_state *s = c->s;
+    if (s->ext_l2) {
+        put_be64(p, 0);
+        put_be64(p + 8, 0xffffffff00000000ull);
+    } else {
+        put_be64(p, s->h.version >= 3 ? QCOW2_L2E_ZERO : 0);
+    }
+}
+
 /* Count what one L2 table maps. */
 static void walk_l2(struct ck *c, uint64_t l2_off, unsigned flags)
 {
@@ -268,6 +313,7 @@ static void walk_l2(struct ck *c, uint64_t l2_off, unsigned flags)
     struct qcow2_check_result *res = c->res;
     uint32_t eb = s->l2_entry_bytes;
     uint64_t next = 0;
+    bool changed = false;
 
     int err = read_at(c, c->l2, c->cs, l2_off);
     if (err) {
@@ -307,8 +353,14 @@ static void walk_l2(struct ck *c, uint64_t l2_off, unsigned flags)
             }
             uint64_t coff = e & s->coffset_mask;
             uint64_t sectors = ((e >> s->csize_shift) & s->csize_mask) + 1;
-            inc_range(c, coff, sectors * QCOW2_COMPRESSED_SECTOR -
-                               (coff & (QCOW2_COMPRESSED_SECTOR - 1)));
+            uint64_t clen = sectors * QCOW2_COMPRESSED_SECTOR -
+                            (coff & (QCOW2_COMPRESSED_SECTOR - 1));
+            if (drop_past_eof(c, flags, coff, clen, "L2 table", l2_off, i)) {
+                zero_entry(c, c->l2 + (size_t)i * eb);
+                changed = true;
+                break;
+            }
+            inc_range(c, coff, clen);
             if (flags & WALK_STATS) {
                 res->allocated_clusters++;
                 res->compressed_clusters++;
@@ -335,6 +387,13 @@ static void walk_l2(struct ck *c, uint64_t l2_off, unsigned flags)
                     res->fragmented_clusters++;
                 next = off + c->cs;
             }
+            if (!c->data_file &&
+                drop_past_eof(c, flags, off, c->cs, "L2 table", l2_off,
+                              i)) {
+                zero_entry(c, c->l2 + (size_t)i * eb);
+                changed = true;
+                break;
+            }
             if (!c->data_file)
                 inc_range(c, off, c->cs);
             break;
@@ -349,6 +408,15 @@ static void walk_l2(struct ck *c, uint64_t l2_off, unsigned flags)
             break;
         case T_ZERO_PLAIN:
             break;
+        }
+    }
+    if (changed) {
+        c->wrote = true;
+        err = io_pwrite_tag(c->wfd, c->l2, c->cs, l2_off, IO_TAG_L2);
+        if (err) {
+            say(c, "writing L2 table 0x%" PRIx64 ": %s", l2_off,
+                strerror(-err));
+            res->check_errors++;
         }
     }
 }
@@ -389,13 +457,29 @@ static void walk_l1(struct ck *c, uint64_t l1_off, uint32_t l1_size,
         if (!l1[i])
             continue;
         uint64_t l2 = l1[i] & QCOW2_L1E_OFFSET_MASK;
+        if (drop_past_eof(c, flags, l2, c->cs, "L1 table", l1_off, i)) {
+            uint64_t zero = 0;
+            c->wrote = true;
+            err = io_pwrite_tag(c->wfd, &zero, 8, l1_off + 8ull * i,
+                                IO_TAG_L1);
+            if (err) {
+                say(c, "writing L1 table 0x%" PRIx64 ": %s", l1_off,
+                    strerror(-err));
+                res->check_errors++;
+            }
+            l1[i] = 0;
+            continue;
+        }
         inc_range(c, l2, c->cs);
         if (l2 & (c->cs - 1)) {
             say(c, "L1 table 0x%" PRIx64 " entry %" PRIu32 ": L2 table "
                 "offset 0x%" PRIx64 " unaligned", l1_off, i, l2);
             res->corruptions++;
         }
-        walk_l2(c, l2, flags);
+        unsigned l2_flags = flags;
+        if (l2 < c->cs || (l2 & (c->cs - 1)) || past_eof(c, l2, c->cs))
+            l2_flags &= ~WALK_DROP;
+        walk_l2(c, l2, l2_flags);
     }
     if (active) {
         free(c->l1);
@@ -610,14 +694,21 @@ static int calculate(struct ck *c, bool stats)
     c->need_alloc = false;
     c->zero_used = false;
 
+    /* The bitmaps first: a broken directory cancels every repair (see
+     * run_check), so the walks below must know before they drop
+     * references. */
     inc_range(c, 0, c->cs);
-    walk_l1(c, s->h.l1_table_offset, s->h.l1_size, stats ? WALK_STATS : 0,
-            true);
+    walk_bitmaps(c);
+    unsigned flags = stats ? WALK_STATS : 0;
+    uint64_t l1_bytes = (uint64_t)s->h.l1_size * 8;
+    if (s->h.l1_table_offset >= c->cs && l1_bytes <= s->file_size &&
+        s->h.l1_table_offset <= s->file_size - l1_bytes)
+        flags |= WALK_DROP;
+    walk_l1(c, s->h.l1_table_offset, s->h.l1_size, flags, true);
     walk_snapshots(c);
     inc_range(c, s->h.refcount_table_offset, c->rt_entries * 8);
     if (s->h.has_fde_ext)
         inc_range(c, s->h.fde_offset, s->h.fde_length);
-    walk_bitmaps(c);
     walk_refblocks(c);
     return 0;
 }

@@ -8,8 +8,11 @@
 # check reports what qemu-img check reports, with the same exit status;
 # -r leaks and -r all repair what qemu repairs with the same counts, the
 # repaired image passes qemu-img check where qemu's would, and the guest
-# data is unchanged.  Run at refcount widths 1, 16 and 64 and at 512 B
-# and 64 KiB clusters.
+# data is unchanged.  One deliberate difference: -r all drops an L2
+# entry past the end of the file (its data does not exist; the cluster
+# reads as zeros after), where qemu leaves the error; our repaired copy
+# then passes qemu-img check.  Run at refcount widths 1, 16 and 64 and
+# at 512 B and 64 KiB clusters.
 . "$abs_top_srcdir/tests/functions.sh"
 . "$abs_top_srcdir/tests/img/img-functions.sh"
 
@@ -98,8 +101,22 @@ for geometry in "16 65536" "1 65536" "64 65536" "16 512"; do
         fault zero-shared zero_shared
         fault l2-copied-on-shared l2_copied_on_shared
     fi
+    f="$T/past-eof.qcow2"
+    cp "$PRISTINE" "$f"
+    past_eof "$f" >/dev/null
+    check_agrees "$f"
+    [ "$CHECK_STATUS" != 0 ] || fail "past-eof: fault not found"
     KEEPS_DATA=no
-    fault past-eof past_eof
+    repair_agrees "$f" leaks
+    cp "$f" "$T/ours.qcow2"
+    img check -r all "$T/ours.qcow2" >"$T/ours.out" 2>"$T/ours.err" ||
+        { cat "$T/ours.out" "$T/ours.err" >&2;
+          fail "past-eof: -r all did not repair"; }
+    qemu-img check "$T/ours.qcow2" >"$T/after.out" 2>&1 ||
+        { cat "$T/after.out" >&2;
+          fail "past-eof: qemu-img check after our repair"; }
+    qemu-io -f qcow2 -c "read -P 0 0 $cs" "$T/ours.qcow2" >/dev/null ||
+        fail "past-eof: the dropped cluster does not read as zeros"
 
     # Check only: qemu-img's repair of this one fails on its own overlap
     # check, writing through the header it takes for an L2 table.

@@ -21,6 +21,7 @@ IMG_TESTS = \
 	tests/img/img-check-repairs-an-open-image.sh \
 	tests/img/img-check-rejects-overlong-bitmap-entry-in-bounds.sh \
 	tests/img/img-repair-counts-references-its-new-structures-cover.sh \
-	tests/img/img-repair-does-not-grow-file-to-cover-references-past-eof.sh
+	tests/img/img-repair-does-not-grow-file-to-cover-references-past-eof.sh \
+	tests/img/img-repair-never-writes-over-the-header.sh
 TESTS += $(IMG_TESTS)
 EXTRA_DIST += $(IMG_TESTS)
