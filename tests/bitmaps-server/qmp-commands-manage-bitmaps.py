@@ -298,6 +298,8 @@ def bad_requests_get_qmp_errors():
         ("block-dirty-bitmap-add", {"name": "x"}),
         ("block-dirty-bitmap-add", {"node": NODE, "name": ""}),
         ("block-dirty-bitmap-add", {"node": NODE, "name": 5}),
+        ("block-dirty-bitmap-add", {"node": NODE + "\0x", "name": "x"}),
+        ("block-dirty-bitmap-remove", {"node": NODE, "name": "a\0b"}),
         ("block-dirty-bitmap-add", {"node": NODE, "name": "x",
                                     "granularity": 1000}),
         ("block-dirty-bitmap-add", {"node": NODE, "name": "x",
