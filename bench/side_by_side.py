@@ -150,6 +150,32 @@ SCENARIOS = [
              'random writer (allocated range) flushing after every '
              'write, QD1')],
         check=True, on_disk=True, interleave_jobs=True),
+    Scenario(
+        'bitmaps', 'the cost of recording writes in dirty bitmaps: the '
+        'allocated qcow2 of qcow2-write with no bitmap, and a copy with '
+        'two enabled persistent bitmaps (64 KiB and 4 KiB granularity); '
+        'a fresh copy per run, so every run starts with clean bitmaps',
+        [Server('diskserve', 'diskserve', 'qcow2', 'plain'),
+         Server('diskserve-bitmaps', 'diskserve', 'qcow2', 'bitmaps'),
+         Server('qemu-nbd-bitmaps', 'qemu-nbd', 'qcow2', 'bitmaps')],
+        [Job('randwrite-allocated', 'randwrite', '4k', 32, limit='data',
+             desc='4k random write, QD32, allocated range')],
+        fresh_per_run=True, check=True),
+    Scenario(
+        'vhdx', 'dynamic VHDX writes and reads; a fresh image copy per run, '
+        'checked with qemu-img check afterwards',
+        [Server('diskserve', 'diskserve', 'vhdx', 'vhdx'),
+         Server('qemu-nbd', 'qemu-nbd', 'vhdx', 'vhdx')],
+        [Job('randread', 'randread', '4k', 32, limit='data', base='filled',
+             desc='4k random read, QD32, fully allocated (32 MiB blocks)'),
+         Job('randwrite-allocated', 'randwrite', '4k', 32, limit='data',
+             base='filled',
+             desc='4k random write, QD32, fully allocated (32 MiB blocks)'),
+         Job('randwrite-allocating', 'randwrite', '4k', 32, base='empty',
+             desc='4k random write, QD32, empty image (1 MiB blocks)'),
+         Job('seqwrite-empty', 'write', '1M', 8, base='empty',
+             desc='1M sequential write, QD8, empty image (1 MiB blocks)')],
+        fresh_per_run=True, check=True),
 ]
 
 
@@ -493,6 +519,24 @@ class Bench:
                            str(a.qcow2_size)])
             bases['empty'] = e
             return bases
+        if scen.name == 'vhdx':
+            # The size of the allocated part: a fresh copy per run, and
+            # the allocating jobs fill at most that much of /dev/shm.
+            bases = {}
+            if any(j.base == 'filled' for j in self.jobs_of(scen)):
+                src = self.random_source(a.qcow2_data)
+                v = self.path('vhdx-filled.vhdx')
+                log('creating a %s dynamic VHDX, all allocated'
+                    % fmt_size(a.qcow2_data))
+                self.run_tool(['qemu-img', 'convert', '-f', 'raw', '-O',
+                               'vhdx', '-o', 'subformat=dynamic', src, v])
+                bases['filled'] = v
+            e = self.path('vhdx-empty.vhdx')
+            self.run_tool(['qemu-img', 'create', '-q', '-f', 'vhdx', '-o',
+                           'subformat=dynamic,block_size=1M', e,
+                           str(a.qcow2_data)])
+            bases['empty'] = e
+            return bases
         if scen.name == 'qcow2-flush':
             src = self.random_source(a.qcow2_data)
             q = self.disk_path('qcow2-flush-base.qcow2')
@@ -504,6 +548,21 @@ class Bench:
             self.run_tool(['qemu-img', 'resize', '-f', 'qcow2', q,
                            str(a.qcow2_size)])
             return {'qcow2': q}
+        if scen.name == 'bitmaps':
+            src = self.random_source(a.qcow2_data)
+            q = self.path('bitmaps-plain.qcow2')
+            log('creating %s qcow2 with %s allocated, and a copy with two '
+                'bitmaps' % (fmt_size(a.qcow2_size), fmt_size(a.qcow2_data)))
+            self.run_tool(['qemu-img', 'convert', '-f', 'raw', '-O',
+                           'qcow2', src, q])
+            self.run_tool(['qemu-img', 'resize', '-f', 'qcow2', q,
+                           str(a.qcow2_size)])
+            b = self.path('bitmaps-two.qcow2')
+            self.copy(q, b)
+            for name, gran in (('b64k', '65536'), ('b4k', '4096')):
+                self.run_tool(['qemu-img', 'bitmap', '--add', '-g', gran, b,
+                               name])
+            return {'plain': q, 'bitmaps': b}
         raise AssertionError(scen.name)
 
     def release_scenario(self):
@@ -514,7 +573,8 @@ class Bench:
                 continue
             for name in os.listdir(d):
                 p = os.path.join(d, name)
-                if name.endswith(('.raw', '.qcow2')) and p not in keep:
+                if name.endswith(('.raw', '.qcow2', '.vhdx')) and \
+                        p not in keep:
                     os.unlink(p)
 
     # ---- servers --------------------------------------------------------
@@ -755,9 +815,9 @@ class Bench:
             m['others'] = max(0.0, others) / max(1e-3, win1 - win0)
         return m
 
-    def check_image(self, img):
+    def check_image(self, img, fmt='qcow2'):
         """Run qemu-img check; returns (verdict word, summary line)."""
-        r = subprocess.run(['qemu-img', 'check', '-f', 'qcow2', img],
+        r = subprocess.run(['qemu-img', 'check', '-f', fmt, img],
                            stdin=subprocess.DEVNULL, capture_output=True,
                            text=True, timeout=600)
         text = (r.stdout + r.stderr).strip()
@@ -783,7 +843,7 @@ class Bench:
             log('warning: %s exited with status %s after SIGTERM'
                 % (srv.label, status))
         if scen.check and (job.writes or job.writer):
-            m['check'], m['check_text'] = self.check_image(image)
+            m['check'], m['check_text'] = self.check_image(image, srv.fmt)
         return m
 
     # ---- scenario loop --------------------------------------------------
@@ -850,7 +910,7 @@ class Bench:
                     continue
                 warm = page = None
                 if scen.fresh_per_run:
-                    image = self.copy(bases[job.base],
+                    image = self.copy(bases[job.base or s.image_kind],
                                       self.path('run.%s' % s.fmt))
                     if not self.args.no_warm:
                         warm = warm_memory(self.args.qcow2_size)

@@ -80,6 +80,12 @@ struct img_open_args {
                              * summed over the slots tried (each slot's
                              * plus the digest's); 0 for the default */
     unsigned depth;         /* position in a backing chain (0 = top) */
+    bool bitmaps_crash_safe;    /* qcow2, read-write: keep enabled dirty
+                                 * bitmaps a superset of every write that
+                                 * may have reached the disk, so that they
+                                 * survive a crash (a sync before each
+                                 * batch of writes into clean granules);
+                                 * false: in use until close, as qemu */
 };
 
 /* Longest dirty bitmap name (qcow2's limit). */
@@ -172,7 +178,9 @@ struct img_ops {
 
     /* Apply n actions all or nothing, atomically with respect to
      * concurrent writes (each write is recorded wholly before or wholly
-     * after the change).  May block on disk I/O: worker threads only.
+     * after the change; one in flight across it may be recorded on both
+     * sides, in the old bitmap and the new one, never in neither).  May
+     * block on disk I/O: worker threads only.
      * On failure returns -errno, changes nothing, and writes a one-line
      * reason (no trailing newline) into msg. */
     int (*bitmap_apply)(struct image *img, const struct img_bitmap_action *a,

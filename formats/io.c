@@ -67,6 +67,8 @@ static const char *const tag_names[IO_TAG_COUNT] = {
     [IO_TAG_FLUSH] = "FLUSH",
     [IO_TAG_OTHER] = "OTHER",
     [IO_TAG_META_SET] = "META_SET",
+    [IO_TAG_LOG] = "LOG",
+    [IO_TAG_BAT] = "BAT",
 };
 
 static bool hooks_on;       /* written only before main() */

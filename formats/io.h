@@ -38,6 +38,8 @@ enum io_tag {
     IO_TAG_OTHER = 10,          /* anything else */
     IO_TAG_META_SET = 11,       /* not I/O: memory for the qcow2 set of
                                  * metadata clusters (io_fault_point) */
+    IO_TAG_LOG = 12,            /* a VHDX log entry */
+    IO_TAG_BAT = 13,            /* VHDX BAT sectors written in place */
     IO_TAG_COUNT
 };
 

@@ -5,7 +5,7 @@ set -eu
 pkgs=(
     build-essential autoconf automake pkg-config
     libuv1-dev zlib1g-dev libzstd-dev nettle-dev libinih-dev libjson-c-dev
-    libisal-dev
+    libisal-dev libgnutls28-dev gnutls-bin strace
     clang-14 libfuzzer-14-dev
     libnbd-dev libnbd-bin python3-libnbd python3-libvhdi
     qemu-utils qemu-system-x86 nbdkit fio nbd-client

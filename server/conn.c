@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "server.h"
+#include "tls.h"
 
 #define IBUF_MIN (4u * 1024)        /* idle clients hold this much */
 #define IBUF_MAX (256u * 1024)      /* busy clients grow to this */
@@ -85,6 +86,7 @@ static void conn_free(struct conn *c)
     conn_clear_meta(c);
     free(c->opt_data);
     free(c->ibuf);
+    tls_free(c);
     srv_debug("client %llu: closed", (unsigned long long)c->id);
     free(c);
     srv_listen_resume();
@@ -167,6 +169,10 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     struct conn *c = h->data;
     (void)suggested;
 
+    if (c->tls) {
+        tls_alloc(c, buf);
+        return;
+    }
     if (c->state == CONN_REQ_PAYLOAD && c->ibuf_len == 0) {
         struct request *r = c->cur;
         uint64_t left = r->hdr.length - r->have;
@@ -342,6 +348,67 @@ static int handle_discard(struct conn *c)
     return 1;
 }
 
+static void half_closed(struct conn *c);
+static bool is_transmitting(const struct conn *c);
+
+/* After STARTTLS: decrypt what TLS holds into the input buffer.  True
+ * when bytes were added; false when none are available or the
+ * connection ended. */
+static bool tls_more_input(struct conn *c)
+{
+    if (!c->tls || c->state == CONN_TLS_HANDSHAKE ||
+        c->state == CONN_OPT_WAIT || c->state == CONN_CLOSING || c->disc)
+        return false;
+    if (c->state == CONN_REQ_PAYLOAD && c->ibuf_len == 0) {
+        /* A write payload: decrypted straight into the request. */
+        struct request *r = c->cur;
+        ssize_t n = tls_recv(c, r->buf + r->have,
+                             (size_t)(r->hdr.length - r->have));
+        if (n > 0) {
+            r->have += (uint64_t)n;
+            if (r->have == r->hdr.length) {
+                c->cur = NULL;
+                c->state = CONN_REQ_HEADER;
+                req_dispatch(c, r);
+            }
+            return true;
+        }
+        if (n == 0)
+            return false;
+        if (n == -EPIPE)
+            half_closed(c);
+        else
+            conn_close(c);
+        return false;
+    }
+    if (c->ibuf_len == 0)
+        c->ibuf_pos = 0;
+    else if (c->ibuf_pos + c->ibuf_len > c->ibuf_cap / 2) {
+        memmove(c->ibuf, c->ibuf + c->ibuf_pos, c->ibuf_len);
+        c->ibuf_pos = 0;
+    }
+    size_t used = c->ibuf_pos + c->ibuf_len;
+    if (used == c->ibuf_cap)
+        return false;
+    ssize_t n = tls_recv(c, c->ibuf + used, c->ibuf_cap - used);
+    if (n > 0) {
+        c->ibuf_len += (size_t)n;
+        if (c->ibuf_cap < IBUF_MAX && (size_t)n == c->ibuf_cap - used) {
+            uint8_t *b = realloc(c->ibuf, IBUF_MAX);
+            if (b) {
+                c->ibuf = b;
+                c->ibuf_cap = IBUF_MAX;
+            }
+        }
+        return true;
+    }
+    if (n == -EPIPE && is_transmitting(c))
+        half_closed(c);     /* close_notify: as the end of the stream */
+    else if (n < 0)
+        conn_close(c);
+    return false;
+}
+
 /* Run state handlers over the buffered input until one needs more
  * bytes.  Returns false when the connection was closed. */
 static bool process_input(struct conn *c)
@@ -356,7 +423,8 @@ static bool process_input(struct conn *c)
             return true;
         /* An option with no data completes without further input. */
         if (c->ibuf_len == 0 &&
-            !(c->state == CONN_OPT_DATA && c->opt_have == c->opt.length))
+            !(c->state == CONN_OPT_DATA && c->opt_have == c->opt.length) &&
+            !tls_more_input(c))
             return true;
         switch (c->state) {
         case CONN_CLIENT_FLAGS:
@@ -391,7 +459,7 @@ static bool process_input(struct conn *c)
             conn_close(c);
             return false;
         }
-        if (r == 0)
+        if (r == 0 && !tls_more_input(c))
             return true;
     }
 }
@@ -457,6 +525,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     if (c->state == CONN_CLOSING)
         return;
+    if (c->tls) {
+        if (tls_received(c, (size_t)nread) < 0)
+            conn_close(c);
+        else
+            process_input(c);
+        return;
+    }
     if (c->state == CONN_REQ_PAYLOAD && c->cur &&
         (uint8_t *)buf->base >= c->cur->buf &&
         (uint8_t *)buf->base < c->cur->buf + c->cur->buf_cap) {
@@ -495,7 +570,7 @@ void conn_request_done(struct conn *c)
         return;
     }
     if (srv.shutting_down) {
-        if (c->inflight == 0)
+        if (c->inflight == 0 && tls_backlog(c) == 0)
             conn_close(c);
         return;
     }
@@ -578,6 +653,7 @@ void conn_end_output(struct conn *c)
         uv_read_stop(c->in);
         c->reading = false;
     }
+    tls_bye(c);
     c->shut_req.data = c;
     if (uv_shutdown(&c->shut_req, c->out, on_shutdown) != 0)
         conn_close(c);
@@ -621,6 +697,12 @@ int conn_send_copy(struct conn *c, const void *data, size_t len)
 {
     if (c->state == CONN_CLOSING)
         return -EPIPE;
+    if (tls_is_up(c)) {
+        int e = tls_send(c, data, len);
+        if (e)
+            conn_close(c);
+        return e;
+    }
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
     int n = uv_try_write(c->out, &b, 1);
     if (n == (int)len)
@@ -672,7 +754,7 @@ void conn_shutdown_all(void)
             c->cur = NULL;
             req_release(r);
         }
-        if (c->negotiating || c->inflight == 0) {
+        if (c->negotiating || (c->inflight == 0 && tls_backlog(c) == 0)) {
             conn_close(c);
         } else if (c->reading) {
             /* Finish what is in flight; read nothing new. */

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "server.h"
+#include "tls.h"
 
 #define CTX_BASE "base:allocation"
 #define CTX_DEPTH "qemu:allocation-depth"
@@ -119,6 +120,11 @@ static int opt_export_name(struct conn *c)
                 ? 64 : c->opt.length), (const char *)c->opt_data);
         return -EPROTO;
     }
+    if (tls_export_refusal(c, e)) {
+        srv_log("client %llu: export '%s' refused by TLS policy, dropping",
+                (unsigned long long)c->id, e->name);
+        return -EPROTO;
+    }
     enter_transmission(c, e);
     uint8_t buf[PROTO_EXPORT_NAME_REPLY_LEN];
     size_t n = proto_encode_export_name_reply(
@@ -152,6 +158,11 @@ static int opt_info_go(struct conn *c)
                  (int)(go.name_len > 64 ? 64 : go.name_len), go.name);
         return send_error(c, PROTO_REP_ERR_UNKNOWN, msg);
     }
+    uint32_t refusal = tls_export_refusal(c, e);
+    if (refusal)
+        return send_error(c, refusal, refusal == PROTO_REP_ERR_TLS_REQD
+                          ? "export requires TLS"
+                          : "client not allowed to use this export");
 
     uint16_t tflags = export_tflags(c, e);
     size_t n = proto_encode_info_export(buf, e->img->size, tflags);
@@ -196,6 +207,8 @@ static int opt_list(struct conn *c)
     if (c->opt.length != 0)
         return send_error(c, PROTO_REP_ERR_INVALID, "LIST takes no data");
     for (struct export *e = srv.opts.exports; e; e = e->next) {
+        if (tls_export_refusal(c, e))
+            continue;   /* hidden from clients that may not use it */
         size_t n = proto_encode_rep_server(buf, e->name,
                                            (uint32_t)strlen(e->name));
         if (send_reply(c, PROTO_REP_SERVER, buf, (uint32_t)n))
@@ -373,6 +386,10 @@ static int parse_meta(struct conn *c, const uint8_t *data, uint32_t len,
     if (!*e)
         return send_error(c, PROTO_REP_ERR_UNKNOWN,
                           "export not present") ? -EPIPE : 0;
+    uint32_t refusal = tls_export_refusal(c, *e);
+    if (refusal)
+        return send_error(c, refusal, "export refused by TLS policy")
+               ? -EPIPE : 0;
     uint32_t pos = 0;
     const uint8_t *q;
     uint32_t qlen;
@@ -468,12 +485,40 @@ static int opt_meta(struct conn *c)
     return 0;
 }
 
+/* STARTTLS: acknowledged in the clear, then the TLS handshake.  What
+ * was negotiated before it is forgotten, as the spec requires: an
+ * attacker in the middle may have chosen it. */
+static int opt_starttls(struct conn *c)
+{
+    if (c->tls)
+        return send_error(c, PROTO_REP_ERR_INVALID, "TLS already started");
+    if (send_ack(c))
+        return -EPIPE;
+    c->structured = false;
+    c->extended = false;
+    c->exp = NULL;
+    c->check_align = 0;
+    conn_clear_meta(c);
+    c->has_meta = false;
+    return tls_start(c) ? -EPROTO : 0;
+}
+
 int hs_handle_option(struct conn *c)
 {
     uint32_t len = c->opt.length;
 
     srv_debug("client %llu: option %s (%u bytes)", (unsigned long long)c->id,
               proto_opt_name(c->opt.option), len);
+    if (srv.opts.tls == SRV_TLS_REQUIRE && !tls_is_up(c) &&
+        c->opt.option != PROTO_OPT_STARTTLS &&
+        c->opt.option != PROTO_OPT_ABORT) {
+        if (c->opt.option == PROTO_OPT_EXPORT_NAME) {
+            srv_log("client %llu: EXPORT_NAME without TLS, dropping",
+                    (unsigned long long)c->id);
+            return -EPROTO;
+        }
+        return send_error(c, PROTO_REP_ERR_TLS_REQD, "TLS required");
+    }
     switch (c->opt.option) {
     case PROTO_OPT_EXPORT_NAME:
         return opt_export_name(c);
@@ -487,7 +532,9 @@ int hs_handle_option(struct conn *c)
         if (len != 0)
             return send_error(c, PROTO_REP_ERR_INVALID,
                               "STARTTLS takes no data");
-        return send_error(c, PROTO_REP_ERR_POLICY, "TLS not configured");
+        if (srv.opts.tls == SRV_TLS_OFF)
+            return send_error(c, PROTO_REP_ERR_POLICY, "TLS not configured");
+        return opt_starttls(c);
     case PROTO_OPT_INFO:
     case PROTO_OPT_GO:
         return opt_info_go(c);

@@ -60,8 +60,26 @@ int srv_unlink_stale(const char *path)
     return 0;
 }
 
-static int listen_unix(const char *path)
+/* --socket-mode, --socket-group: set before listen(), so no client can
+ * connect while the socket still has the umask's permissions. */
+static int restrict_socket(const struct srv_options *o)
 {
+    const char *path = o->socket_path;
+
+    if (o->socket_gid >= 0 && chown(path, (uid_t)-1, (gid_t)o->socket_gid)) {
+        fprintf(stderr, "diskserve: %s: group: %s\n", path, strerror(errno));
+        return -errno;
+    }
+    if (o->socket_mode >= 0 && chmod(path, (mode_t)o->socket_mode)) {
+        fprintf(stderr, "diskserve: %s: mode: %s\n", path, strerror(errno));
+        return -errno;
+    }
+    return 0;
+}
+
+static int listen_unix(const struct srv_options *o)
+{
+    const char *path = o->socket_path;
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
 
     if (strlen(path) >= sizeof sun.sun_path) {
@@ -76,7 +94,11 @@ static int listen_unix(const char *path)
     if (fd < 0)
         return -errno;
     if (bind(fd, (struct sockaddr *)&sun, sizeof sun) < 0 ||
-        listen(fd, SOMAXCONN) < 0) {
+        (err = restrict_socket(o)) < 0 || listen(fd, SOMAXCONN) < 0) {
+        if (err) {
+            close(fd);
+            return err;
+        }
         err = -errno;
         fprintf(stderr, "diskserve: %s: %s\n", path, strerror(errno));
         close(fd);
@@ -90,7 +112,7 @@ int srv_listen_fds(const struct srv_options *o, int *fds, size_t *n,
 {
     *n = 0;
     if (o->socket_path) {
-        int fd = listen_unix(o->socket_path);
+        int fd = listen_unix(o);
         if (fd < 0)
             return fd;
         fds[(*n)++] = fd;

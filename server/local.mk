@@ -12,9 +12,12 @@ diskserve_SOURCES = \
 	server/request.c \
 	server/reply.c \
 	server/export.c \
+	server/tls.h \
+	server/tls.c \
 	server/control.h \
 	server/control.c \
 	server/qmp.c
-diskserve_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS)
+diskserve_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) \
+	$(GNUTLS_CFLAGS)
 diskserve_LDADD = libdsproto.a $(FORMATS_LIBS) $(UV_LIBS) $(INIH_LIBS) \
-	$(JSONC_LIBS)
+	$(JSONC_LIBS) $(GNUTLS_LIBS)

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "server.h"
+#include "tls.h"
 
 #define MAX_FDS 16
 #define DRAIN_TIMEOUT_MS 30000
@@ -46,6 +47,7 @@ static void finish(void)
     close_handle((uv_handle_t *)&drain_timer);
     srv_workers_stop();
     srv_close_exports();
+    tls_exit();
     srv_debug("exiting");
 }
 
@@ -97,6 +99,7 @@ static void on_signal(uv_signal_t *s, int signum)
                 srv_log("cannot reopen %s: %s", srv.opts.log_file,
                         strerror(-err));
         }
+        tls_reload();
         return;
     }
     begin_shutdown();
@@ -199,6 +202,8 @@ int main(int argc, char **argv)
             return 1;
         }
     }
+    if (tls_init(&srv.opts))
+        return 1;
     if (srv_open_exports(&srv.opts))
         return 1;
 

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <grp.h>
 #include <ini.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include <strings.h>
 
 #include "server.h"
+#include "tls.h"
 
 enum {
     OPT_ONESHOT = 256,
@@ -31,6 +33,15 @@ enum {
     OPT_MAX_NEGOTIATING,
     OPT_CACHE_SIZE,
     OPT_LUKS_MAX_ITER,
+    OPT_TLS,
+    OPT_TLS_CERTIFICATES,
+    OPT_TLS_VERIFY_PEER,
+    OPT_TLS_AUTHZ,
+    OPT_TLS_PSK,
+    OPT_TLS_PSK_USERS,
+    OPT_TLS_PRIORITY,
+    OPT_SOCKET_MODE,
+    OPT_SOCKET_GROUP,
     OPT_CONTROL,
 };
 
@@ -59,6 +70,15 @@ static const struct option long_opts[] = {
     { "max-negotiating", required_argument, NULL, OPT_MAX_NEGOTIATING },
     { "cache-size", required_argument, NULL, OPT_CACHE_SIZE },
     { "luks-max-iterations", required_argument, NULL, OPT_LUKS_MAX_ITER },
+    { "tls", required_argument, NULL, OPT_TLS },
+    { "tls-certificates", required_argument, NULL, OPT_TLS_CERTIFICATES },
+    { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
+    { "tls-authz", required_argument, NULL, OPT_TLS_AUTHZ },
+    { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+    { "tls-psk-users", required_argument, NULL, OPT_TLS_PSK_USERS },
+    { "tls-priority", required_argument, NULL, OPT_TLS_PRIORITY },
+    { "socket-mode", required_argument, NULL, OPT_SOCKET_MODE },
+    { "socket-group", required_argument, NULL, OPT_SOCKET_GROUP },
     { "bitmap", required_argument, NULL, 'B' },
     { "control", required_argument, NULL, OPT_CONTROL },
     { NULL, 0, NULL, 0 },
@@ -94,6 +114,20 @@ static const char usage_text[] =
 "      --handshake-timeout S drop clients still negotiating after S seconds\n"
 "                            (default: 10)\n"
 "      --oneshot             exit when the last client disconnects\n"
+"      --socket-mode OCTAL   permissions of the Unix socket (e.g. 0660)\n"
+"      --socket-group NAME   group of the Unix socket\n"
+"TLS:\n"
+"      --tls off|on|require  STARTTLS refused, offered, or required of\n"
+"                            every client (default: off)\n"
+"      --tls-certificates DIR\n"
+"                            ca-cert.pem, server-cert.pem, server-key.pem\n"
+"      --tls-verify-peer     require a client certificate signed by the CA\n"
+"      --tls-authz FILE      client certificate DNs allowed, one a line\n"
+"      --tls-psk FILE        pre-shared keys (psktool's username:hexkey)\n"
+"      --tls-psk-users LIST  PSK usernames allowed (comma-separated)\n"
+"      --tls-priority STR    GnuTLS priority string (default: TLS 1.3\n"
+"                            and 1.2, GnuTLS's NORMAL ciphers)\n"
+"                            SIGHUP reloads certificates and PSK file\n"
 "Process:\n"
 "      --fork                run in the background once listening\n"
 "      --pid-file FILE       write the server's pid to FILE\n"
@@ -184,6 +218,69 @@ static void check_name(const char *what, const char *name)
 {
     if (strlen(name) > PROTO_MAX_STRING)
         usage_error("%s: longer than %u bytes", what, PROTO_MAX_STRING);
+}
+
+static int parse_tls_mode(const char *what, const char *s)
+{
+    if (!strcmp(s, "off"))
+        return SRV_TLS_OFF;
+    if (!strcmp(s, "on"))
+        return SRV_TLS_ON;
+    if (!strcmp(s, "require"))
+        return SRV_TLS_REQUIRE;
+    usage_error("%s: '%.64s' is not off, on or require", what, s);
+}
+
+static int parse_mode(const char *what, const char *s)
+{
+    char *end;
+
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 8);
+    if (errno || end == s || *end || s[0] == '-' || v > 07777)
+        usage_error("%s: '%.64s' is not an octal mode", what, s);
+    return (int)v;
+}
+
+static long parse_group(const char *what, const char *s)
+{
+    struct group *g = getgrnam(s);
+    if (g)
+        return (long)g->gr_gid;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || s[0] == '-' || v > INT_MAX)
+        usage_error("%s: no group '%.64s'", what, s);
+    return (long)v;
+}
+
+/* "a,b,c" into a NULL-terminated array. */
+static char **split_list(const char *s)
+{
+    size_t n = 1;
+    for (const char *p = s; *p; p++)
+        n += *p == ',';
+    char **list = calloc(n + 1, sizeof *list);
+    if (!list) {
+        fputs("diskserve: out of memory\n", stderr);
+        exit(1);
+    }
+    n = 0;
+    for (const char *p = s; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len > 0) {
+            list[n] = strndup(p, len);
+            if (!list[n++]) {
+                fputs("diskserve: out of memory\n", stderr);
+                exit(1);
+            }
+        }
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    return list;
 }
 
 /* Add a -B / bitmap= name to e; a name given twice counts once. */
@@ -277,6 +374,12 @@ static int on_ini_line(void *user, const char *section, const char *key,
             set_str(&e->snapshot, value);
         else if (!strcmp(key, "key-file"))
             set_str(&e->key_file, value);
+        else if (!strcmp(key, "tls-only"))
+            e->tls_only = parse_bool(what, value);
+        else if (!strcmp(key, "tls-authz"))
+            set_str(&e->tls_authz_file, value);
+        else if (!strcmp(key, "tls-psk-users"))
+            e->tls_psk_users = split_list(value);
         else if (!strcmp(key, "bitmap"))
             add_bitmap(e, what, value);
         else
@@ -304,6 +407,20 @@ static int on_ini_line(void *user, const char *section, const char *key,
         set_str(&o->log_file, value);
     else if (!strcmp(key, "pid-file"))
         set_str(&o->pid_file, value);
+    else if (!strcmp(key, "tls"))
+        o->tls = parse_tls_mode(what, value);
+    else if (!strcmp(key, "tls-certificates"))
+        set_str(&o->tls_certificates, value);
+    else if (!strcmp(key, "tls-verify-peer"))
+        o->tls_verify_peer = parse_bool(what, value);
+    else if (!strcmp(key, "tls-psk"))
+        set_str(&o->tls_psk, value);
+    else if (!strcmp(key, "tls-priority"))
+        set_str(&o->tls_priority, value);
+    else if (!strcmp(key, "socket-mode"))
+        o->socket_mode = parse_mode(what, value);
+    else if (!strcmp(key, "socket-group"))
+        o->socket_gid = parse_group(what, value);
     else if (!strcmp(key, "control"))
         set_str(&o->control_path, value);
     else
@@ -331,10 +448,40 @@ static void read_config(struct srv_options *o, const char *path)
             usage_error("%s: [export %s] has no image", path, e->name);
 }
 
+/* TLS options need --tls; an allow-list of certificate names needs the
+ * client certificates it names, so it turns --tls-verify-peer on. */
+static void check_tls(struct srv_options *o)
+{
+    bool per_export = false;
+
+    for (struct export *e = o->exports; e; e = e->next) {
+        if (e->tls_authz_file) {
+            e->tls_dns = tls_read_list(e->tls_authz_file);
+            if (!e->tls_dns)
+                usage_error("%s: %s", e->tls_authz_file, strerror(errno));
+            o->tls_verify_peer = true;
+            if (!o->tls_certificates)
+                usage_error("tls-authz needs --tls-certificates");
+        }
+        per_export |= e->tls_only || e->tls_authz_file || e->tls_psk_users;
+    }
+    if (o->tls == SRV_TLS_OFF) {
+        if (o->tls_certificates || o->tls_psk || o->tls_verify_peer ||
+            o->tls_priority || per_export)
+            usage_error("TLS options need --tls=on or --tls=require");
+        return;
+    }
+    if (!o->tls_certificates && !o->tls_psk)
+        usage_error("--tls needs --tls-certificates or --tls-psk");
+    if (o->tls_verify_peer && !o->tls_certificates)
+        usage_error("--tls-verify-peer needs --tls-certificates");
+}
+
 void srv_parse_args(int argc, char **argv, struct srv_options *o)
 {
     const char *format = NULL, *name = "", *desc = NULL, *snapshot = NULL;
     const char *key_file = NULL, *config = NULL;
+    const char *tls_authz = NULL, *tls_psk_users = NULL;
     bool read_only = false;
     struct export bitmaps = { .n_bitmaps = 0 };   /* -B names */
     int c;
@@ -346,6 +493,8 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
     o->handshake_timeout = 10;
     o->max_inflight = 256;
     o->buffer_budget = 1024u << 20;
+    o->socket_mode = -1;
+    o->socket_gid = -1;
 
     /* The config file first, so the command line overrides it. */
     opterr = 0;
@@ -445,6 +594,33 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
             o->luks_max_iter = parse_uint("--luks-max-iterations", optarg,
                                           1, UINT32_MAX);
             break;
+        case OPT_TLS:
+            o->tls = parse_tls_mode("--tls", optarg);
+            break;
+        case OPT_TLS_CERTIFICATES:
+            set_str(&o->tls_certificates, optarg);
+            break;
+        case OPT_TLS_VERIFY_PEER:
+            o->tls_verify_peer = true;
+            break;
+        case OPT_TLS_AUTHZ:
+            tls_authz = optarg;
+            break;
+        case OPT_TLS_PSK:
+            set_str(&o->tls_psk, optarg);
+            break;
+        case OPT_TLS_PSK_USERS:
+            tls_psk_users = optarg;
+            break;
+        case OPT_TLS_PRIORITY:
+            set_str(&o->tls_priority, optarg);
+            break;
+        case OPT_SOCKET_MODE:
+            o->socket_mode = parse_mode("--socket-mode", optarg);
+            break;
+        case OPT_SOCKET_GROUP:
+            o->socket_gid = parse_group("--socket-group", optarg);
+            break;
         case ':':
             usage_error("option '%s' needs a value", argv[optind - 1]);
         default:
@@ -458,7 +634,7 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
         if (optind < argc)
             usage_error("give either --config or an IMAGE, not both");
         if (format || snapshot || key_file || desc || read_only || *name ||
-            bitmaps.n_bitmaps)
+            tls_authz || tls_psk_users || bitmaps.n_bitmaps)
             usage_error("export options belong in the config file with "
                         "--config");
     } else {
@@ -479,7 +655,12 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
         e->bitmaps = bitmaps.bitmaps;
         e->n_bitmaps = bitmaps.n_bitmaps;
         e->read_only = read_only || snapshot;
+        if (tls_authz)
+            e->tls_authz_file = xstrdup(tls_authz);
+        if (tls_psk_users)
+            e->tls_psk_users = split_list(tls_psk_users);
     }
+    check_tls(o);
 
     if (o->stdio) {
         if (o->socket_path || o->tcp || o->fork)

@@ -12,6 +12,7 @@
 
 #include "io.h"
 #include "server.h"
+#include "tls.h"
 
 #define HOLE_GRAIN 4096u
 #define MAX_CHUNKS 64u
@@ -79,6 +80,53 @@ static void release_list(struct request *r)
 
 #define FLUSH_IOV 1024
 
+#define TLS_BATCH (256u * 1024)     /* plaintext encrypted in one go */
+
+static void queue_conn(struct conn *c);
+
+/* Over TLS: each batch of replies is encrypted into full records and
+ * written at once; the requests are done with as soon as it is.  While
+ * much ciphertext still waits for the socket, the rest of the batch
+ * waits too (reply_kick resumes it), so that encrypting and sending
+ * overlap instead of one long encryption holding up the loop. */
+static void flush_tls(struct conn *c, struct request *list)
+{
+    static uv_buf_t iov[FLUSH_IOV];
+
+    while (list) {
+        if (!tls_can_send(c)) {
+            struct request *tail = list;
+            while (tail->out_next)
+                tail = tail->out_next;
+            tail->out_next = c->out_head;
+            if (!c->out_head)
+                c->out_tail = tail;
+            c->out_head = list;
+            return;
+        }
+        struct request *end = list;
+        unsigned n = 0;
+        size_t bytes = 0;
+        for (; end && n + end->niov <= FLUSH_IOV && bytes < TLS_BATCH;
+             end = end->out_next) {
+            memcpy(iov + n, end->iov, end->niov * sizeof *iov);
+            n += end->niov;
+            bytes += iov_bytes(end->iov, end->niov);
+        }
+        int err = tls_send_iov(c, iov, n);
+        while (list != end) {
+            struct request *next = list->out_next;
+            req_release(list);
+            list = next;
+        }
+        if (err) {
+            conn_close(c);
+            release_list(list);
+            return;
+        }
+    }
+}
+
 static void flush_conn(struct conn *c)
 {
     static uv_buf_t iov[FLUSH_IOV];
@@ -88,6 +136,10 @@ static void flush_conn(struct conn *c)
     c->out_head = c->out_tail = NULL;
     if (c->state == CONN_CLOSING) {
         release_list(list);
+        return;
+    }
+    if (c->tls) {
+        flush_tls(c, list);
         return;
     }
     for (struct request *r = list; r && n + r->niov <= FLUSH_IOV;
@@ -143,6 +195,12 @@ void reply_drop_queue(struct conn *c)
     release_list(list);
 }
 
+void reply_kick(struct conn *c)
+{
+    if (c->out_head && c->state != CONN_CLOSING)
+        queue_conn(c);
+}
+
 static void send_iov(struct request *r)
 {
     struct conn *c = r->conn;
@@ -153,6 +211,12 @@ static void send_iov(struct request *r)
     else
         c->out_head = r;
     c->out_tail = r;
+    queue_conn(c);
+}
+
+/* Flush c's output queue in this iteration's check phase. */
+static void queue_conn(struct conn *c)
+{
     if (!c->out_queued) {
         c->out_queued = true;
         c->out_next = pending_conns;

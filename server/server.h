@@ -33,6 +33,10 @@ struct export {
     size_t n_bitmaps;
     unsigned applying;      /* bitmap_apply calls on workers (loop thread
                              * only): while 0, bitmap_status never waits */
+    bool tls_only;          /* refused to clients that did not STARTTLS */
+    char *tls_authz_file;   /* client certificate DNs allowed, one a line */
+    char **tls_dns;         /* ... as read at startup (NULL: any) */
+    char **tls_psk_users;   /* PSK usernames allowed (NULL: any) */
     struct export *next;
 };
 
@@ -58,7 +62,17 @@ struct srv_options {
     int verbose;
     size_t cache_size;
     uint64_t luks_max_iter;     /* 0: IMG_DEFAULT_LUKS_MAX_ITER */
+    int tls;                    /* SRV_TLS_OFF, _ON, _REQUIRE */
+    char *tls_certificates;     /* dir of ca-cert.pem, server-cert.pem,
+                                 * server-key.pem */
+    char *tls_psk;              /* psktool's username:hexkey file */
+    char *tls_priority;         /* NULL: TLS_DEFAULT_PRIORITY (tls.c) */
+    bool tls_verify_peer;       /* require a client certificate */
+    int socket_mode;            /* -1: as the umask leaves it */
+    long socket_gid;            /* -1: ours */
 };
+
+enum { SRV_TLS_OFF, SRV_TLS_ON, SRV_TLS_REQUIRE };
 
 /* Parse argv into opts; exits 2 with one line on a bad option or value. */
 void srv_parse_args(int argc, char **argv, struct srv_options *opts);
@@ -107,6 +121,7 @@ enum conn_state {
     CONN_CLIENT_FLAGS,      /* greeting sent, waiting for client flags */
     CONN_OPT_HEADER,        /* waiting for an option header */
     CONN_OPT_DATA,          /* reading option data */
+    CONN_TLS_HANDSHAKE,     /* after STARTTLS: TLS records in, tls.c */
     CONN_OPT_WAIT,          /* an option's answer is being prepared on a
                              * worker: read and parse nothing meanwhile */
     CONN_REQ_HEADER,        /* transmission: waiting for a request */
@@ -118,6 +133,7 @@ enum conn_state {
 };
 
 struct request;
+struct tls_sess;
 
 struct conn {
     uv_stream_t *in;        /* where requests arrive */
@@ -153,6 +169,8 @@ struct conn {
     struct proto_option opt;
     uint8_t *opt_data;
     uint32_t opt_have;
+
+    struct tls_sess *tls;   /* set at STARTTLS (tls.c) */
 
     /* negotiated */
     bool structured;
@@ -277,6 +295,8 @@ struct request *req_alloc(struct conn *c, size_t payload);
 void req_reply(struct request *r);
 /* Release the replies a closing connection had not written yet. */
 void reply_drop_queue(struct conn *c);
+/* Output drained: send replies that waited for it (TLS, reply.c). */
+void reply_kick(struct conn *c);
 
 /* ---- exports ------------------------------------------------------ */
 

@@ -15,5 +15,6 @@ include tests/crash/local.mk
 include tests/img/local.mk
 include tests/vhdx/local.mk
 include tests/fuzz/local.mk
+include tests/tls/local.mk
 include tests/bitmaps/local.mk
 include tests/bitmaps-server/local.mk

@@ -1,6 +1,6 @@
 /* diskserve-img: the image tool, sharing formats/ with the server.
  *
- *   create  make a new raw or qcow2 image
+ *   create  make a new raw, qcow2 or VHDX image
  *   info    describe an image (as text or JSON)
  *   map     list where each range of the disk is stored
  *   check   check a qcow2 image's refcounts, and repair them
@@ -24,11 +24,15 @@ void tool_usage(void)
 "  create [-q] -f FMT [-o OPTIONS] [-b BACKING [-F BACKING_FMT]] FILE [SIZE]\n"
 "      Create FILE, of SIZE bytes (suffixes k, M, G, T, P, E; powers of\n"
 "      1024); with a backing file SIZE defaults to the backing file's.\n"
-"      FMT is raw or qcow2.  qcow2 OPTIONS, comma separated:\n"
+"      FMT is raw, qcow2 or vhdx.  qcow2 OPTIONS, comma separated:\n"
 "        size=SIZE  cluster_size=512..2M (64k)  compat=0.10|1.1 (1.1)\n"
 "        extended_l2=on|off  lazy_refcounts=on|off\n"
 "        compression_type=zlib|zstd  refcount_bits=1..64 (16)\n"
 "        backing_file=NAME  backing_fmt=FMT  preallocation=off\n"
+"      vhdx OPTIONS: subformat=dynamic|fixed (dynamic)\n"
+"        block_size=1M..256M (32M)  log_size=N (1M)\n"
+"        logical_sector_size=512|4096 (512)\n"
+"        physical_sector_size=512|4096 (4096)\n"
 "  info [-f FMT] [--json | --output=human|json] FILE\n"
 "      Print the format, sizes and format options of FILE.\n"
 "  map [-f FMT] [--key-file=FILE] [--luks-max-iterations=N]\n"

@@ -1,5 +1,6 @@
-/* diskserve-img check: the refcount check of a qcow2 image, with the
- * report and exit status of qemu-img check.  The image is opened from
+/* diskserve-img check: the refcount check of a qcow2 image, and the
+ * structural check of a VHDX file, with the report and exit status of
+ * qemu-img check.  The image is opened from
  * its metadata alone (no backing file, data file or key needed), like
  * qemu-img check does; after a repair the image is checked again and
  * that second result is the one reported.
@@ -15,6 +16,7 @@
 #include "image.h"
 #include "qcow2/qcow2.h"
 #include "qcow2/check.h"
+#include "vhdx/vhdx.h"
 #include "img-tool.h"
 
 /* qemu-img check's exit status for formats without a check. */
@@ -54,7 +56,8 @@ static void add_int(json_object *o, const char *key, uint64_t v)
 }
 
 /* The result with qemu-img check --output=json's keys. */
-static void print_json(const char *path, const struct qcow2_check_result *r)
+static void print_json(const char *path, const char *format,
+                       const struct qcow2_check_result *r)
 {
     json_object *o = json_object_new_object();
 
@@ -72,13 +75,65 @@ static void print_json(const char *path, const struct qcow2_check_result *r)
         add_int(o, "corruptions-fixed", r->corruptions_fixed);
     add_int(o, "allocated-clusters", r->allocated_clusters);
     json_object_object_add(o, "filename", json_object_new_string(path));
-    json_object_object_add(o, "format", json_object_new_string("qcow2"));
+    json_object_object_add(o, "format", json_object_new_string(format));
     add_int(o, "fragmented-clusters", r->fragmented_clusters);
     add_int(o, "compressed-clusters", r->compressed_clusters);
     printf("%s\n", json_object_to_json_string_ext(o,
                    JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
                    JSON_C_TO_STRING_NOSLASHESCAPE));
     json_object_put(o);
+}
+
+/* A VHDX file: every structure is checked at open (headers, region
+ * tables, metadata, BAT entries inside the file, clear of the log, the
+ * regions and each other, the log's active sequence), so a file that
+ * opens read-only is clean but for a pending log, which is a corruption
+ * that -r (leaks or all) repairs by opening read-write: the driver
+ * replays it into the file.  A file the driver refuses counts as one
+ * corruption (the reason logged above the report). */
+static int check_vhdx(const char *path, bool repair, bool json, bool quiet)
+{
+    struct img_open_args args = { .path = path, .format = "vhdx",
+                                  .read_only = true };
+    struct qcow2_check_result r = { 0 };
+    struct image *img;
+    int err = img_open(&args, &img);
+
+    if (err == -EINVAL || err == -ENOTSUP) {
+        r.corruptions = 1;
+    } else if (err) {
+        return tool_error("%s: cannot open: %s", path, strerror(-err));
+    } else {
+        struct vhdx_state *s = (struct vhdx_state *)img;
+        bool pending = s->log_sequence != 0;
+        img_close(img);
+        if (pending && !repair) {
+            r.corruptions = 1;
+            if (!quiet && !json)
+                printf("The log holds updates not yet applied; -r all "
+                       "replays them.\n");
+        } else if (pending) {
+            args.read_only = false;
+            err = img_open(&args, &img);
+            if (err)
+                return tool_error("%s: replaying the log: %s", path,
+                                  strerror(-err));
+            img_close(img);
+            r.corruptions_fixed = 1;
+            if (!json && !quiet)
+                printf("The following inconsistencies were found and "
+                       "repaired:\n\n    0 leaked clusters\n    1 "
+                       "corruptions\n\nDouble checking the fixed image "
+                       "now...\n");
+        }
+    }
+    if (!quiet) {
+        if (json)
+            print_json(path, "vhdx", &r);
+        else
+            print_human(&r);
+    }
+    return r.corruptions ? 2 : 0;
 }
 
 int tool_cmd_check(int argc, char **argv)
@@ -136,6 +191,8 @@ int tool_cmd_check(int argc, char **argv)
     const char *format = tool_format_of(path, fmt);
     if (!format)
         return 1;
+    if (!strcmp(format, "vhdx"))
+        return check_vhdx(path, repair != 0, json, quiet);
     if (strcmp(format, "qcow2")) {
         tool_error("%s: %s images have no metadata to check", path, format);
         return EXIT_NO_CHECK;
@@ -162,7 +219,7 @@ int tool_cmd_check(int argc, char **argv)
     qcow2_check_close(s);
     if (!err && !quiet) {
         if (json)
-            print_json(path, &r);
+            print_json(path, "qcow2", &r);
         else
             print_human(&r);
     }

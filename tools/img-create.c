@@ -1,4 +1,4 @@
-/* diskserve-img create: a new raw or qcow2 image.  Options come as -o
+/* diskserve-img create: a new raw, qcow2 or VHDX image.  Options come as -o
  * key=value lists (",," stands for a comma inside a value) and as -b/-F
  * for the backing file; the backing file must open, and gives the size
  * when none is given.
@@ -16,6 +16,7 @@
 #include "image.h"
 #include "qcow2/qcow2.h"
 #include "qcow2/create.h"
+#include "vhdx/create.h"
 #include "img-tool.h"
 
 #define MAX_O_ARGS 16
@@ -23,11 +24,50 @@
 struct create_args {
     const char *fmt;
     struct qcow2_create_opts q;
+    struct vhdx_create_opts v;
     bool have_size;
     bool quiet;
     char *o_args[MAX_O_ARGS];       /* unescaped -o items */
     size_t n_o_args;
 };
+
+/* A VHDX size option (bytes, with suffixes) that fits 32 bits. */
+static int vhdx_size_option(const char *key, const char *val, uint32_t *out)
+{
+    uint64_t v;
+
+    if (tool_parse_size(val, &v) || v == 0 || v > UINT32_MAX)
+        return tool_usage_error("invalid %s '%.64s'", key, val);
+    *out = (uint32_t)v;
+    return 0;
+}
+
+/* Apply one VHDX key=value option; returns 0 or an exit status. */
+static int apply_vhdx_option(struct create_args *a, const char *key,
+                             const char *val)
+{
+    struct vhdx_create_opts *v = &a->v;
+
+    if (!strcmp(key, "subformat")) {
+        if (!strcmp(val, "dynamic"))
+            v->fixed = false;
+        else if (!strcmp(val, "fixed"))
+            v->fixed = true;
+        else
+            return tool_usage_error("invalid subformat '%.64s' (dynamic or "
+                                    "fixed)", val);
+        return 0;
+    }
+    if (!strcmp(key, "block_size"))
+        return vhdx_size_option(key, val, &v->block_size);
+    if (!strcmp(key, "log_size"))
+        return vhdx_size_option(key, val, &v->log_size);
+    if (!strcmp(key, "logical_sector_size"))
+        return vhdx_size_option(key, val, &v->logical_sector_size);
+    if (!strcmp(key, "physical_sector_size"))
+        return vhdx_size_option(key, val, &v->physical_sector_size);
+    return tool_usage_error("invalid option '%.64s' for vhdx images", key);
+}
 
 /* Apply one key=value option; returns 0 or an exit status. */
 static int apply_option(struct create_args *a, const char *key,
@@ -53,6 +93,8 @@ static int apply_option(struct create_args *a, const char *key,
     if (raw)
         return tool_usage_error("invalid option '%.64s' for raw images",
                                 key);
+    if (!strcmp(a->fmt, "vhdx"))
+        return apply_vhdx_option(a, key, val);
     if (!strcmp(key, "cluster_size")) {
         uint64_t v;
         if (tool_parse_size(val, &v) || v > UINT32_MAX)
@@ -205,6 +247,36 @@ static void announce(const char *path, const struct create_args *a)
            q->refcount_bits ? q->refcount_bits : 16);
 }
 
+/* Create a VHDX file once the arguments are parsed. */
+static int create_vhdx(const char *path, struct create_args *a)
+{
+    struct vhdx_create_opts *v = &a->v;
+    char why[128];
+
+    if (a->q.backing_file || a->q.backing_fmt)
+        return tool_usage_error("%s: differencing VHDX files cannot be "
+                                "created yet", path);
+    if (!a->have_size)
+        return tool_usage_error("%s: a size is needed", path);
+    v->size = a->q.size;
+    if (vhdx_create_validate(v, why, sizeof why))
+        return tool_usage_error("%s: %s", path, why);
+    if (!a->quiet)
+        printf("Formatting '%s', fmt=vhdx size=%" PRIu64 " log_size=%" PRIu32
+               " block_size=%" PRIu32 " subformat=%s logical_sector_size=%"
+               PRIu32 " physical_sector_size=%" PRIu32 "\n", path, v->size,
+               v->log_size ? v->log_size : 1048576,
+               v->block_size ? v->block_size : 33554432,
+               v->fixed ? "fixed" : "dynamic",
+               v->logical_sector_size ? v->logical_sector_size : 512,
+               v->physical_sector_size ? v->physical_sector_size : 4096);
+    int err = vhdx_create(path, v);
+    if (err)
+        return tool_error("%s: creating the image failed: %s", path,
+                          strerror(-err));
+    return 0;
+}
+
 /* Run create once the arguments are parsed. */
 static int do_create(const char *path, const char *size_arg,
                      struct create_args *a)
@@ -221,6 +293,8 @@ static int do_create(const char *path, const char *size_arg,
         announce(path, a);
         return create_raw(path, a->q.size);
     }
+    if (!strcmp(a->fmt, "vhdx"))
+        return create_vhdx(path, a);
 
     if (a->q.backing_fmt && !a->q.backing_file)
         return tool_usage_error("a backing format needs a backing file");
@@ -292,9 +366,10 @@ int tool_cmd_create(int argc, char **argv)
     }
     if (!a.fmt)
         a.fmt = "raw";
-    if (strcmp(a.fmt, "raw") && strcmp(a.fmt, "qcow2"))
-        return tool_usage_error("create: unknown format '%.64s' (raw or "
-                                "qcow2)", a.fmt);
+    if (strcmp(a.fmt, "raw") && strcmp(a.fmt, "qcow2") &&
+        strcmp(a.fmt, "vhdx"))
+        return tool_usage_error("create: unknown format '%.64s' (raw, "
+                                "qcow2 or vhdx)", a.fmt);
     if (argc - optind < 1 || argc - optind > 2)
         return tool_usage_error("create: expected FILE [SIZE] (try "
                                 "--help)");

@@ -29,6 +29,7 @@
 #include "image.h"
 #include "io.h"
 #include "qcow2/qcow2.h"
+#include "vhdx/vhdx.h"
 #include "img-tool.h"
 
 #define MAX_LAYERS  (QCOW2_MAX_CHAIN_DEPTH + 2)
@@ -43,6 +44,7 @@
 struct layer {
     struct image *img;
     struct qcow2_state *s;          /* NULL for raw */
+    struct vhdx_state *v;           /* a VHDX layer */
     int fd;                         /* file that holds the data */
     bool own_fd;
     uint64_t fd_size;
@@ -262,6 +264,43 @@ static void raw_status(struct layer *l, uint64_t off, uint64_t *n,
     *host = off;
 }
 
+/* A VHDX layer's answer, from its BAT (and, inside a PARTIALLY_PRESENT
+ * block, from the driver's block status, which reads the sector
+ * bitmap): data here at its place in the file, zeros defined here, or
+ * nothing (the layer below answers). */
+static int vhdx_status(struct layer *l, uint64_t off, uint64_t *n,
+                       unsigned *st, uint64_t *host)
+{
+    struct vhdx_state *v = l->v;
+    uint64_t blk = off >> v->block_shift;
+    uint64_t left = v->block_size - (off & (v->block_size - 1));
+    uint64_t e = vhdx_payload_entry(v, blk);
+    unsigned state = (unsigned)(e & VHDX_BAT_STATE_MASK);
+
+    if (*n > left)
+        *n = left;
+    *host = (e & VHDX_BAT_OFFSET_MASK) + (off & (v->block_size - 1));
+    *st = 0;
+    if (state == VHDX_PAYLOAD_FULLY_PRESENT) {
+        *st = ST_ALLOC | ST_DATA | ST_OFFSET;
+    } else if (state == VHDX_PAYLOAD_PARTIALLY_PRESENT) {
+        struct img_extent x[1];
+        struct img_extents ex = { x, 0, 1, off };
+        int err = l->img->ops->block_status(l->img, *n, off, &ex);
+        if (err)
+            return err;
+        if (ex.n == 0)
+            return -EIO;
+        *n = x[0].length < *n ? x[0].length : *n;
+        if (x[0].depth == 1)
+            *st = ST_ALLOC | ST_DATA | ST_OFFSET;
+    } else if (state == VHDX_PAYLOAD_ZERO ||
+               (state == VHDX_PAYLOAD_UNMAPPED && v->parent)) {
+        *st = ST_ALLOC | ST_ZERO;
+    }
+    return 0;
+}
+
 /* The entry for the start of [off, off + n), going down the chain. */
 static int lookup(struct layer *layers, size_t n_layers, uint64_t off,
                   uint64_t n, struct entry *e)
@@ -277,6 +316,10 @@ static int lookup(struct layer *layers, size_t n_layers, uint64_t off,
             n = l->img->size - off;
         if (l->s) {
             int err = qcow2_status(l, off, &n, &st, &host);
+            if (err)
+                return err;
+        } else if (l->v) {
+            int err = vhdx_status(l, off, &n, &st, &host);
             if (err)
                 return err;
         } else {
@@ -410,6 +453,8 @@ static int open_layers(struct image *img, struct layer *layers, size_t *n)
                 return -ENOMEM;
             l->prealloc = !l->s->crypto && qcow2_has_metadata_prealloc(l->s);
         } else {
+            if (img->ops == &vhdx_ops)
+                l->v = (struct vhdx_state *)img;
             l->fd = open(img->path, O_RDONLY | O_CLOEXEC);
             if (l->fd < 0)
                 return -errno;
@@ -419,7 +464,7 @@ static int open_layers(struct image *img, struct layer *layers, size_t *n)
         if (fstat(l->fd, &st) < 0)
             return -errno;
         l->fd_size = (uint64_t)st.st_size;
-        img = l->s ? l->s->backing : NULL;
+        img = l->s ? l->s->backing : l->v ? l->v->parent : NULL;
     }
     return 0;
 }
@@ -495,7 +540,8 @@ int tool_cmd_map(int argc, char **argv)
     int err = img_open(&args, &img);
     if (err)
         return tool_error("%s: cannot open: %s", args.path, strerror(-err));
-    if (img->ops != &qcow2_ops && img->ops != &raw_ops) {
+    if (img->ops != &qcow2_ops && img->ops != &raw_ops &&
+        img->ops != &vhdx_ops) {
         rc = tool_error("%s: map: %s images are not supported yet",
                         args.path, img->ops->name);
         img_close(img);

@@ -9,7 +9,10 @@
  * writing it would lose or corrupt the bitmaps.
  *
  * A bitmap found in use (not saved cleanly) is kept in the list as
- * inconsistent: never exported, never written over, stored back exactly
+ * inconsistent, unless our crash-safe writer kept it (its table listed
+ * in our extension, with our autoclear bit: see bitmap-store.c); then
+ * it holds a superset of every write that may have reached the disk,
+ * and is used.  An inconsistent one is: never exported, never written over, stored back exactly
  * as found, as qemu does.  So is one with extra data whose
  * extra_data_compatible flag is clear, as the spec asks.  Without the
  * autoclear bit the extension is stale and ignored, as qemu does.
@@ -53,6 +56,18 @@ const char *qcow2_bitmap_entry_bad(uint64_t v, uint32_t cs)
     if (off & (cs - 1))
         return "data offset not cluster aligned";
     return NULL;
+}
+
+/* Whether the bitmap whose table is at table_offset was kept crash safe
+ * by our writer: its in_use flag then means "a superset", not "stale". */
+static bool is_crash_safe(const struct qcow2_state *s, uint64_t table_offset)
+{
+    if (!(s->h.autoclear & QCOW2_AUTOCLEAR_DS_CRASH_SAFE))
+        return false;
+    for (uint32_t i = 0; i < s->h.n_cs_tables; i++)
+        if (s->h.cs_tables[i] == table_offset)
+            return true;
+    return false;
 }
 
 /* Bytes of bitmap data a disk of size bytes needs at granularity 2^g. */
@@ -284,12 +299,18 @@ static int check_entry(struct bm_load *l, const uint8_t *dir, uint64_t pos,
         return bad(l, "bitmap '%.64s': bitmap_table_size %" PRIu32
                    " out of range (1..%u)", name, tsize,
                    QCOW2_MAX_BITMAP_TABLE);
+    if ((uint64_t)tsize * s->cluster_size > QCOW2_MAX_BITMAP_BYTES)
+        return bad(l, "bitmap '%.64s': bitmap_table_size %" PRIu32 " holds "
+                   "more than %llu bytes of bitmap data", name, tsize,
+                   QCOW2_MAX_BITMAP_BYTES);
     uint64_t need = (data_bytes(s->h.size, e.granularity_bits) +
                      s->cluster_mask) >> s->h.cluster_bits;
     if (need == 0)
         need = 1;
     /* A bitmap in use may be stale after a resize; qemu keeps it. */
-    if (!(flags & QCOW2_BME_IN_USE) && tsize != need)
+    bool stale = (flags & QCOW2_BME_IN_USE) &&
+                 !is_crash_safe(s, be64toh(e.table_offset));
+    if (!stale && tsize != need)
         return bad(l, "bitmap '%.64s': bitmap_table_size %" PRIu32 " does "
                    "not fit the disk (needs %" PRIu64 " for size %" PRIu64
                    " at granularity %" PRIu64 ")", name, tsize, need,
@@ -334,7 +355,8 @@ static int load_bitmap(struct bm_load *l, uint32_t i,
     b->disk_idx = (int)i;
     b->persistent = true;
     b->recording = d->flags & QCOW2_BME_AUTO;
-    b->inconsistent = (d->flags & QCOW2_BME_IN_USE) ||
+    b->inconsistent = ((d->flags & QCOW2_BME_IN_USE) &&
+                       !is_crash_safe(s, d->table_offset)) ||
                       (extra && !(d->flags & QCOW2_BME_EXTRA_COMPAT));
     if (b->inconsistent) {
         b->recording = false;

@@ -3,12 +3,15 @@
  * describe and change the bitmaps (bitmap_apply, all or nothing).
  *
  * Locking: s->bm_lock guards the list.  A guest write takes it shared
- * only while it sets its bits, before its data I/O is issued, so writes
- * never wait for each other here; bits are set with atomic ORs and
- * chunks published with a compare-and-swap.  bitmap_apply takes it
- * exclusive, so every write is recorded wholly before or wholly after a
- * change.  Readers of bits (status, info) hold it shared.  bm_lock is
- * taken before the metadata lock, never after.
+ * only while it sets its bits: before its data I/O is issued (for crash
+ * safety) and again after it (so that a bitmap that replaced another
+ * while the data was in flight has the write too); writes never wait
+ * for each other here: bits are set with atomic ORs and chunks
+ * published with a compare-and-swap.  bitmap_apply takes it exclusive,
+ * so a write is recorded wholly before a change, wholly after it, or
+ * both, never in neither bitmap of a rotation.  Readers of bits
+ * (status, info) hold it shared.  bm_lock is taken before the metadata
+ * lock, never after.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -59,6 +62,8 @@ void qcow2_bitmap_free(struct qcow2_bitmap *b)
     free(b->chunks);
     free(b->name);
     free(b->extra);
+    qcow2_bitmap_free(b->durable);
+    free(b->cs_pending);
     free(b);
 }
 
@@ -131,6 +136,50 @@ int qcow2_bitmap_or_words(struct qcow2_bitmap *b, uint64_t w,
         word_or(p, wi % QCOW2_BM_CHUNK_WORDS, v);
     }
     return 0;
+}
+
+int qcow2_bitmap_put_words(struct qcow2_bitmap *b, uint64_t w,
+                           const uint64_t *words, size_t n)
+{
+    uint64_t nwords = (b->nbits + 63) / 64;
+
+    for (size_t i = 0; i < n && w + i < nwords; i++) {
+        uint64_t wi = w + i;
+        uint64_t *p = __atomic_load_n(&b->chunks[wi / QCOW2_BM_CHUNK_WORDS],
+                                      __ATOMIC_ACQUIRE);
+        if (!p && !words[i])
+            continue;
+        if (!p && !(p = chunk_get(b, wi / QCOW2_BM_CHUNK_WORDS)))
+            return -ENOMEM;
+        __atomic_store_n(&p[wi % QCOW2_BM_CHUNK_WORDS], words[i],
+                         __ATOMIC_RELAXED);
+    }
+    return 0;
+}
+
+bool qcow2_bitmap_all_set(const struct qcow2_bitmap *b, uint64_t first,
+                          uint64_t n)
+{
+    uint64_t end = first + n;
+
+    if (end > b->nbits)
+        end = b->nbits;
+    for (uint64_t i = first; i < end;) {
+        const uint64_t *p = __atomic_load_n(&b->chunks[i >>
+                                                       QCOW2_BM_CHUNK_BITS],
+                                            __ATOMIC_ACQUIRE);
+        if (!p)
+            return false;
+        uint64_t lo = i & 63;
+        uint64_t k = end - i < 64 - lo ? end - i : 64 - lo;
+        uint64_t mask = k == 64 ? ~0ull : ((1ull << k) - 1) << lo;
+        uint64_t w = __atomic_load_n(&p[(i & (CHUNK_BITS - 1)) >> 6],
+                                     __ATOMIC_RELAXED);
+        if ((w & mask) != mask)
+            return false;
+        i += k;
+    }
+    return true;
 }
 
 void qcow2_bitmap_get_words(const struct qcow2_bitmap *b, uint64_t w,
@@ -223,11 +272,20 @@ int qcow2_bitmaps_record(struct qcow2_state *s, uint64_t off, uint64_t len)
     for (size_t i = 0; i < s->n_bitmaps && !err; i++)
         if (s->bitmaps[i]->recording)
             err = set_bytes(s->bitmaps[i], off, len);
-    pthread_rwlock_unlock(&s->bm_lock);
     if (err)
         img_log("qcow2: %s: out of memory recording a write in a dirty "
                 "bitmap", s->img.path);
+    else if (s->bm_cs)
+        err = qcow2_bitmaps_cs_wait(s, off, len);
+    pthread_rwlock_unlock(&s->bm_lock);
     return err;
+}
+
+int qcow2_bitmaps_record_done(struct qcow2_state *s, uint64_t off,
+                              uint64_t len, int err)
+{
+    int rerr = qcow2_bitmaps_record(s, off, len);
+    return err ? err : rerr;
 }
 
 /* ---- the img_ops entry points ---- */
@@ -350,9 +408,8 @@ static struct slot *plan_find(struct plan *p, const char *name)
     return NULL;
 }
 
-/* A deep copy of b; NULL on ENOMEM. */
-static struct qcow2_bitmap *copy_bitmap(const struct qcow2_state *s,
-                                        const struct qcow2_bitmap *b)
+struct qcow2_bitmap *qcow2_bitmap_copy(const struct qcow2_state *s,
+                                       const struct qcow2_bitmap *b)
 {
     struct qcow2_bitmap *c = qcow2_bitmap_new(s, b->name, strlen(b->name),
                                               b->gran_bits);
@@ -391,7 +448,7 @@ static int own(struct plan *p, struct slot *sl)
 {
     if (sl->copied)
         return 0;
-    struct qcow2_bitmap *c = copy_bitmap(p->s, sl->b);
+    struct qcow2_bitmap *c = qcow2_bitmap_copy(p->s, sl->b);
     if (!c)
         return refuse(p, -ENOMEM, "out of memory");
     sl->b = c;
@@ -652,8 +709,10 @@ static int commit(struct plan *p)
     s->bitmaps = v;
     s->n_bitmaps = n;
     __atomic_store_n(&s->n_recording, recording, __ATOMIC_RELEASE);
-    if (persistent_change)
+    if (persistent_change) {
         s->bm_store = true;
+        s->bm_store_cs = true;
+    }
     return 0;
 }
 
@@ -663,7 +722,8 @@ static int mark_changed(struct plan *p)
     struct qcow2_state *s = p->s;
     bool any = false;
 
-    if (!s->writable || s->n_bm_disk == 0)
+    /* Crash safe: the whole set is stored again after the change. */
+    if (!s->writable || s->n_bm_disk == 0 || s->bm_cs)
         return 0;
     bool *mask = calloc(s->n_bm_disk, sizeof *mask);
     if (!mask)
@@ -700,6 +760,7 @@ int qcow2_bitmap_apply_op(struct image *img, const struct img_bitmap_action *a,
 
     p.msg[0] = '\0';
     pthread_rwlock_wrlock(&s->bm_lock);
+    s->bm_store_cs = false;
     for (size_t i = 0; i < s->n_bitmaps && !err; i++)
         err = plan_push(&p, s->bitmaps[i], s->bitmaps[i], false);
     for (size_t i = 0; i < n && !err; i++)
@@ -708,6 +769,19 @@ int qcow2_bitmap_apply_op(struct image *img, const struct img_bitmap_action *a,
         err = mark_changed(&p);
     if (!err)
         err = commit(&p);
+    if (!err && s->bm_cs && s->bm_store_cs) {
+        /* Until the store, writes wait here (bm_lock is exclusive). */
+        qcow2_lock(s);
+        err = qcow2_bitmaps_store(s, true);
+        qcow2_unlock(s);
+        if (err) {
+            /* Memory changed already: stop writing rather than let a
+             * crash find bitmaps that miss writes. */
+            s->cs_err = err;
+            refuse(&p, err, "storing the changed bitmaps failed (%s); "
+                   "writes are refused from now on", strerror(-err));
+        }
+    }
     pthread_rwlock_unlock(&s->bm_lock);
     plan_free(&p);
     return err;

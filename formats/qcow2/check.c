@@ -48,24 +48,7 @@
 #define REFT_RESERVED_MASK  0x00000000000001ffull
 #define L1E_RESERVED_MASK   0x7f000000000001ffull
 #define L2E_RESERVED_MASK   0x3f000000000001feull
-#define BME_OFFSET_MASK     0x00fffffffffffe00ull
-#define BME_RESERVED_MASK   0xff000000000001feull
 
-/* Bitmap directory entry, fixed part (followed by extra data and the
- * name, padded to 8 bytes). */
-struct disk_bitmap_entry {
-    uint64_t table_offset;          /* cluster aligned */
-    uint32_t table_size;            /* entries */
-    uint32_t flags;
-    uint8_t type;
-    uint8_t granularity_bits;
-    uint16_t name_size;
-    uint32_t extra_data_size;
-} __attribute__((packed));
-_Static_assert(sizeof(struct disk_bitmap_entry) == 24, "bitmap entry");
-
-#define MAX_BITMAP_DIR      (64ull << 20)
-#define MAX_BITMAP_TABLE    0x8000000u      /* entries, as qemu */
 #define MAX_MESSAGES        10000u
 
 /* Walk flag: count allocation and fragmentation (active L1 only). */
@@ -473,7 +456,7 @@ static void walk_bitmaps(struct ck *c)
         return;
     uint64_t dir_off = b->directory_offset;
     uint64_t dir_size = b->directory_size;
-    if ((dir_off & (c->cs - 1)) || dir_size > MAX_BITMAP_DIR ||
+    if ((dir_off & (c->cs - 1)) || dir_size > QCOW2_MAX_BITMAP_DIR ||
         dir_off > s->file_size || s->file_size - dir_off < dir_size) {
         say(c, "bitmap directory 0x%" PRIx64 " (%" PRIu64 " bytes) "
             "unaligned or past the end of the file", dir_off, dir_size);
@@ -492,7 +475,7 @@ static void walk_bitmaps(struct ck *c)
      * the bitmaps use is unknown (see broken_bitmaps). */
     uint64_t pos = 0;
     for (uint32_t i = 0; i < b->nb_bitmaps; i++) {
-        struct disk_bitmap_entry e;
+        struct qcow2_disk_bitmap_entry e;
         if (dir_size - pos < sizeof e) {
             say(c, "bitmap directory ends inside entry %" PRIu32, i);
             c->res->check_errors++;
@@ -515,7 +498,7 @@ static void walk_bitmaps(struct ck *c)
             break;
         }
         pos += len;
-        if ((t_off & (c->cs - 1)) || t_size > MAX_BITMAP_TABLE ||
+        if ((t_off & (c->cs - 1)) || t_size > QCOW2_MAX_BITMAP_TABLE ||
             t_off > s->file_size ||
             (s->file_size - t_off) / 8 < t_size) {
             say(c, "bitmap %" PRIu32 ": table 0x%" PRIx64 " (%" PRIu32
@@ -533,20 +516,17 @@ static void walk_bitmaps(struct ck *c)
         }
         for (uint32_t j = 0; j < t_size; j++) {
             uint64_t v = be64toh(t[j]);
-            uint64_t off = v & BME_OFFSET_MASK;
-            if (v & BME_RESERVED_MASK) {
-                say(c, "bitmap %" PRIu32 " table entry %" PRIu32 ": "
-                    "reserved bits set (0x%" PRIx64 ")", i, j, v);
+            uint64_t off = v & QCOW2_BMT_OFFSET_MASK;
+            /* The loader's rule (bitmap-load.c), one error per entry as
+             * qemu counts it. */
+            const char *why = qcow2_bitmap_entry_bad(v, c->cs);
+            if (why) {
+                say(c, "bitmap %" PRIu32 " table entry %" PRIu32 " (0x%"
+                    PRIx64 "): %s", i, j, v, why);
                 c->res->corruptions++;
             }
-            if (!off)
-                continue;
-            if (off & (c->cs - 1)) {
-                say(c, "bitmap %" PRIu32 " table entry %" PRIu32 ": "
-                    "offset 0x%" PRIx64 " unaligned", i, j, off);
-                c->res->corruptions++;
-            }
-            inc_range(c, off, c->cs);
+            if (off)
+                inc_range(c, off, c->cs);
         }
         free(t);
     }

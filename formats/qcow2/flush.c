@@ -366,7 +366,7 @@ int qcow2_close_writable(struct qcow2_state *s)
     s->nowait_calls++;
     err = qcow2_flush_locked(s, IO_TAG_FLUSH);
     if (!err)
-        err = qcow2_bitmaps_store(s);
+        err = qcow2_bitmaps_store(s, false);
     if (!err)
         err = qcow2_apply_frees(s);
     if (!err)

@@ -181,6 +181,20 @@ static int read_extensions(struct qcow2_state *s, const uint8_t *buf,
             h->has_fde_ext = true;
             break;
         }
+        case QCOW2_EXT_DS_CRASH_SAFE:
+            /* Ours; trusted only with its autoclear bit (bitmap-load.c). */
+            if (len % 8 == 0 && len > 0 && !h->cs_tables) {
+                h->cs_tables = malloc(len);
+                if (!h->cs_tables)
+                    return -ENOMEM;
+                for (uint32_t k = 0; k < len / 8; k++) {
+                    uint64_t v;
+                    memcpy(&v, data + 8 * k, 8);
+                    h->cs_tables[k] = be64toh(v);
+                }
+                h->n_cs_tables = len / 8;
+            }
+            break;
         case QCOW2_EXT_DATA_FILE:
             free(h->data_file);
             h->data_file = copy_string(data, len);
@@ -575,5 +589,8 @@ void qcow2_header_free(struct qcow2_header *h)
     free(h->backing_file);
     free(h->backing_format);
     free(h->data_file);
+    free(h->cs_tables);
     h->backing_file = h->backing_format = h->data_file = NULL;
+    h->cs_tables = NULL;
+    h->n_cs_tables = 0;
 }

@@ -260,6 +260,8 @@ static void qcow2_close(struct image *img)
     pthread_mutex_destroy(&s->sync_lock);
     pthread_cond_destroy(&s->inflight_done);
     pthread_rwlock_destroy(&s->bm_lock);
+    pthread_mutex_destroy(&s->cs_lock);
+    pthread_cond_destroy(&s->cs_cond);
     free(s);
 }
 
@@ -284,7 +286,9 @@ static bool all_on_tmpfs(const struct qcow2_state *s)
 }
 
 /* Flag the enabled stored bitmaps in use before any write can change
- * the disk: until they are stored at close, the file's copy is stale. */
+ * the disk: until they are stored at close, the file's copy is stale.
+ * In crash-safe mode, store them instead as our extension describes
+ * (bitmap-store.c), so that the file's copy stays a superset. */
 static int mark_bitmaps_in_use(struct qcow2_state *s)
 {
     bool any = false;
@@ -304,7 +308,8 @@ static int mark_bitmaps_in_use(struct qcow2_state *s)
     int err = 0;
     if (any) {
         qcow2_lock(s);
-        err = qcow2_bitmaps_mark_in_use(s, mask);
+        err = s->bm_cs ? qcow2_bitmaps_store(s, true)
+                       : qcow2_bitmaps_mark_in_use(s, mask);
         qcow2_unlock(s);
     }
     free(mask);
@@ -352,7 +357,12 @@ static int parse_breaks(const char *path, unsigned *out)
  * asks of writers. */
 static int clear_unknown_autoclear(struct qcow2_state *s)
 {
+    /* Our crash-safe bit only in crash-safe mode, whose store at open
+     * replaces the bitmaps it vouches for before any guest write; in
+     * plain mode a crash must find them stale. */
     uint64_t known = QCOW2_AUTOCLEAR_BITMAPS | QCOW2_AUTOCLEAR_DATA_RAW;
+    if (s->bm_cs)
+        known |= QCOW2_AUTOCLEAR_DS_CRASH_SAFE;
 
     if (s->h.version < 3 || !(s->h.autoclear & ~known))
         return 0;
@@ -438,7 +448,16 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     pthread_mutex_init(&s->flush_lock, NULL);
     pthread_mutex_init(&s->sync_lock, NULL);
     pthread_cond_init(&s->inflight_done, NULL);
-    pthread_rwlock_init(&s->bm_lock, NULL);
+    /* Writers first: a steady stream of guest writes (readers here)
+     * must not starve bitmap_apply.  Nobody takes it shared twice. */
+    pthread_rwlockattr_t rwa;
+    pthread_rwlockattr_init(&rwa);
+    pthread_rwlockattr_setkind_np(&rwa,
+                                  PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->bm_lock, &rwa);
+    pthread_rwlockattr_destroy(&rwa);
+    pthread_mutex_init(&s->cs_lock, NULL);
+    pthread_cond_init(&s->cs_cond, NULL);
     s->img.path = strdup(args->path);
     if (!s->img.path) {
         err = -ENOMEM;
@@ -486,6 +505,7 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     if (err)
         goto out_close;
     if (!read_only) {
+        s->bm_cs = args->bitmaps_crash_safe && s->h.version >= 3;
         err = open_writable(s, cache);
         if (!err)
             err = mark_bitmaps_in_use(s);

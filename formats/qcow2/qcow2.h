@@ -72,6 +72,10 @@ _Static_assert(sizeof(struct qcow2_disk_header) == 112,
 /* Autoclear feature bits. */
 #define QCOW2_AUTOCLEAR_BITMAPS     (1ull << 0) /* bitmaps ext consistent */
 #define QCOW2_AUTOCLEAR_DATA_RAW    (1ull << 1) /* data file is raw-valid */
+#define QCOW2_AUTOCLEAR_DS_CRASH_SAFE (1ull << 63) /* ours: the bitmaps the
+                                     * crash-safe extension lists were
+                                     * kept supersets of every write (any
+                                     * other writer clears this bit) */
 
 #define QCOW2_COMPRESS_ZLIB     0
 #define QCOW2_COMPRESS_ZSTD     1
@@ -95,6 +99,9 @@ _Static_assert(sizeof(struct qcow2_disk_ext) == 8, "qcow2 extension");
 #define QCOW2_EXT_BITMAPS       0x23852875u
 #define QCOW2_EXT_FDE           0x0537be77u     /* encryption header */
 #define QCOW2_EXT_DATA_FILE     0x44415441u     /* string */
+#define QCOW2_EXT_DS_CRASH_SAFE 0x6473626du     /* ours ("dsbm"): the
+                                                 * table offsets (be64) of
+                                                 * bitmaps kept crash safe */
 
 /* One feature name table entry. */
 struct qcow2_disk_feature {
@@ -261,6 +268,8 @@ struct qcow2_header {
     bool has_fde_ext;
     uint64_t fde_offset;
     uint64_t fde_length;
+    uint64_t *cs_tables;            /* crash-safe extension, host order */
+    uint32_t n_cs_tables;
 };
 
 /* One dirty bitmap in memory: one bit per granule, in chunks allocated
@@ -285,6 +294,12 @@ struct qcow2_bitmap {
                                      * open (s->bm_disk), or -1 */
     uint8_t *extra;                 /* extra data to carry (compatible) */
     uint32_t extra_size;
+    /* Crash-safe mode (bitmap-store.c): what the file holds of the
+     * bitmap, every data cluster allocated; changed clusters wait in
+     * cs_pending for the next group commit.  Guarded by s->cs_lock. */
+    struct qcow2_bitmap *durable;   /* NULL: not kept crash safe */
+    uint8_t *cs_pending;            /* per data cluster */
+    uint64_t cs_clusters;
 };
 
 /* A directory entry as loaded at open: where its clusters are, so that
@@ -484,6 +499,14 @@ struct qcow2_state {
     uint64_t bm_dir_size;
     bool bm_store;                  /* the bitmaps on disk differ from
                                      * memory: store them at close */
+    bool bm_cs;                     /* crash-safe mode */
+    bool bm_store_cs;               /* apply changed stored bitmaps */
+    pthread_mutex_t cs_lock;        /* group commits; after bm_lock */
+    pthread_cond_t cs_cond;
+    uint64_t cs_started;            /* commits started, and finished */
+    uint64_t cs_done;
+    bool cs_running;
+    int cs_err;                     /* a commit failed: refuse writes */
 };
 
 static inline struct qcow2_state *qcow2_from_img(struct image *img)
@@ -541,6 +564,19 @@ int qcow2_bitmap_set_bits(struct qcow2_bitmap *b, uint64_t first,
 int qcow2_bitmap_or_words(struct qcow2_bitmap *b, uint64_t w,
                           const uint64_t *words, size_t n);
 
+/* Store n words of bits at word index w (overwriting); 0 or -ENOMEM. */
+int qcow2_bitmap_put_words(struct qcow2_bitmap *b, uint64_t w,
+                           const uint64_t *words, size_t n);
+
+/* Whether bits [first, first + n) are all set. */
+bool qcow2_bitmap_all_set(const struct qcow2_bitmap *b, uint64_t first,
+                          uint64_t n);
+
+/* A deep copy of the bits and settings of b (not its crash-safe state);
+ * NULL on ENOMEM. */
+struct qcow2_bitmap *qcow2_bitmap_copy(const struct qcow2_state *s,
+                                       const struct qcow2_bitmap *b);
+
 /* Copy n words of bits at word index w into out (zeros past the end). */
 void qcow2_bitmap_get_words(const struct qcow2_bitmap *b, uint64_t w,
                             uint64_t *out, size_t n);
@@ -548,6 +584,15 @@ void qcow2_bitmap_get_words(const struct qcow2_bitmap *b, uint64_t w,
 /* Record a change of guest bytes [off, off + len) in every recording
  * bitmap, before the change is issued; 0 or -ENOMEM. */
 int qcow2_bitmaps_record(struct qcow2_state *s, uint64_t off, uint64_t len);
+
+/* Record the change again once its I/O is over (err its result, which
+ * this returns unless the recording fails): a bitmap that took over
+ * from another meanwhile (bitmap_apply) gets it too, so that a backup
+ * of the old one that read the range before the data landed misses
+ * nothing.  A write is thus recorded wholly before a change, or wholly
+ * after it, or both. */
+int qcow2_bitmaps_record_done(struct qcow2_state *s, uint64_t off,
+                              uint64_t len, int err);
 
 /* The img_ops bitmap entry points. */
 size_t qcow2_bitmap_count_op(struct image *img);
@@ -565,9 +610,19 @@ int qcow2_bitmap_apply_op(struct image *img, const struct img_bitmap_action *a,
 int qcow2_bitmaps_mark_in_use(struct qcow2_state *s, const bool *mask);
 
 /* Store every persistent bitmap (new tables and data, then the new
- * directory, then the header; the old clusters freed last), clearing
- * in_use.  0 or -errno (logged). */
-int qcow2_bitmaps_store(struct qcow2_state *s);
+ * directory, then the header; the old clusters freed last).  Plain: only
+ * when something changed, in_use cleared (close).  Crash safe: every
+ * enabled bitmap with all its data clusters allocated, flagged in_use
+ * and listed in our extension, and kept in memory as durable for the
+ * group commits.  0 or -errno (logged). */
+int qcow2_bitmaps_store(struct qcow2_state *s, bool crash_safe);
+
+/* Crash-safe mode: before a write of guest bytes [off, off + len) is
+ * issued, make the bits of every kept bitmap durable (one group commit
+ * serves every write waiting for it).  bm_lock held shared.  0 or
+ * -errno. */
+int qcow2_bitmaps_cs_wait(struct qcow2_state *s, uint64_t off,
+                          uint64_t len);
 
 /* ---- snapshot.c ---- */
 

@@ -858,5 +858,5 @@ int qcow2_write_op(struct image *img, const void *buf, uint64_t len,
         err = qcow2_flush_ordered(s, IO_TAG_L2);
     qcow2_req_finish(s, &req);
     qcow2_unlock(s);
-    return err;
+    return qcow2_bitmaps_record_done(s, off, len, err);
 }

@@ -431,7 +431,7 @@ static int zero_or_trim(struct image *img, uint64_t len, uint64_t off,
         err = qcow2_flush_ordered(s, IO_TAG_L2);
     qcow2_req_finish(s, &req);
     qcow2_unlock(s);
-    return err;
+    return qcow2_bitmaps_record_done(s, off, len, err);
 }
 
 int qcow2_zero_op(struct image *img, uint64_t len, uint64_t off,

@@ -8,10 +8,17 @@
  * current is undefined and the file is refused.  The log fields are
  * checked here; a set LogGuid is replayed by log.c.  Headers are never
  * updated through the log, so they are read straight from the file.
+ *
+ * Updates go the spec's way (2.2.2.1): the header that is not current is
+ * written with SequenceNumber + 1 and flushed, which makes it current;
+ * done twice, so both copies end up current and equal but for their
+ * sequence numbers.  A torn write only ever damages the copy that is not
+ * current.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <string.h>
+#include <sys/random.h>
 
 #include "io.h"
 #include "vhdx.h"
@@ -142,4 +149,55 @@ out_io:
     img_log("vhdx: %s: reading the header section: %s", path,
             strerror(-err));
     return err;
+}
+
+void vhdx_guid_generate(struct vhdx_guid *g)
+{
+    /* A version 4 GUID: random but for the version and variant bits
+     * (Data3's high nibble, Data4[0]'s top bits). */
+    size_t got = 0;
+    while (got < sizeof g->b) {
+        ssize_t n = getrandom(g->b + got, sizeof g->b - got, 0);
+        if (n > 0)
+            got += (size_t)n;
+    }
+    g->b[7] = (uint8_t)((g->b[7] & 0x0f) | 0x40);
+    g->b[8] = (uint8_t)((g->b[8] & 0x3f) | 0x80);
+}
+
+/* Write s->header, with the given sequence number, over the header that
+ * is not current, and make it durable: it becomes the current one. */
+static int write_other_header(struct vhdx_state *s)
+{
+    uint8_t raw[VHDX_HEADER_SIZE] = { 0 };
+    struct vhdx_header *h = (struct vhdx_header *)raw;
+    int other = s->current_header == 1 ? 2 : 1;
+    uint64_t off = other == 1 ? VHDX_HEADER1_OFFSET : VHDX_HEADER2_OFFSET;
+    int err;
+
+    h->signature = htole32(VHDX_HEADER_SIGNATURE);
+    h->sequence_number = htole64(s->header.sequence_number + 1);
+    h->file_write_guid = s->header.file_write_guid;
+    h->data_write_guid = s->header.data_write_guid;
+    h->log_guid = s->header.log_guid;
+    h->log_version = htole16(s->header.log_version);
+    h->version = htole16(s->header.version);
+    h->log_length = htole32(s->header.log_length);
+    h->log_offset = htole64(s->header.log_offset);
+    h->checksum = htole32(vhdx_crc32c(raw, sizeof raw));
+    if ((err = io_pwrite_tag(s->fd, raw, sizeof raw, off, IO_TAG_HEADER)) ||
+        (err = io_sync(s->fd, IO_TAG_HEADER))) {
+        img_log("vhdx: %s: writing header %d: %s", s->img.path, other,
+                strerror(-err));
+        return err;
+    }
+    s->header.sequence_number++;
+    s->current_header = other;
+    return 0;
+}
+
+int vhdx_write_headers(struct vhdx_state *s)
+{
+    int err = write_other_header(s);
+    return err ? err : write_other_header(s);
 }

@@ -431,6 +431,9 @@ int vhdx_pread(const struct vhdx_state *s, void *buf, uint64_t len,
     uint64_t end, have = 0;
     int err = 0;
 
+    /* Writable: the log went into the file at open, which then grows. */
+    if (s->writable)
+        return io_pread_full(s->fd, buf, len, off);
     if (__builtin_add_overflow(off, len, &end) || end > s->file_size) {
         memset(buf, 0, len);
         return -ENODATA;
@@ -459,6 +462,8 @@ bool vhdx_overlay_touches(const struct vhdx_state *s, uint64_t off,
                           uint64_t len)
 {
     size_t i = overlay_find(s, off);
+    if (s->writable)
+        return false;
     return off + len > s->real_size ||
            (i < s->overlay_count && s->overlay[i].off < off + len);
 }

@@ -1,15 +1,18 @@
 /* The VHDX driver ([MS-VHDX] v8.0): open, and the read side.
  *
- * Scope of this version: fixed, dynamic and differencing files with 512-
- * or 4096-byte logical sectors, read-only.  A pending log (LogGuid set)
- * is replayed into an in-memory overlay (log.c); the file is never
- * written.  Read-write opens are refused with one line; see README.md.
+ * Fixed, dynamic and differencing files with 512- or 4096-byte logical
+ * sectors, read-write (write.c, diffwrite.c, logwrite.c); parents are
+ * opened read-only.
  *
- * Open order: file identifier and headers (header.c), log replay
- * (log.c), region table (region.c), metadata with the parent locator
- * (metadata.c, parent.c), BAT (bat.c), then the parent (parent.c, which
- * opens it through img_open); everything after the headers is read
- * through the overlay (vhdx_pread).
+ * Open order: file identifier and headers (header.c), log replay into an
+ * in-memory overlay (log.c), region table (region.c), metadata with the
+ * parent locator (metadata.c, parent.c), BAT (bat.c), then the parent
+ * (parent.c, which opens it through img_open); everything after the
+ * headers is read through the overlay (vhdx_pread).  A read-only open
+ * never writes the file.  A writable open checks all of that first, then
+ * writes the overlay into the file, extends it to LastFileOffset, flushes
+ * and clears LogGuid (logwrite.c, vhdx_replay_into_file), so afterwards
+ * the overlay is empty and the file is read directly.
  *
  * Payload block states in a differencing file ([MS-VHDX] 2.5.1.1):
  * FULLY_PRESENT reads this file; PARTIALLY_PRESENT reads, sector by
@@ -22,14 +25,36 @@
  * or the contents before the unmap"; the parent's data is not the
  * latter when the child had written the block, so we read zeros.  In a
  * file without parent every state but FULLY_PRESENT reads zeros.
- * Everything is read and checked at open; afterwards the state is
- * immutable.
  *
- * Locking: none.  The BAT lives in memory and never changes after open;
- * data reads are positioned reads on one descriptor.  The export is
- * consistent across connections.
+ * Locking: a read-only image never changes after open and takes no
+ * lock.  A writable image has one mutex (s->lock) guarding the
+ * allocation state (file end, in-flight allocation records), the dirty
+ * BAT sector set, the commit flag, the log position and the in-memory
+ * header; BAT entries change only under it, with atomic stores, and
+ * readers load them atomically without it.  It is never held across
+ * guest data I/O: in-place writes and reads run in parallel, and an
+ * allocating write drops it while its data goes to the file.  It is
+ * held across the header writes before the first change of an open
+ * (once).  Commits run one at a time (s->committing, waited for on
+ * s->cond) and drop the lock for their syncs and log and BAT writes.
+ * Blocks are never moved or reused once placed, so a reader that looked
+ * up a block without the lock reads a place that still holds that
+ * block's data (or zeros, after a zero write raced with it).  The export
+ * is consistent across connections.
  *
- * Write order: none yet (no writes).
+ * Write order (logwrite.c): data, then log entry and sync, then BAT in
+ * place, made durable before its log space is used again.
+ * DISKSERVE_VHDX_BREAK=RULE[,RULE] (tests only) breaks it on purpose:
+ *
+ *   apply-before-log-flush  BAT sectors written in place before the sync
+ *                           that makes their log entry durable
+ *   log-reuse               every entry written at the start of the log,
+ *                           without the sync that makes the previous
+ *                           entry's in-place writes durable first
+ *
+ * DISKSERVE_VHDX_CRASH=after-log-flush (tests only) kills the process
+ * with SIGKILL after the first log entry is durable, before it is
+ * applied in place.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -96,6 +121,7 @@ static int vhdx_probe(const uint8_t *buf, size_t len)
 
 static void vhdx_free(struct vhdx_state *s)
 {
+    vhdx_write_free(s);
     img_close(s->parent);
     free(s->relative_path);
     free(s->volume_path);
@@ -108,17 +134,64 @@ static void vhdx_free(struct vhdx_state *s)
     free(s);
 }
 
+/* The ordering rules DISKSERVE_VHDX_BREAK names, and the crash point
+ * DISKSERVE_VHDX_CRASH; -EINVAL for an unknown name. */
+static int parse_test_switches(struct vhdx_state *s)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } rules[] = {
+        { "apply-before-log-flush", VHDX_BREAK_APPLY_BEFORE_LOG_FLUSH },
+        { "log-reuse", VHDX_BREAK_LOG_REUSE },
+    };
+    const char *env = getenv("DISKSERVE_VHDX_BREAK");
+    const char *crash = getenv("DISKSERVE_VHDX_CRASH");
+
+    while (env && *env) {
+        size_t n = strcspn(env, ","), i;
+        for (i = 0; i < sizeof rules / sizeof *rules; i++)
+            if (strlen(rules[i].name) == n &&
+                strncmp(rules[i].name, env, n) == 0)
+                break;
+        if (i == sizeof rules / sizeof *rules) {
+            img_log("vhdx: %s: DISKSERVE_VHDX_BREAK: unknown rule '%.*s'",
+                    s->img.path, (int)(n < 64 ? n : 64), env);
+            return -EINVAL;
+        }
+        s->breaks |= rules[i].bit;
+        env += n + (env[n] == ',');
+    }
+    if (crash && *crash) {
+        if (strcmp(crash, "after-log-flush") != 0) {
+            img_log("vhdx: %s: DISKSERVE_VHDX_CRASH: unknown point '%s'",
+                    s->img.path, crash);
+            return -EINVAL;
+        }
+        s->crash_after_log = true;
+    }
+    if (s->breaks || s->crash_after_log)
+        img_log("vhdx: %s: write order broken or crash point set on "
+                "purpose: for tests only", s->img.path);
+    return 0;
+}
+
+/* After a writable open has read and checked everything. */
+static int open_writable(struct vhdx_state *s)
+{
+    int err;
+
+    if ((err = parse_test_switches(s)) || (err = vhdx_replay_into_file(s)))
+        return err;
+    return vhdx_write_init(s);
+}
+
 static int vhdx_open(const struct img_open_args *args, struct image **out)
 {
     struct vhdx_state *s;
     struct statfs sfs;
     int err;
 
-    if (!args->read_only) {
-        img_log("vhdx: %s: writing VHDX is not supported yet; export it "
-                "read-only (-r)", args->path);
-        return -EROFS;
-    }
     s = calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
@@ -128,7 +201,8 @@ static int vhdx_open(const struct img_open_args *args, struct image **out)
         err = -ENOMEM;
         goto out_free;
     }
-    s->fd = open(args->path, O_RDONLY | O_CLOEXEC);
+    s->fd = open(args->path, (args->read_only ? O_RDONLY : O_RDWR) |
+                 O_CLOEXEC);
     if (s->fd < 0) {
         err = -errno;
         img_log("vhdx: %s: %s", args->path, strerror(errno));
@@ -149,7 +223,8 @@ static int vhdx_open(const struct img_open_args *args, struct image **out)
     if ((err = vhdx_read_headers(s)) || (err = vhdx_replay_log(s)) ||
         (err = vhdx_read_regions(s)) ||
         (err = vhdx_read_metadata(s)) || (err = vhdx_load_bat(s)) ||
-        (err = vhdx_open_parent(s, args)))
+        (err = vhdx_open_parent(s, args)) ||
+        (!args->read_only && (err = open_writable(s))))
         goto out_free;
 
     if (fstatfs(s->fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC &&
@@ -157,7 +232,8 @@ static int vhdx_open(const struct img_open_args *args, struct image **out)
         s->img.nowait_reads = 1;
     s->img.ops = &vhdx_ops;
     s->img.size = s->disk_size;
-    s->img.read_only = true;
+    s->img.read_only = !s->writable;
+    s->img.fast_zero = s->writable;
     s->img.multi_conn = true;
     s->img.has_depth = true;
     s->img.min_block = s->logical_sector_size;
@@ -173,7 +249,10 @@ out_free:
 
 static void vhdx_close(struct image *img)
 {
-    vhdx_free(to_vhdx(img));
+    struct vhdx_state *s = to_vhdx(img);
+
+    vhdx_write_close(s);
+    vhdx_free(s);
 }
 
 /* Where guest offset off lies: its payload entry and the bytes left in
@@ -267,7 +346,10 @@ static int load_bits(struct vhdx_state *s, uint64_t off, uint64_t end,
     b->shift = bit0 - byte0 * 8;
     b->first = off - off % s->logical_sector_size;
     b->sector = s->logical_sector_size;
-    err = vhdx_pread(s, b->bits, nbytes, sb + byte0);
+    if (s->writable)
+        err = vhdx_sb_read(s, n / s->chunk_ratio, byte0, nbytes, b->bits);
+    else
+        err = vhdx_pread(s, b->bits, nbytes, sb + byte0);
     if (err) {
         img_log("vhdx: %s: reading the sector bitmap of block %" PRIu64
                 " (host 0x%" PRIx64 "): %s", s->img.path, n, sb + byte0,
@@ -492,6 +574,10 @@ const struct img_ops vhdx_ops = {
     .open = vhdx_open,
     .close = vhdx_close,
     .read = vhdx_read,
+    .write = vhdx_write,
+    .write_zeroes = vhdx_write_zeroes,
+    .trim = vhdx_trim,
+    .flush = vhdx_flush,
     .cache = vhdx_cache,
     .block_status = vhdx_block_status,
     .map_nowait = vhdx_map_nowait,

@@ -13,9 +13,11 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <endian.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "image.h"
+#include "io.h"
 
 #define VHDX_MB                 (1024u * 1024u)
 #define VHDX_HEADER_SECTION     VHDX_MB          /* 2.2: 1 MB */
@@ -188,7 +190,26 @@ struct vhdx_overlay_piece {
     uint8_t *data;
 };
 
-/* The open image: everything read at open, immutable afterwards. */
+/* A payload block being given a new place in the file (write.c): the
+ * writer that registered it writes the data with the lock dropped, then
+ * sets the BAT entry; others wanting the block wait for it to go. */
+struct vhdx_alloc {
+    uint64_t block;
+    struct vhdx_alloc *next;
+};
+
+/* A sector bitmap page held in memory (diffwrite.c). */
+struct vhdx_sb_page {
+    uint8_t data[4096];
+    bool dirty;                 /* listed in sb_dirty */
+};
+
+/* Ordering rules DISKSERVE_VHDX_BREAK breaks on purpose (tests only). */
+#define VHDX_BREAK_APPLY_BEFORE_LOG_FLUSH (1u << 0)
+#define VHDX_BREAK_LOG_REUSE              (1u << 1)
+
+/* The open image.  Read-only opens: everything read at open, immutable
+ * afterwards.  Writable opens: see the locking rules in vhdx.c. */
 struct vhdx_state {
     struct image img;           /* first: the generic part */
     int fd;
@@ -233,7 +254,37 @@ struct vhdx_state {
     uint32_t block_shift;       /* log2(block_size) */
     uint64_t payload_blocks;
     uint64_t bat_entries;
-    uint64_t *bat;              /* bat_entries entries, host byte order */
+    uint64_t *bat;              /* bat_entries entries, host byte order;
+                                 * loaded and stored atomically */
+
+    /* write.c and logwrite.c: writable opens only. */
+    bool writable;
+    bool leave_allocated;       /* LeaveBlocksAllocated (fixed files) */
+    unsigned breaks;            /* VHDX_BREAK_*, from the environment */
+    bool crash_after_log;       /* DISKSERVE_VHDX_CRASH=after-log-flush */
+    pthread_mutex_t lock;       /* everything below, and BAT stores */
+    pthread_cond_t cond;        /* an allocation or a commit ended */
+    bool data_guid_new;         /* this open's DataWriteGuid is written */
+    bool log_active;            /* the header names this open's LogGuid */
+    bool failed;                /* a sync failed: no more writes */
+    uint64_t disk_file_size;    /* the file's size as last set */
+    uint64_t file_end;          /* the next payload block goes here */
+    struct vhdx_alloc *allocs;  /* blocks being allocated */
+    uint8_t *dirty;             /* a bit per 4 KB BAT sector changed in
+                                 * memory since the last commit took it */
+    uint64_t dirty_count;
+    bool committing;            /* a commit runs (one at a time) */
+    struct vhdx_guid session_log_guid;
+
+    /* diffwrite.c: sector bitmap pages (4 KB) of a writable differencing
+     * file that writes changed, kept in memory for good: sb_pages[chunk]
+     * is NULL or 256 page pointers (a bitmap block is 1 MB).  Dirty ones
+     * are listed for the next commit by page id (chunk * 256 + page). */
+    struct vhdx_sb_page ***sb_pages;
+    uint64_t *sb_dirty;
+    size_t sb_dirty_count, sb_dirty_cap;
+    uint32_t log_pos;           /* log offset of the next entry */
+    uint64_t log_next_seq;      /* its SequenceNumber */
 };
 
 /* CRC-32C (Castagnoli) of len bytes (crc32c.c). */
@@ -265,6 +316,70 @@ bool vhdx_overlay_touches(const struct vhdx_state *s, uint64_t off,
 
 void vhdx_overlay_free(struct vhdx_state *s);
 
+/* Writable opens: write what the replayed log changed (the overlay) into
+ * the file, extend it to LastFileOffset, flush, and clear LogGuid; the
+ * header first gets this open's FileWriteGuid.  0 or -errno, logged. */
+int vhdx_replay_into_file(struct vhdx_state *s);
+
+/* A new random GUID (version 4). */
+void vhdx_guid_generate(struct vhdx_guid *g);
+
+/* Write s->header to both header copies the spec's way, each with the
+ * next sequence number and flushed.  0 or -errno, logged. */
+int vhdx_write_headers(struct vhdx_state *s);
+
+/* logwrite.c: make every BAT change made in memory so far durable
+ * through the log, after making every completed data write durable:
+ * data synced, log entries written and synced, BAT sectors written in
+ * place (made durable by the next commit's first sync, before their log
+ * space is used again).  Called without the lock.  0 or -errno. */
+int vhdx_commit(struct vhdx_state *s, enum io_tag tag);
+
+/* Mark BAT entry i changed in memory; under the lock. */
+void vhdx_mark_dirty(struct vhdx_state *s, uint64_t i);
+
+/* diffwrite.c: writes to a differencing file's block n ([off, off+len)
+ * inside it); zeros when p is NULL.  0 or -errno. */
+int vhdx_diff_write_block(struct vhdx_state *s, const uint8_t *p,
+                          uint64_t len, uint64_t off, uint64_t n);
+
+/* Copy nbytes of the sector bitmap of chunk c from byte byte0 into out,
+ * from memory where a write changed it, else from the file. */
+int vhdx_sb_read(struct vhdx_state *s, uint64_t c, uint64_t byte0,
+                 uint64_t nbytes, uint8_t *out);
+
+/* Take up to max dirty sector bitmap pages (under the lock): their file
+ * offsets and contents; returns how many. */
+uint32_t vhdx_sb_take_dirty(struct vhdx_state *s, uint32_t max,
+                            uint64_t *off, uint64_t *id, uint8_t *data);
+
+/* Put page id back on the dirty list after a failed commit. */
+void vhdx_sb_untake(struct vhdx_state *s, uint64_t id);
+
+void vhdx_sb_free(struct vhdx_state *s);
+
+/* write.c helpers diffwrite.c shares; under the lock where noted. */
+void vhdx_wait_block(struct vhdx_state *s, uint64_t n);        /* lock */
+void vhdx_set_entry(struct vhdx_state *s, uint64_t i, uint64_t entry);
+int vhdx_grow(struct vhdx_state *s, uint64_t len, uint64_t *host); /* lock */
+void vhdx_alloc_add(struct vhdx_state *s, struct vhdx_alloc *r,
+                    uint64_t n);                                 /* lock */
+void vhdx_alloc_remove(struct vhdx_state *s, struct vhdx_alloc *r);
+int vhdx_write_at(struct vhdx_state *s, const uint8_t *p, uint64_t len,
+                  uint64_t host);
+
+/* Set up and tear down the writable state (write.c). */
+int vhdx_write_init(struct vhdx_state *s);
+int vhdx_write_close(struct vhdx_state *s);
+void vhdx_write_free(struct vhdx_state *s);
+
+int vhdx_write(struct image *img, const void *buf, uint64_t len,
+               uint64_t off, unsigned flags);
+int vhdx_write_zeroes(struct image *img, uint64_t len, uint64_t off,
+                      unsigned flags);
+int vhdx_trim(struct image *img, uint64_t len, uint64_t off, unsigned flags);
+int vhdx_flush(struct image *img);
+
 /* Read the region table, BAT and metadata regions located and checked
  * against the file and each other.  0 or -errno with one line logged. */
 int vhdx_read_regions(struct vhdx_state *s);
@@ -286,19 +401,35 @@ int vhdx_open_parent(struct vhdx_state *s, const struct img_open_args *args);
  * -errno with one line logged. */
 int vhdx_load_bat(struct vhdx_state *s);
 
+/* The BAT index of payload block n. */
+static inline uint64_t vhdx_payload_index(const struct vhdx_state *s,
+                                          uint64_t n)
+{
+    return n + n / s->chunk_ratio;
+}
+
 /* The BAT entry of payload block n (n < payload_blocks). */
 static inline uint64_t vhdx_payload_entry(const struct vhdx_state *s,
                                           uint64_t n)
 {
-    return s->bat[n + n / s->chunk_ratio];
+    return __atomic_load_n(&s->bat[vhdx_payload_index(s, n)],
+                           __ATOMIC_ACQUIRE);
+}
+
+/* The BAT index of the sector bitmap block covering payload block n. */
+static inline uint64_t vhdx_bitmap_index(const struct vhdx_state *s,
+                                         uint64_t n)
+{
+    return (n / s->chunk_ratio) * ((uint64_t)s->chunk_ratio + 1) +
+           s->chunk_ratio;
 }
 
 /* The BAT entry of the sector bitmap block covering payload block n. */
 static inline uint64_t vhdx_bitmap_entry(const struct vhdx_state *s,
                                          uint64_t n)
 {
-    return s->bat[(n / s->chunk_ratio) * ((uint64_t)s->chunk_ratio + 1) +
-                  s->chunk_ratio];
+    return __atomic_load_n(&s->bat[vhdx_bitmap_index(s, n)],
+                           __ATOMIC_ACQUIRE);
 }
 
 /* Little-endian loads, for fields read out of a packed struct. */

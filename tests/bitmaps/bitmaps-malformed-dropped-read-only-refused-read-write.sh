@@ -93,6 +93,8 @@ case_ "table size wrong" "bitmap 'b512': bitmap_table_size 3 does not fit" \
     entry 0 table_size 3
 case_ "table size huge" "bitmap 'b64k': bitmap_table_size 4294967295 out of range" \
     entry 1 table_size 0xffffffff
+case_ "table too large for qemu" "bitmap 'b64k': bitmap_table_size 200000 holds more than" \
+    entry 1 table_size 200000
 case_ "reserved flags" "bitmap 'b64k': flags 0x12 have reserved bits" \
     entry 1 flags 0x12
 case_ "type 2" "bitmap 'b64k': type 2 unknown" entry 1 type 2
@@ -119,7 +121,7 @@ case_ "overlapping tables" "cluster 0x.* also used by bitmap" \
     entry 1 table_offset "$t0"
 case_ "shared data cluster" "cluster 0x.* also used by bitmap" \
     table 0 3 "$d0"
-[ $n -ge 30 ] || fail "only $n cases ran"
+[ $n -ge 31 ] || fail "only $n cases ran"
 
 # Without the autoclear bit the extension is stale: ignored, not an error.
 f="$T/stale.qcow2"

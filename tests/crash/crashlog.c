@@ -51,6 +51,8 @@ const char *clog_tag_name(uint32_t tag)
         [IO_TAG_HEADER] = "HEADER", [IO_TAG_ALLOC] = "ALLOC",
         [IO_TAG_L1_GROW] = "L1_GROW", [IO_TAG_REFTABLE_GROW] = "REFTABLE_GROW",
         [IO_TAG_FLUSH] = "FLUSH", [IO_TAG_OTHER] = "OTHER",
+        [IO_TAG_META_SET] = "META_SET", [IO_TAG_LOG] = "LOG",
+        [IO_TAG_BAT] = "BAT",
     };
     return tag < IO_TAG_COUNT ? names[tag] : "?";
 }
@@ -492,6 +494,14 @@ int mstate_build_base(struct mstate *m, const struct clog *lg, size_t k,
     return err;
 }
 
+/* Whether the 4 KiB page at off of d (size bytes; the last page may be
+ * shorter) is all zeros. */
+static bool zero_page(const uint8_t *d, uint64_t size, uint64_t off)
+{
+    uint64_t n = size - off < 4096 ? size - off : 4096;
+    return d[off] == 0 && memcmp(d + off, d + off + 1, n - 1) == 0;
+}
+
 int mstate_write(const struct mstate *m, const struct clog *lg,
                  const char *dir)
 {
@@ -499,19 +509,32 @@ int mstate_write(const struct mstate *m, const struct clog *lg,
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir,
                  base_name(lg->files[i].path));
-        int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        /* Sparse: runs of zero 4 KiB pages are left as holes (VHDX
+         * files are mostly zeros: log, metadata and BAT regions). */
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (fd < 0)
             return -errno;
-        uint64_t done = 0;
-        while (done < m->f[i].size) {
-            ssize_t n = pwrite(fd, m->f[i].data + done, m->f[i].size - done,
-                               (off_t)done);
-            if (n <= 0) {
-                int err = n < 0 ? -errno : -EIO;
-                close(fd);
-                return err;
+        uint64_t done = 0, size = m->f[i].size;
+        const uint8_t *d = m->f[i].data;
+        while (done < size) {
+            if (zero_page(d, size, done)) {
+                done += 4096;
+                continue;
             }
-            done += (uint64_t)n;
+            uint64_t end = done + 4096;
+            while (end < size && !zero_page(d, size, end))
+                end += 4096;
+            if (end > size)
+                end = size;
+            while (done < end) {
+                ssize_t n = pwrite(fd, d + done, end - done, (off_t)done);
+                if (n <= 0) {
+                    int err = n < 0 ? -errno : -EIO;
+                    close(fd);
+                    return err;
+                }
+                done += (uint64_t)n;
+            }
         }
         if (ftruncate(fd, (off_t)m->f[i].size) < 0) {
             int err = -errno;

@@ -51,3 +51,14 @@ CRASH_QCOW2_TESTS = \
 TESTS += $(CRASH_QCOW2_TESTS)
 EXTRA_DIST += $(CRASH_QCOW2_TESTS)
 endif
+
+# VHDX workloads: allocation through the log with torn header, log and
+# BAT writes; the replay after SIGKILL between log flush and apply; and
+# the write order broken on purpose, which must be caught.
+if HAVE_TESTS
+CRASH_VHDX_TESTS = \
+	tests/crash/vhdx-allocation-survives-crash-states.sh \
+	tests/crash/vhdx-broken-write-order-fails-crash-check.sh
+TESTS += $(CRASH_VHDX_TESTS)
+EXTRA_DIST += $(CRASH_VHDX_TESTS)
+endif

@@ -49,6 +49,10 @@ def main():
                     "(0: none)")
     ap.add_argument("--start", type=int, default=0,
                     help="requests stay at or above this offset")
+    ap.add_argument("--end", type=int, default=0,
+                    help="requests end before this offset (0: the end of "
+                    "the export); with it, only [start, end) is read back, "
+                    "so several clients can share one export and shadow")
     ap.add_argument("--inflight", type=int, default=8)
     ap.add_argument("--fast-zero", type=float, default=0.2)
     ap.add_argument("--fua", type=float, default=0.05)
@@ -70,6 +74,8 @@ def main():
     h.set_request_block_size(False)
     h.connect_uri(args.uri)
     size = h.get_size()
+    end = args.end or size
+    check_lo = args.start if args.end else 0
     can_fast_zero = h.can_fast_zero()
     shadow = open(args.shadow, "r+b")
     inflight = {}
@@ -108,9 +114,9 @@ def main():
             h.aio_flush(completion=lambda err, rid=rid: done(rid, err))
             continue
         span_lo = args.start
-        span_hi = size
+        span_hi = end
         if args.hot > 0 and rng.random() < 0.5:
-            span_hi = min(size, args.start + args.hot)
+            span_hi = min(end, args.start + args.hot)
         n = rng.randint(1, args.max_len // args.align) * args.align
         n = min(n, span_hi - span_lo)
         off = rng.randrange(span_lo, span_hi - n + 1)
@@ -145,8 +151,8 @@ def main():
     # Read everything back and compare with the shadow.
     shadow.flush()
     step = 1 << 20
-    for off in range(0, size, step):
-        n = min(step, size - off)
+    for off in range(check_lo, end, step):
+        n = min(step, end - off)
         got = h.pread(n, off)
         shadow.seek(off)
         want = shadow.read(n)

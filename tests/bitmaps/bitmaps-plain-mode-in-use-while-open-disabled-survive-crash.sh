@@ -1,6 +1,7 @@
 #!/bin/sh
-# While a read-write open is under way, the enabled stored bitmaps are
-# flagged in use on disk (before any write can land) and the disabled
+# In plain mode (the default, qemu's way), while a read-write open is
+# under way, the enabled stored bitmaps are flagged
+# in use on disk (before any write can land) and the disabled
 # ones are not.  After a crash (kill -9) the enabled ones read as
 # inconsistent, as in qemu: listed, never exported by qemu-nbd, removable;
 # the disabled one is intact and exported.  A clean close clears the
