@@ -450,6 +450,11 @@ static void handle_request(struct ctl_client *cl, json_object *req)
         return;
     }
     const char *name = json_object_get_string(exec);
+    if (strlen(name) != (size_t)json_object_get_string_len(exec)) {
+        send_error(cl, id, "CommandNotFound", "The command has not been "
+                   "found");
+        return;
+    }
     bool is_caps = !strcmp(name, "qmp_capabilities");
     if (!cl->negotiated) {
         if (is_caps)

@@ -53,6 +53,13 @@ static const char *type_name(enum json_type t)
     }
 }
 
+/* Names are C strings inside: a "\u0000" would cut them short. */
+static bool has_nul(json_object *str)
+{
+    const char *p = json_object_get_string(str);
+    return strlen(p) != (size_t)json_object_get_string_len(str);
+}
+
 /* Check args (NULL: none given) against spec, QEMU's way: unexpected,
  * missing and mistyped parameters are errors.  prefix names the object
  * inside a transaction ("actions[2].data."). */
@@ -86,6 +93,11 @@ static bool check_args(struct ctl_cmd *cmd, json_object *args,
             ctl_cmd_error(cmd, NULL, "Invalid parameter type for '%s%s', "
                           "expected: %s", prefix, a->name,
                           type_name(a->type));
+            return false;
+        }
+        if (a->type == json_type_string && has_nul(v)) {
+            ctl_cmd_error(cmd, NULL, "Parameter '%s%s' contains a NUL "
+                          "character", prefix, a->name);
             return false;
         }
     }
@@ -260,6 +272,11 @@ static bool parse_action(struct ctl_cmd *cmd, struct apply_job *job,
             const char *name;
             snprintf(where, sizeof where, "%sbitmaps[%zu].", prefix, i);
             if (json_object_is_type(src, json_type_string)) {
+                if (has_nul(src)) {
+                    ctl_cmd_error(cmd, NULL, "Parameter '%sbitmaps[%zu]' "
+                                  "contains a NUL character", prefix, i);
+                    return false;
+                }
                 name = json_object_get_string(src);
             } else if (json_object_is_type(src, json_type_object)) {
                 if (!check_args(cmd, src, merge_source_args, where))

@@ -12,13 +12,15 @@ make_bitmap_image "$img"
 
 contexts()
 {
-    nbdinfo --list "$1" | sed -n 's/^[[:space:]]*\(qemu:dirty-bitmap:.*\)/\1/p' |
+    nbdinfo --list "$1" |
+        sed -n 's/^[[:space:]]*\(qemu:dirty-bitmap:.*\)/\1/p' |
         sort | tr '\n' ' '
 }
 
 ds_start all -r "$img"
 got=$(contexts "$DS_URI")
-[ "$got" = "qemu:dirty-bitmap:coarse qemu:dirty-bitmap:fine qemu:dirty-bitmap:mid " ] ||
+all="qemu:dirty-bitmap:coarse qemu:dirty-bitmap:fine qemu:dirty-bitmap:mid "
+[ "$got" = "$all" ] ||
     fail "without -B: offered '$got'"
 ds_stop "$DS_PID"
 

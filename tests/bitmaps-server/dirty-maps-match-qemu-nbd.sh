@@ -15,8 +15,9 @@ qemu_nbd_start qn -r -f qcow2 -B fine -B mid -B coarse "$img"
 
 qemu_map()
 {
-    qemu-img map --output=json --image-opts \
-        "driver=nbd,server.type=unix,server.path=$1,x-dirty-bitmap=qemu:dirty-bitmap:$2"
+    local opts="driver=nbd,server.type=unix,server.path=$1"
+    opts+=",x-dirty-bitmap=qemu:dirty-bitmap:$2"
+    qemu-img map --output=json --image-opts "$opts"
 }
 
 for b in fine mid coarse; do

@@ -53,7 +53,8 @@ rc=0
     2>/dev/null || rc=$?
 [ "$rc" = 1 ] || fail "missing control socket: exit $rc"
 
-nbdinfo --list "nbd+unix:///disk?socket=$DS_SOCK" | grep -q "qemu:dirty-bitmap:b4" &&
+nbdinfo --list "nbd+unix:///disk?socket=$DS_SOCK" |
+    grep -q "qemu:dirty-bitmap:b4" &&
     fail "b4 offered after a failed transaction"
 ds_stop "$DS_PID" || fail "server exit status $?"
 

@@ -79,6 +79,16 @@ def greeting_then_capabilities_first():
     check(r == {"return": {}, "id": {"n": [1, 2]}}, "negotiation: %r" % r)
     r = q.cmd("qmp_capabilities")
     check(r["error"]["class"] == "CommandNotFound", "again: %r" % r)
+    names = {c["name"] for c in q.ok("query-commands")}
+    want = {"qmp_capabilities", "transaction", "quit",
+            "query-named-block-nodes", "query-block-exports",
+            "query-version", "query-commands"} | {
+        "block-dirty-bitmap-" + x for x in
+        ("add", "remove", "clear", "enable", "disable", "merge")}
+    check(names == want, "query-commands: %r" % sorted(names))
+    v = q.ok("query-version")
+    check(v["qemu"] == ver["qemu"] and v["package"] == ver["package"],
+          "query-version %r, greeting %r" % (v, ver))
     r = q.cmd("query-block-exports", qmp_id=7)
     check(r == {"return": [{"type": "nbd", "id": NODE, "node-name": NODE,
                             "shutting-down": False}], "id": 7},
@@ -298,6 +308,8 @@ def bad_requests_get_qmp_errors():
         ("block-dirty-bitmap-add", {"name": "x"}),
         ("block-dirty-bitmap-add", {"node": NODE, "name": ""}),
         ("block-dirty-bitmap-add", {"node": NODE, "name": 5}),
+        ("block-dirty-bitmap-add", {"node": NODE + "\0x", "name": "x"}),
+        ("block-dirty-bitmap-remove", {"node": NODE, "name": "a\0b"}),
         ("block-dirty-bitmap-add", {"node": NODE, "name": "x",
                                     "granularity": 1000}),
         ("block-dirty-bitmap-add", {"node": NODE, "name": "x",
