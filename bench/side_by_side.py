@@ -69,11 +69,12 @@ class Job:
 class Server:
     """One server process kind in a scenario, with the image it serves."""
 
-    def __init__(self, label, program, fmt, image_kind):
+    def __init__(self, label, program, fmt, image_kind, args=()):
         self.label = label      # name in the tables
         self.program = program  # diskserve, nbdkit-file, nbdkit-null, ...
         self.fmt = fmt          # raw or qcow2 (None for nbdkit-null)
         self.image_kind = image_kind  # key into the scenario's images
+        self.args = list(args)  # extra command line arguments
 
     @property
     def is_diskserve(self):
@@ -157,6 +158,8 @@ SCENARIOS = [
         'a fresh copy per run, so every run starts with clean bitmaps',
         [Server('diskserve', 'diskserve', 'qcow2', 'plain'),
          Server('diskserve-bitmaps', 'diskserve', 'qcow2', 'bitmaps'),
+         Server('diskserve-bitmaps-crash-safe', 'diskserve', 'qcow2',
+                'bitmaps', ['--bitmaps-crash-safe']),
          Server('qemu-nbd-bitmaps', 'qemu-nbd', 'qcow2', 'bitmaps')],
         [Job('randwrite-allocated', 'randwrite', '4k', 32, limit='data',
              desc='4k random write, QD32, allocated range')],
@@ -598,7 +601,8 @@ class Bench:
             argv = [a.diskserve, '-k', sock, '-f', srv.fmt] + ro
             if a.threads:
                 argv += ['--threads', str(a.threads)]
-            return argv + shlex.split(a.diskserve_args) + [image]
+            return (argv + srv.args + shlex.split(a.diskserve_args) +
+                    [image])
         if srv.program == 'nbdkit-file':
             return ['nbdkit', '-f', '-U', sock] + ro + ['file',
                                                        'file=' + image]

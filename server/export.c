@@ -125,6 +125,7 @@ int srv_open_exports(struct srv_options *o)
             .key_file = e->key_file,
             .cache_size = o->cache_size,
             .luks_max_iter = o->luks_max_iter,
+            .bitmaps_crash_safe = o->bitmaps_crash_safe,
         };
         int err = img_open(&args, &e->img);
         if (err) {

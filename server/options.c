@@ -43,6 +43,7 @@ enum {
     OPT_SOCKET_MODE,
     OPT_SOCKET_GROUP,
     OPT_CONTROL,
+    OPT_BITMAPS_CRASH_SAFE,
 };
 
 static const struct option long_opts[] = {
@@ -70,6 +71,7 @@ static const struct option long_opts[] = {
     { "max-negotiating", required_argument, NULL, OPT_MAX_NEGOTIATING },
     { "cache-size", required_argument, NULL, OPT_CACHE_SIZE },
     { "luks-max-iterations", required_argument, NULL, OPT_LUKS_MAX_ITER },
+    { "bitmaps-crash-safe", no_argument, NULL, OPT_BITMAPS_CRASH_SAFE },
     { "tls", required_argument, NULL, OPT_TLS },
     { "tls-certificates", required_argument, NULL, OPT_TLS_CERTIFICATES },
     { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
@@ -103,6 +105,9 @@ static const char usage_text[] =
 "  -B, --bitmap NAME         offer only these dirty bitmaps as\n"
 "                            qemu:dirty-bitmap:NAME (repeatable; default:\n"
 "                            every bitmap the image has)\n"
+"      --bitmaps-crash-safe  keep enabled qcow2 bitmaps valid across a crash\n"
+"                            (a sync before the first write into each\n"
+"                            clean granule; see README)\n"
 "      --config FILE         serve the exports a config file names\n"
 "Listening:\n"
 "  -k, --socket PATH         listen on a Unix socket\n"
@@ -403,6 +408,8 @@ static int on_ini_line(void *user, const char *section, const char *key,
         o->handshake_timeout = (unsigned)parse_uint(what, value, 1, 3600);
     else if (!strcmp(key, "luks-max-iterations"))
         o->luks_max_iter = parse_uint(what, value, 1, UINT32_MAX);
+    else if (!strcmp(key, "bitmaps-crash-safe"))
+        o->bitmaps_crash_safe = parse_bool(what, value);
     else if (!strcmp(key, "log-file"))
         set_str(&o->log_file, value);
     else if (!strcmp(key, "pid-file"))
@@ -593,6 +600,9 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
         case OPT_LUKS_MAX_ITER:
             o->luks_max_iter = parse_uint("--luks-max-iterations", optarg,
                                           1, UINT32_MAX);
+            break;
+        case OPT_BITMAPS_CRASH_SAFE:
+            o->bitmaps_crash_safe = true;
             break;
         case OPT_TLS:
             o->tls = parse_tls_mode("--tls", optarg);

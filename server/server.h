@@ -62,6 +62,7 @@ struct srv_options {
     int verbose;
     size_t cache_size;
     uint64_t luks_max_iter;     /* 0: IMG_DEFAULT_LUKS_MAX_ITER */
+    bool bitmaps_crash_safe;    /* qcow2 enabled bitmaps survive crashes */
     int tls;                    /* SRV_TLS_OFF, _ON, _REQUIRE */
     char *tls_certificates;     /* dir of ca-cert.pem, server-cert.pem,
                                  * server-key.pem */

@@ -11,6 +11,7 @@ BITMAPS_SERVER_TESTS = \
 	tests/bitmaps-server/qmp-commands-manage-bitmaps.py \
 	tests/bitmaps-server/bitmap-option-restricts-offered-set.sh \
 	tests/bitmaps-server/incremental-backup-reproduces-image.sh \
+	tests/bitmaps-server/crash-safe-bitmaps-cover-every-write-after-server-kill-9.sh \
 	tests/bitmaps-server/img-bitmap-control-matches-offline.sh
 
 TESTS += $(BITMAPS_SERVER_TESTS)
