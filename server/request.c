@@ -30,6 +30,7 @@
 #define POOL_MAX 1024
 #define INLINE_MAX (4u * 1024 * 1024)
 #define INLINE_BS_MAX (1ull << 32)  /* 8 Mbit at 512 B granularity */
+#define TLS_INLINE_MAX (64u * 1024)
 #define DISCARD_MAX (2ull * PROTO_MAX_PAYLOAD)
 
 static struct request *free_list;
@@ -321,7 +322,10 @@ void req_dispatch(struct conn *c, struct request *r)
             req_reply(r);
             return;
         }
-        if (read_inline(r, img)) {
+        /* Over TLS the loop thread encrypts every reply: a big read
+         * copied on a worker meanwhile is a copy the loop does not do. */
+        if (!(c->tls && r->hdr.length > TLS_INLINE_MAX) &&
+            read_inline(r, img)) {
             req_reply(r);
             return;
         }
