@@ -41,10 +41,18 @@ trap 'rm -rf "$w"' EXIT
 if [ "$target" = luks ]; then
     # luks NAME OPTIONS: a header with slot 0 under "fuzz" (iteration
     # counts from 1 ms of PBKDF2), cut after slot 0's key material.
+    # qemu-img times PBKDF2 to pick the counts and gives up ("Unable to
+    # get accurate CPU usage") when a loaded machine gives it no CPU time
+    # within the millisecond: try again.
     luks()
     {
-        qemu-img create -q -f luks --object secret,id=s0,data=fuzz \
-            -o key-secret=s0,iter-time=1${2:+,$2} "$w/$1" 0
+        local try
+        for try in 1 2 3 4 5 6 7 8 9 10; do
+            qemu-img create -q -f luks --object secret,id=s0,data=fuzz \
+                -o key-secret=s0,iter-time=1${2:+,$2} "$w/$1" 0 \
+                2>"$w/err" && break
+            [ $try -lt 10 ] || { cat "$w/err" >&2; return 1; }
+        done
         /usr/bin/python3 - "$w/$1" "$out/$1" <<'PY'
 import struct, sys
 d = open(sys.argv[1], 'rb').read()
