@@ -12,10 +12,11 @@
  * inconsistent, unless our crash-safe writer kept it (its table listed
  * in our extension, with our autoclear bit: see bitmap-store.c); then
  * it holds a superset of every write that may have reached the disk,
- * and is used.  An inconsistent one is: never exported, never written over, stored back exactly
- * as found, as qemu does.  So is one with extra data whose
- * extra_data_compatible flag is clear, as the spec asks.  Without the
- * autoclear bit the extension is stale and ignored, as qemu does.
+ * and is used.  An inconsistent one is never exported, never written
+ * over and stored back exactly as found, as qemu does; so is one with
+ * extra data whose extra_data_compatible flag is clear, as the spec
+ * asks.  Without the autoclear bit the extension is stale and ignored,
+ * as qemu does.
  */
 #include <endian.h>
 #include <errno.h>

@@ -262,10 +262,14 @@ static int set_bytes(struct qcow2_bitmap *b, uint64_t off, uint64_t len)
     return qcow2_bitmap_set_bits(b, first, last - first + 1);
 }
 
-int qcow2_bitmaps_record(struct qcow2_state *s, uint64_t off, uint64_t len)
+int qcow2_bitmaps_record(struct qcow2_state *s, uint64_t off, uint64_t len,
+                         uint64_t *gen)
 {
     int err = 0;
 
+    /* The list version first: read before the list, it can only make
+     * record_done record once more than needed. */
+    *gen = __atomic_load_n(&s->bm_gen, __ATOMIC_ACQUIRE);
     if (__atomic_load_n(&s->n_recording, __ATOMIC_ACQUIRE) == 0)
         return 0;
     pthread_rwlock_rdlock(&s->bm_lock);
@@ -282,9 +286,12 @@ int qcow2_bitmaps_record(struct qcow2_state *s, uint64_t off, uint64_t len)
 }
 
 int qcow2_bitmaps_record_done(struct qcow2_state *s, uint64_t off,
-                              uint64_t len, int err)
+                              uint64_t len, uint64_t gen, int err)
 {
-    int rerr = qcow2_bitmaps_record(s, off, len);
+    /* No bitmap_apply since the first recording: nothing to add. */
+    if (__atomic_load_n(&s->bm_gen, __ATOMIC_ACQUIRE) == gen)
+        return err;
+    int rerr = qcow2_bitmaps_record(s, off, len, &gen);
     return err ? err : rerr;
 }
 
@@ -709,6 +716,7 @@ static int commit(struct plan *p)
     s->bitmaps = v;
     s->n_bitmaps = n;
     __atomic_store_n(&s->n_recording, recording, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&s->bm_gen, 1, __ATOMIC_RELEASE);
     if (persistent_change) {
         s->bm_store = true;
         s->bm_store_cs = true;

@@ -493,6 +493,7 @@ struct qcow2_state {
     struct qcow2_bitmap **bitmaps;
     size_t n_bitmaps;
     uint32_t n_recording;           /* atomic: recording bitmaps */
+    uint64_t bm_gen;                /* atomic: list changes so far */
     struct qcow2_bm_disk *bm_disk;  /* the directory found at open */
     uint32_t n_bm_disk;
     uint64_t bm_dir_offset;         /* 0: none */
@@ -582,17 +583,19 @@ void qcow2_bitmap_get_words(const struct qcow2_bitmap *b, uint64_t w,
                             uint64_t *out, size_t n);
 
 /* Record a change of guest bytes [off, off + len) in every recording
- * bitmap, before the change is issued; 0 or -ENOMEM. */
-int qcow2_bitmaps_record(struct qcow2_state *s, uint64_t off, uint64_t len);
+ * bitmap, before the change is issued; *gen gets the version of the
+ * bitmap list it used.  0 or -errno. */
+int qcow2_bitmaps_record(struct qcow2_state *s, uint64_t off, uint64_t len,
+                         uint64_t *gen);
 
-/* Record the change again once its I/O is over (err its result, which
- * this returns unless the recording fails): a bitmap that took over
- * from another meanwhile (bitmap_apply) gets it too, so that a backup
- * of the old one that read the range before the data landed misses
- * nothing.  A write is thus recorded wholly before a change, or wholly
- * after it, or both. */
+/* Once the change's I/O is over (err its result, which this returns
+ * unless recording fails): if bitmap_apply changed the list since
+ * version gen, record it again, so that a bitmap that took over from
+ * another meanwhile has it too (a backup of the old one may have read
+ * the range before the data landed).  A write is thus recorded wholly
+ * before a change, or wholly after it, or both. */
 int qcow2_bitmaps_record_done(struct qcow2_state *s, uint64_t off,
-                              uint64_t len, int err);
+                              uint64_t len, uint64_t gen, int err);
 
 /* The img_ops bitmap entry points. */
 size_t qcow2_bitmap_count_op(struct image *img);

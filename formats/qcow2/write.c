@@ -846,7 +846,8 @@ int qcow2_write_op(struct image *img, const void *buf, uint64_t len,
     bool allocated = false;
 
     /* Dirty bitmaps first: the bits are set before the data can land. */
-    int err = qcow2_bitmaps_record(s, off, len);
+    uint64_t gen;
+    int err = qcow2_bitmaps_record(s, off, len, &gen);
     if (err)
         return err;
     qcow2_lock(s);
@@ -858,5 +859,5 @@ int qcow2_write_op(struct image *img, const void *buf, uint64_t len,
         err = qcow2_flush_ordered(s, IO_TAG_L2);
     qcow2_req_finish(s, &req);
     qcow2_unlock(s);
-    return qcow2_bitmaps_record_done(s, off, len, err);
+    return qcow2_bitmaps_record_done(s, off, len, gen, err);
 }

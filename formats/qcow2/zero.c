@@ -414,7 +414,8 @@ static int zero_or_trim(struct image *img, uint64_t len, uint64_t off,
     struct qcow2_state *s = qcow2_from_img(img);
     struct qcow2_req req;
     /* Dirty bitmaps first: the bits are set before the disk changes. */
-    int err = qcow2_bitmaps_record(s, off, len);
+    uint64_t gen;
+    int err = qcow2_bitmaps_record(s, off, len, &gen);
     if (err)
         return err;
     qcow2_lock(s);
@@ -431,7 +432,7 @@ static int zero_or_trim(struct image *img, uint64_t len, uint64_t off,
         err = qcow2_flush_ordered(s, IO_TAG_L2);
     qcow2_req_finish(s, &req);
     qcow2_unlock(s);
-    return qcow2_bitmaps_record_done(s, off, len, err);
+    return qcow2_bitmaps_record_done(s, off, len, gen, err);
 }
 
 int qcow2_zero_op(struct image *img, uint64_t len, uint64_t off,

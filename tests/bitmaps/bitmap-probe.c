@@ -213,7 +213,7 @@ static int bench(struct image *img, char **argv, int argc, bool rec_only)
     long n = atol(argv[0]);
     uint64_t blocks = img->size / 4096;
     static char buf[4096];
-    uint64_t x = 42;
+    uint64_t x = 42, gen;
 
     for (int i = 1; i < argc; i++) {
         char name[32], msg[256];
@@ -234,7 +234,7 @@ static int bench(struct image *img, char **argv, int argc, bool rec_only)
         x = x * 6364136223846793005ull + 1442695040888963407ull;
         uint64_t off = (x >> 20) % blocks * 4096;
         int err = rec_only
-            ? qcow2_bitmaps_record(qcow2_from_img(img), off, 4096)
+            ? qcow2_bitmaps_record(qcow2_from_img(img), off, 4096, &gen)
             : img->ops->write(img, buf, 4096, off, 0);
         if (err)
             return err;

@@ -69,7 +69,8 @@ while [ $r -lt $rounds ]; do
 done
 # The kill must not always come before the writes (that would test
 # nothing).
-[ $busy -ge $((rounds / 2)) ] || fail "only $busy of $rounds rounds changed the disk"
+[ $busy -ge $((rounds / 2)) ] ||
+    fail "only $busy of $rounds rounds changed the disk"
 
 # The crashes leaked clusters (never an error); once they are repaired,
 # a clean close leaves nothing for qemu to complain about.

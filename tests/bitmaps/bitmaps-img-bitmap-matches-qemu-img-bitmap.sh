@@ -71,11 +71,14 @@ grep -q '^c ' "$T/list-ours" || fail "bitmap list lost c"
 
 # Errors: the same exit status (1), one line, our wording beside qemu's.
 NAME=c; both --add && fail "duplicate add succeeded"
-grep -q "Bitmap already exists: c" "$T/ours.err" || fail "duplicate: $(cat "$T/ours.err")"
+grep -q "Bitmap already exists: c" "$T/ours.err" ||
+    fail "duplicate: $(cat "$T/ours.err")"
 NAME=nosuch; both --remove && fail "removing a missing bitmap succeeded"
-grep -q "Dirty bitmap 'nosuch' not found" "$T/ours.err" || fail "missing: $(cat "$T/ours.err")"
+grep -q "Dirty bitmap 'nosuch' not found" "$T/ours.err" ||
+    fail "missing: $(cat "$T/ours.err")"
 NAME=g; both --add -g 1000 && fail "granularity 1000 accepted"
-grep -q "Granularity must be power of 2" "$T/ours.err" || fail "granularity: $(cat "$T/ours.err")"
+grep -q "Granularity must be power of 2" "$T/ours.err" ||
+    fail "granularity: $(cat "$T/ours.err")"
 NAME=c; both --merge nosuch && fail "merging a missing bitmap succeeded"
 
 # All or nothing: qemu-img keeps the bitmap a failed call added; we
@@ -87,15 +90,19 @@ rc=0
 [ $rc = 1 ] || fail "a failing call exit $rc"
 [ $(wc -l <"$T/err") = 1 ] || fail "not one line: $(cat "$T/err")"
 bitmaps "$ours" after
-diff -u "$T/list-before" "$T/list-after" >&2 || fail "a failed call changed the bitmaps"
-diff -u "$T/maps-before" "$T/maps-after" >&2 || fail "a failed call changed the runs"
+diff -u "$T/list-before" "$T/list-after" >&2 ||
+    fail "a failed call changed the bitmaps"
+diff -u "$T/maps-before" "$T/maps-after" >&2 ||
+    fail "a failed call changed the runs"
 
 # Names: 1023 bytes are fine, 1024 are not.
 long=$(printf 'n%.0s' $(seq 1023))
 "$DISKSERVE_IMG" bitmap --add "$ours" "$long" || fail "1023-byte name refused"
-"$DISKSERVE_IMG" bitmap --add "$ours" "x$long" 2>"$T/err" && fail "1024-byte name accepted"
+"$DISKSERVE_IMG" bitmap --add "$ours" "x$long" 2>"$T/err" &&
+    fail "1024-byte name accepted"
 grep -q "too long" "$T/err" || fail "long name: $(cat "$T/err")"
-"$DISKSERVE_IMG" bitmap --remove "$ours" "$long" || fail "removing the long name"
+"$DISKSERVE_IMG" bitmap --remove "$ours" "$long" ||
+    fail "removing the long name"
 
 # Usage errors exit 2.
 for args in "" "--add" "--add $ours" "-g 4k --clear $ours c" "--bogus $ours c" \
@@ -110,18 +117,23 @@ done
 # removing it leaves a clean image.
 $BMPOKE entry "$ours" 0 flags 3
 "$PROBE" "$ours" list >"$T/list"
-grep -q '^fine 512 [0-9]* 0 1 1$' "$T/list" || fail "in-use bitmap not inconsistent: $(cat "$T/list")"
+grep -q '^fine 512 [0-9]* 0 1 1$' "$T/list" ||
+    fail "in-use bitmap not inconsistent: $(cat "$T/list")"
 for op in --clear --enable --disable "--merge c"; do
-    "$DISKSERVE_IMG" bitmap $op "$ours" fine 2>"$T/err" && fail "$op on an inconsistent bitmap succeeded"
+    "$DISKSERVE_IMG" bitmap $op "$ours" fine 2>"$T/err" &&
+        fail "$op on an inconsistent bitmap succeeded"
     grep -q "inconsistent" "$T/err" || fail "$op: $(cat "$T/err")"
 done
 NAME=c
-"$DISKSERVE_IMG" bitmap --merge fine "$ours" c 2>"$T/err" && fail "merging from an inconsistent bitmap succeeded"
+"$DISKSERVE_IMG" bitmap --merge fine "$ours" c 2>"$T/err" &&
+    fail "merging from an inconsistent bitmap succeeded"
 # Kept as found while other bitmaps change.
-"$DISKSERVE_IMG" bitmap --clear "$ours" c || fail "clear beside an inconsistent bitmap"
+"$DISKSERVE_IMG" bitmap --clear "$ours" c ||
+    fail "clear beside an inconsistent bitmap"
 qemu_clean "$ours"
 [ "$(qemu_bitmap_flags "$ours" fine)" = "in-use,auto 512" ] ||
     fail "inconsistent bitmap not kept as found: $(qemu_bitmap_flags "$ours" fine)"
-"$DISKSERVE_IMG" bitmap --remove "$ours" fine || fail "removing an inconsistent bitmap"
+"$DISKSERVE_IMG" bitmap --remove "$ours" fine ||
+    fail "removing an inconsistent bitmap"
 qemu_clean "$ours"
 [ "$(qemu_bitmap_flags "$ours" fine)" = missing ] || fail "fine still there"

@@ -46,7 +46,8 @@ case_()
 
     local rc=0
     "$PROBE" "$f" list >"$T/ro.out" 2>"$T/ro.err" || rc=$?
-    [ "$rc" = 0 ] || { cat "$T/ro.err" >&2; fail "$what: read-only open failed"; }
+    [ "$rc" = 0 ] ||
+        { cat "$T/ro.err" >&2; fail "$what: read-only open failed"; }
     [ ! -s "$T/ro.out" ] || fail "$what: read-only open still lists bitmaps"
     [ "$(wc -l <"$T/ro.err")" = 1 ] ||
         { cat "$T/ro.err" >&2; fail "$what: read-only: not one line"; }
@@ -64,7 +65,8 @@ case_()
     rc=0
     "$DISKSERVE_IMG" bitmap --clear "$f" b64k 2>"$T/img.err" || rc=$?
     [ "$rc" = 1 ] || fail "$what: diskserve-img bitmap exit $rc, expected 1"
-    cmp -s "$f" "$T/before.qcow2" || fail "$what: a refused open changed the file"
+    cmp -s "$f" "$T/before.qcow2" ||
+        fail "$what: a refused open changed the file"
     rm -f "$f"
 }
 

@@ -35,7 +35,8 @@ wait $pid 2>/dev/null || true
 
 "$PROBE" "$f" list >"$T/list" 2>"$T/err"
 grep -q '^on 65536 0 0 1 1$' "$T/list" || fail "after a crash: $(cat "$T/list")"
-grep -q '^off 65536 65536 0 1 0$' "$T/list" || fail "after a crash: $(cat "$T/list")"
+grep -q '^off 65536 65536 0 1 0$' "$T/list" ||
+    fail "after a crash: $(cat "$T/list")"
 qemu_map "$f" off >"$T/off.after"
 diff -u "$T/off.before" "$T/off.after" >&2 || fail "disabled bitmap changed"
 qemu-nbd -r -f qcow2 -B on -k "$T/q.sock" "$f" 2>"$T/qn.err" &&

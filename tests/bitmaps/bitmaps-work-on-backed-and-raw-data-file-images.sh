@@ -42,13 +42,16 @@ qemu-img info --output=json o-ours.qcow2 | grep -q '"backing-filename": "base.qc
     fail "overlay lost its backing file name"
 qemu-img info --output=json r-ours.qcow2 | grep -q '"data-file": "d-ours.raw"' ||
     fail "image lost its data file name"
-qemu-img compare -q o-ours.qcow2 o-theirs.qcow2 || fail "overlay contents differ"
+qemu-img compare -q o-ours.qcow2 o-theirs.qcow2 ||
+    fail "overlay contents differ"
 cmp d-ours.raw d-theirs.raw || fail "raw data files differ"
 
 # Removing the last bitmap drops the extension; still clean, still backed.
 "$DISKSERVE_IMG" bitmap --remove o-ours.qcow2 b || fail "remove"
 qemu_clean o-ours.qcow2
-[ "$(qemu_bitmap_flags o-ours.qcow2 b)" = missing ] || fail "bitmap still listed"
+[ "$(qemu_bitmap_flags o-ours.qcow2 b)" = missing ] ||
+    fail "bitmap still listed"
 qemu-img info --output=json o-ours.qcow2 | grep -q '"backing-filename": "base.qcow2"' ||
     fail "overlay lost its backing file name after the remove"
-qemu-img compare -q o-ours.qcow2 o-theirs.qcow2 || fail "contents changed by the remove"
+qemu-img compare -q o-ours.qcow2 o-theirs.qcow2 ||
+    fail "contents changed by the remove"
