@@ -181,6 +181,13 @@ static int open_writable(struct vhdx_state *s)
 {
     int err;
 
+    if (s->header.log_length < VHDX_MB) {
+        /* Metadata changes go through the log: none, no writes. */
+        img_log("vhdx: %s: header %d: LogLength %" PRIu32 ": no log to "
+                "write through; export it read-only (-r)", s->img.path,
+                s->current_header, s->header.log_length);
+        return -EROFS;
+    }
     if ((err = parse_test_switches(s)) || (err = vhdx_replay_into_file(s)))
         return err;
     return vhdx_write_init(s);
