@@ -1,5 +1,6 @@
-# tests/vhdx: the VHDX driver's read side against qemu-img (which makes
-# the files) and libvhdi (an independent reader) as oracles.
+# tests/vhdx: the VHDX driver, reads, writes and log replay, against
+# qemu-img (which makes files, checks them and replays logs) and libvhdi
+# (an independent reader) as oracles.
 EXTRA_DIST += tests/vhdx/vhdxpoke.py tests/vhdx/vhdx-check.py \
 	tests/vhdx/vhdxcrc.py tests/vhdx/vhdx-functions.sh \
 	tests/vhdx/vhdxlog.py tests/vhdx/vhdxdiff.py \
