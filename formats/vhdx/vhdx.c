@@ -40,7 +40,9 @@
  * Blocks are never moved or reused once placed, so a reader that looked
  * up a block without the lock reads a place that still holds that
  * block's data (or zeros, after a zero write raced with it).  The export
- * is consistent across connections.
+ * is consistent across connections.  Only on tmpfs (img.nowait_writes)
+ * does the event loop thread write inline and take the lock like any
+ * writer: then nobody holds it, or an in-flight record, across slow I/O.
  *
  * Write order (logwrite.c): data, then log entry and sync, then BAT in
  * place, made durable before its log space is used again.
@@ -239,6 +241,10 @@ static int vhdx_open(const struct img_open_args *args, struct image **out)
         s->img.nowait_reads = 1;
     s->img.ops = &vhdx_ops;
     s->img.size = s->disk_size;
+    /* On tmpfs nobody holds the lock across slow I/O (header writes,
+     * syncs and allocations cost a memory copy there), so the event loop
+     * may write inline as it reads. */
+    s->img.nowait_writes = s->writable && s->img.nowait_reads;
     s->img.read_only = !s->writable;
     s->img.fast_zero = s->writable;
     s->img.multi_conn = true;
