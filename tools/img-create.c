@@ -17,6 +17,7 @@
 #include "qcow2/qcow2.h"
 #include "qcow2/create.h"
 #include "vhdx/create.h"
+#include "vhdx/vhdx.h"
 #include "img-tool.h"
 
 #define MAX_O_ARGS 16
@@ -247,15 +248,69 @@ static void announce(const char *path, const struct create_args *a)
            q->refcount_bits ? q->refcount_bits : 16);
 }
 
+/* A differencing VHDX file: the parent (opened relative to the new
+ * file's folder) gives the size, the logical sector size and the
+ * parent_linkage; a size given must be the parent's. */
+static int vhdx_parent_opts(const char *path, struct create_args *a)
+{
+    struct vhdx_create_opts *v = &a->v;
+    char *resolved = qcow2_resolve_path(path, a->q.backing_file);
+    struct img_open_args args = { .format = "vhdx", .read_only = true };
+    struct image *img = NULL;
+    int err, rc = 0;
+
+    if (!resolved)
+        return tool_error("%s: %s", a->q.backing_file, strerror(errno));
+    args.path = resolved;
+    err = img_open(&args, &img);
+    if (err) {
+        rc = tool_error("%s: cannot open parent '%s': %s", path,
+                        a->q.backing_file, strerror(-err));
+        goto out;
+    }
+    struct vhdx_state *p = (struct vhdx_state *)img;
+    if (a->have_size && a->q.size != p->disk_size) {
+        rc = tool_usage_error("%s: size %" PRIu64 " is not the parent's (%"
+                              PRIu64 ")", path, a->q.size, p->disk_size);
+        goto out;
+    }
+    if (v->logical_sector_size &&
+        v->logical_sector_size != p->logical_sector_size) {
+        rc = tool_usage_error("%s: logical_sector_size %" PRIu32 " is not "
+                              "the parent's (%" PRIu32 ")", path,
+                              v->logical_sector_size,
+                              p->logical_sector_size);
+        goto out;
+    }
+    a->q.size = p->disk_size;
+    a->have_size = true;
+    v->logical_sector_size = p->logical_sector_size;
+    if (!v->physical_sector_size)
+        v->physical_sector_size = p->physical_sector_size;
+    if (!v->block_size)
+        v->block_size = p->block_size;
+    memcpy(v->parent_linkage, p->header.data_write_guid.b, 16);
+    v->parent_path = a->q.backing_file;
+out:
+    img_close(img);
+    free(resolved);
+    return rc;
+}
+
 /* Create a VHDX file once the arguments are parsed. */
 static int create_vhdx(const char *path, struct create_args *a)
 {
     struct vhdx_create_opts *v = &a->v;
     char why[128];
 
-    if (a->q.backing_file || a->q.backing_fmt)
-        return tool_usage_error("%s: differencing VHDX files cannot be "
-                                "created yet", path);
+    if (a->q.backing_fmt && strcmp(a->q.backing_fmt, "vhdx"))
+        return tool_usage_error("%s: the parent of a VHDX file is VHDX, "
+                                "not '%.64s'", path, a->q.backing_fmt);
+    if (a->q.backing_file) {
+        int rc = vhdx_parent_opts(path, a);
+        if (rc)
+            return rc;
+    }
     if (!a->have_size)
         return tool_usage_error("%s: a size is needed", path);
     v->size = a->q.size;

@@ -8,7 +8,10 @@
  * (a 1 MB multiple).  A dynamic file ends there with every payload entry
  * NOT_PRESENT; a fixed file (LeaveBlocksAllocated) places every payload
  * block after the BAT, FULLY_PRESENT, the file extended over them without
- * writing (they read as zeros).
+ * writing (they read as zeros).  A differencing file (HasParent) has a
+ * sixth item, the parent locator (parent_linkage and relative_path, or
+ * absolute_win32_path for an absolute parent path), and a BAT with a
+ * sector bitmap entry after every chunk, all NOT_PRESENT.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +44,10 @@ int vhdx_create_validate(const struct vhdx_create_opts *o, char *why,
     else if (o->physical_sector_size && o->physical_sector_size != 512 &&
              o->physical_sector_size != 4096)
         msg = "physical_sector_size must be 512 or 4096";
+    else if (o->parent_path && o->fixed)
+        msg = "a differencing file cannot be fixed";
+    else if (o->parent_path && strlen(o->parent_path) > 1024)
+        msg = "the parent path is longer than 1024 bytes";
     else if (o->size > VHDX_MAX_DISK_SIZE)
         msg = "size must be at most 64 TiB";
     else if (o->size % (o->logical_sector_size ? o->logical_sector_size
@@ -86,6 +93,9 @@ static void plan(const struct vhdx_create_opts *o, struct layout *l)
     l->payload_blocks = (l->size + l->block_size - 1) / l->block_size;
     l->bat_entries = l->payload_blocks == 0 ? 0 : l->payload_blocks +
                      (l->payload_blocks - 1) / l->chunk_ratio;
+    if (o->parent_path)
+        l->bat_entries = (l->payload_blocks + l->chunk_ratio - 1) /
+                         l->chunk_ratio * (l->chunk_ratio + 1);
     l->log_off = VHDX_HEADER_SECTION;
     l->meta_off = l->log_off + l->log_size;
     l->bat_off = l->meta_off + VHDX_MB;
@@ -127,9 +137,61 @@ static void region_table(uint8_t *r, const struct layout *l)
     put_csum(r, VHDX_REGION_SIZE);
 }
 
-/* The metadata region's first 64 KB + the items after them. */
-static void metadata(uint8_t *m, const struct layout *l, bool fixed)
+/* Append s (UTF-8, ASCII expected; other bytes are kept as code units)
+ * to p as UTF-16LE; returns the bytes written. */
+static size_t put_utf16(uint8_t *p, const char *s, bool backslashes)
 {
+    size_t n = 0;
+    for (; *s; s++, n += 2)
+        put(p + n, (uint8_t)(backslashes && *s == '/' ? '\\' : *s), 2);
+    return n;
+}
+
+/* The parent locator item at p; returns its length. */
+static uint32_t locator(uint8_t *p, const struct vhdx_create_opts *o)
+{
+    static const uint8_t type[16] = { 0xB7, 0xEF, 0x4A, 0xB0, 0x9E, 0xD1,
+        0x81, 0x4A, 0xB7, 0x89, 0x25, 0xB8, 0xE9, 0x44, 0x59, 0x13 };
+    struct vhdx_guid g;
+    char linkage[40], path[1100];
+    const char *keys[2] = { "parent_linkage", "relative_path" };
+    const char *vals[2] = { linkage, path };
+
+    memcpy(g.b, o->parent_linkage, 16);
+    linkage[0] = '{';
+    vhdx_guid_format(&g, linkage + 1);
+    strcpy(linkage + 37, "}");
+    /* Hyper-V writes GUIDs in lower case, and libvhdi compares the text. */
+    for (char *c = linkage; *c; c++)
+        if (*c >= 'A' && *c <= 'F')
+            *c = (char)(*c - 'A' + 'a');
+    if (o->parent_path[0] == '/') {
+        keys[1] = "absolute_win32_path";
+        snprintf(path, sizeof path, "\\\\?\\C:%s", o->parent_path);
+    } else {
+        snprintf(path, sizeof path, "%s", o->parent_path);
+    }
+    memcpy(p, type, 16);
+    put(p + 18, 2, 2);
+    uint32_t at = 20 + 2 * 12;
+    for (int i = 0; i < 2; i++) {
+        uint8_t *e = p + 20 + 12 * i;
+        size_t kl = put_utf16(p + at, keys[i], false);
+        size_t vl = put_utf16(p + at + kl, vals[i], true);
+        put(e, at, 4);
+        put(e + 4, at + kl, 4);
+        put(e + 8, kl, 2);
+        put(e + 10, vl, 2);
+        at += (uint32_t)(kl + vl);
+    }
+    return at;
+}
+
+/* The metadata region's first 64 KB + the items after them. */
+static void metadata(uint8_t *m, const struct layout *l,
+                     const struct vhdx_create_opts *o)
+{
+    bool fixed = o->fixed;
     static const struct {
         const struct vhdx_guid *id;
         uint32_t len, flags;
@@ -148,7 +210,7 @@ static void metadata(uint8_t *m, const struct layout *l, bool fixed)
     struct vhdx_guid page83;
 
     put(m, VHDX_METADATA_SIGNATURE, 8);
-    put(m + 10, 5, 2);
+    put(m + 10, o->parent_path ? 6 : 5, 2);
     for (size_t i = 0; i < 5; i++) {
         uint8_t *e = m + 32 + 32 * i;
         memcpy(e, items[i].id->b, 16);
@@ -159,7 +221,8 @@ static void metadata(uint8_t *m, const struct layout *l, bool fixed)
         switch (i) {
         case 0:
             put(v, l->block_size, 4);
-            put(v + 4, fixed ? VHDX_PARAM_LEAVE_BLOCKS_ALLOCATED : 0, 4);
+            put(v + 4, (fixed ? VHDX_PARAM_LEAVE_BLOCKS_ALLOCATED : 0) |
+                       (o->parent_path ? VHDX_PARAM_HAS_PARENT : 0), 4);
             break;
         case 1:
             put(v, l->size, 8);
@@ -177,12 +240,19 @@ static void metadata(uint8_t *m, const struct layout *l, bool fixed)
         }
         off += 4096;
     }
+    if (o->parent_path) {
+        uint8_t *e = m + 32 + 32 * 5;
+        memcpy(e, vhdx_parent_locator_guid.b, 16);
+        put(e + 16, off, 4);
+        put(e + 20, locator(m + off, o), 4);
+        put(e + 24, VHDX_META_IS_REQUIRED, 4);
+    }
 }
 
 static int write_all(int fd, const struct vhdx_create_opts *o,
                      const struct layout *l)
 {
-    size_t meta_len = VHDX_METADATA_TABLE_SIZE + 5 * 4096;
+    size_t meta_len = VHDX_METADATA_TABLE_SIZE + 6 * 4096;
     uint8_t *buf = calloc(1, VHDX_REGION_SIZE > meta_len ? VHDX_REGION_SIZE
                                                          : meta_len);
     struct vhdx_guid fwg, dwg;
@@ -217,7 +287,7 @@ static int write_all(int fd, const struct vhdx_create_opts *o,
                               VHDX_REGION2_OFFSET)))
         goto out;
     memset(buf, 0, meta_len);
-    metadata(buf, l, o->fixed);
+    metadata(buf, l, o);
     if ((err = io_pwrite_full(fd, buf, meta_len, l->meta_off)))
         goto out;
     if (o->fixed) {

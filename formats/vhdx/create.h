@@ -16,6 +16,11 @@ struct vhdx_create_opts {
     uint32_t logical_sector_size;   /* 512 or 4096; 512 */
     uint32_t physical_sector_size;  /* 512 or 4096; 4096 */
     bool fixed;                     /* every block allocated at creation */
+    /* A differencing file: the parent's path as the locator stores it
+     * (relative to the new file's folder, or absolute), NULL for none,
+     * and the parent's DataWriteGuid (parent_linkage). */
+    const char *parent_path;
+    uint8_t parent_linkage[16];
 };
 
 /* Check opts; returns 0, or -EINVAL with a one-line reason copied into

@@ -7,7 +7,9 @@
  * file and every other sector still reads the parent: nothing is copied
  * from the parent but the rest of a sector a write covers only in part.
  * The chunk's sector bitmap block (1 MB, all zeros: every sector absent)
- * is placed first when its entry is not present.  A PARTIALLY_PRESENT
+ * is placed first when its entry is not present; the new block's bits
+ * are cleared first, so bits left from before it was absent never come
+ * back.  A PARTIALLY_PRESENT
  * block is written in place and its bits set.  A ZERO or UNMAPPED block
  * (which reads zeros, see vhdx.c) gets a new FULLY_PRESENT place, the
  * rest of which reads as zeros.
@@ -95,10 +97,29 @@ int vhdx_sb_read(struct vhdx_state *s, uint64_t c, uint64_t byte0,
     return err == -ENODATA ? -EIO : err;
 }
 
-/* Set the bits of sectors [first, first+count) of block n (under the
- * lock) and list the pages changed for the next commit. */
-static int set_bits(struct vhdx_state *s, uint64_t n, uint64_t first,
-                    uint64_t count)
+/* List page pg of chunk c for the next commit (under the lock). */
+static int list_dirty(struct vhdx_state *s, uint64_t c, uint64_t pg,
+                      struct vhdx_sb_page *p)
+{
+    if (p->dirty)
+        return 0;
+    if (s->sb_dirty_count == s->sb_dirty_cap) {
+        size_t cap = s->sb_dirty_cap ? 2 * s->sb_dirty_cap : 64;
+        uint64_t *d = realloc(s->sb_dirty, cap * sizeof *d);
+        if (!d)
+            return -ENOMEM;
+        s->sb_dirty = d;
+        s->sb_dirty_cap = cap;
+    }
+    s->sb_dirty[s->sb_dirty_count++] = c * SB_PAGES_PER_BLOCK + pg;
+    p->dirty = true;
+    return 0;
+}
+
+/* Set (or clear) the bits of sectors [first, first+count) of block n
+ * (under the lock) and list the pages changed for the next commit. */
+static int change_bits(struct vhdx_state *s, uint64_t n, uint64_t first,
+                       uint64_t count, bool set)
 {
     uint64_t spb = s->block_size / s->logical_sector_size;
     uint64_t c = n / s->chunk_ratio;
@@ -111,20 +132,15 @@ static int set_bits(struct vhdx_state *s, uint64_t n, uint64_t first,
         if (err)
             return err;
         uint64_t page_end = (pg + 1) * 4096 * 8;
-        for (; bit < end && bit < page_end; bit++)
-            p->data[(bit / 8) % 4096] |= (uint8_t)(1u << (bit % 8));
-        if (!p->dirty) {
-            if (s->sb_dirty_count == s->sb_dirty_cap) {
-                size_t cap = s->sb_dirty_cap ? 2 * s->sb_dirty_cap : 64;
-                uint64_t *d = realloc(s->sb_dirty, cap * sizeof *d);
-                if (!d)
-                    return -ENOMEM;
-                s->sb_dirty = d;
-                s->sb_dirty_cap = cap;
-            }
-            s->sb_dirty[s->sb_dirty_count++] = c * SB_PAGES_PER_BLOCK + pg;
-            p->dirty = true;
+        for (; bit < end && bit < page_end; bit++) {
+            uint8_t mask = (uint8_t)(1u << (bit % 8));
+            if (set)
+                p->data[(bit / 8) % 4096] |= mask;
+            else
+                p->data[(bit / 8) % 4096] &= (uint8_t)~mask;
         }
+        if ((err = list_dirty(s, c, pg, p)))
+            return err;
     }
     return 0;
 }
@@ -256,9 +272,14 @@ int vhdx_diff_write_block(struct vhdx_state *s, const uint8_t *p,
     free(buf);
 
     pthread_mutex_lock(&s->lock);
+    /* A block new here starts with every bit clear: bits a block had
+     * before it was last absent must not come back. */
+    if (!err && fresh && !zeros)
+        err = change_bits(s, n, 0, s->block_size / s->logical_sector_size,
+                          false);
     if (!err && state != VHDX_PAYLOAD_FULLY_PRESENT && !zeros)
-        err = set_bits(s, n, (first - start) / s->logical_sector_size,
-                       total / s->logical_sector_size);
+        err = change_bits(s, n, (first - start) / s->logical_sector_size,
+                          total / s->logical_sector_size, true);
     if (!err && fresh)
         vhdx_set_entry(s, vhdx_payload_index(s, n), host |
                        (zeros ? VHDX_PAYLOAD_FULLY_PRESENT

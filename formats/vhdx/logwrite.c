@@ -78,7 +78,12 @@ struct bat_batch {
     uint32_t n;
 };
 
-/* Take up to max dirty sectors into b (under the lock). */
+/* Take up to max dirty sectors into b (under the lock).  From the end
+ * of the BAT down: when the pages do not fit in one entry, a chunk's
+ * sector bitmap entry (after its payload entries) goes no later than
+ * the PARTIALLY_PRESENT entries that need it, and bitmap pages, last,
+ * no earlier than the entries whose bits they hold being present
+ * (bits of a block not yet present in the file are harmless). */
 static void take_dirty(struct vhdx_state *s, struct bat_batch *b,
                        uint32_t max)
 {
@@ -86,7 +91,7 @@ static void take_dirty(struct vhdx_state *s, struct bat_batch *b,
                        BAT_PER_SECTOR;
 
     b->n = 0;
-    for (uint64_t sec = 0; sec < sectors && b->n < max; sec++) {
+    for (uint64_t sec = sectors; sec-- > 0 && b->n < max;) {
         uint8_t bit = (uint8_t)(1u << (sec % 8));
         if (!(s->dirty[sec / 8] & bit))
             continue;

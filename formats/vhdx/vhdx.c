@@ -40,7 +40,9 @@
  * Blocks are never moved or reused once placed, so a reader that looked
  * up a block without the lock reads a place that still holds that
  * block's data (or zeros, after a zero write raced with it).  The export
- * is consistent across connections.
+ * is consistent across connections.  Only on tmpfs (img.nowait_writes)
+ * does the event loop thread write inline and take the lock like any
+ * writer: then nobody holds it, or an in-flight record, across slow I/O.
  *
  * Write order (logwrite.c): data, then log entry and sync, then BAT in
  * place, made durable before its log space is used again.
@@ -181,6 +183,13 @@ static int open_writable(struct vhdx_state *s)
 {
     int err;
 
+    if (s->header.log_length < VHDX_MB) {
+        /* Metadata changes go through the log: none, no writes. */
+        img_log("vhdx: %s: header %d: LogLength %" PRIu32 ": no log to "
+                "write through; export it read-only (-r)", s->img.path,
+                s->current_header, s->header.log_length);
+        return -EROFS;
+    }
     if ((err = parse_test_switches(s)) || (err = vhdx_replay_into_file(s)))
         return err;
     return vhdx_write_init(s);
@@ -232,6 +241,10 @@ static int vhdx_open(const struct img_open_args *args, struct image **out)
         s->img.nowait_reads = 1;
     s->img.ops = &vhdx_ops;
     s->img.size = s->disk_size;
+    /* On tmpfs nobody holds the lock across slow I/O (header writes,
+     * syncs and allocations cost a memory copy there), so the event loop
+     * may write inline as it reads. */
+    s->img.nowait_writes = s->writable && s->img.nowait_reads;
     s->img.read_only = !s->writable;
     s->img.fast_zero = s->writable;
     s->img.multi_conn = true;

@@ -58,7 +58,8 @@ endif
 if HAVE_TESTS
 CRASH_VHDX_TESTS = \
 	tests/crash/vhdx-allocation-survives-crash-states.sh \
-	tests/crash/vhdx-broken-write-order-fails-crash-check.sh
+	tests/crash/vhdx-broken-write-order-fails-crash-check.sh \
+	tests/crash/vhdx-differencing-writes-survive-crash-states.sh
 TESTS += $(CRASH_VHDX_TESTS)
-EXTRA_DIST += $(CRASH_VHDX_TESTS)
+EXTRA_DIST += $(CRASH_VHDX_TESTS) tests/crash/vhdx-make-child.sh
 endif

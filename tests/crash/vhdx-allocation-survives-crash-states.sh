@@ -11,7 +11,7 @@ set -eu
 seed=${CRASH_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
 echo "seed $seed"
 exec sh "$abs_top_srcdir/tests/crash/run-crash.sh" \
-    --requests 200 --min-states 3000 \
+    --requests 150 --min-states 3000 \
     --workload-arg --hot=0.3 --workload-arg --big=0.2 \
     --workload-arg --big-sectors=4096 \
     vhdx "$seed" 3000 \
