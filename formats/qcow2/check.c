@@ -476,6 +476,10 @@ static void walk_l1(struct ck *c, uint64_t l1_off, uint32_t l1_size,
                 "offset 0x%" PRIx64 " unaligned", l1_off, i, l2);
             res->corruptions++;
         }
+        /* A table wholly past the end of the file reads as zeros: it
+         * maps nothing, so there is nothing to read. */
+        if (l2 >= c->s->file_size)
+            continue;
         unsigned l2_flags = flags;
         if (l2 < c->cs || (l2 & (c->cs - 1)) || past_eof(c, l2, c->cs))
             l2_flags &= ~WALK_DROP;
