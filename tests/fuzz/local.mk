@@ -8,7 +8,7 @@ FUZZ_TARGETS = fuzz-qcow2-open fuzz-qcow2-check fuzz-vhdx fuzz-luks \
 
 EXTRA_DIST += tests/fuzz/fuzz.h tests/fuzz/make-corpus.sh \
 	tests/fuzz/make-handshake-corpus.py tests/fuzz/make-vhdx-corpus.py \
-	tests/fuzz/make-requests-corpus.py
+	tests/fuzz/make-requests-corpus.py tests/fuzz/fuzz-functions.sh
 
 check_PROGRAMS += tests/fuzz/fuzz-qcow2-open tests/fuzz/fuzz-qcow2-check \
 	tests/fuzz/fuzz-vhdx tests/fuzz/fuzz-luks tests/fuzz/fuzz-requests \
