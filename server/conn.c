@@ -164,6 +164,20 @@ static void on_timeout(uv_timer_t *t)
     }
 }
 
+/* Make room at the end of the input buffer: what it holds goes back to
+ * the front once it has passed half the buffer.  Returns the bytes now in
+ * use, where the free space starts. */
+static size_t ibuf_make_room(struct conn *c)
+{
+    if (c->ibuf_len == 0)
+        c->ibuf_pos = 0;
+    else if (c->ibuf_pos + c->ibuf_len > c->ibuf_cap / 2) {
+        memmove(c->ibuf, c->ibuf + c->ibuf_pos, c->ibuf_len);
+        c->ibuf_pos = 0;
+    }
+    return c->ibuf_pos + c->ibuf_len;
+}
+
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct conn *c = h->data;
@@ -182,13 +196,7 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
             return;
         }
     }
-    if (c->ibuf_len == 0)
-        c->ibuf_pos = 0;
-    else if (c->ibuf_pos + c->ibuf_len > c->ibuf_cap / 2) {
-        memmove(c->ibuf, c->ibuf + c->ibuf_pos, c->ibuf_len);
-        c->ibuf_pos = 0;
-    }
-    size_t used = c->ibuf_pos + c->ibuf_len;
+    size_t used = ibuf_make_room(c);
     buf->base = (char *)c->ibuf + used;
     buf->len = c->ibuf_cap - used;
 }
@@ -381,13 +389,7 @@ static bool tls_more_input(struct conn *c)
             conn_close(c);
         return false;
     }
-    if (c->ibuf_len == 0)
-        c->ibuf_pos = 0;
-    else if (c->ibuf_pos + c->ibuf_len > c->ibuf_cap / 2) {
-        memmove(c->ibuf, c->ibuf + c->ibuf_pos, c->ibuf_len);
-        c->ibuf_pos = 0;
-    }
-    size_t used = c->ibuf_pos + c->ibuf_len;
+    size_t used = ibuf_make_room(c);
     if (used == c->ibuf_cap)
         return false;
     ssize_t n = tls_recv(c, c->ibuf + used, c->ibuf_cap - used);

@@ -316,7 +316,7 @@ static void send_return(struct ctl_client *cl, json_object *id,
     json_object_put(msg);
 }
 
-static void send_greeting(struct ctl_client *cl)
+json_object *ctl_version(void)
 {
     json_object *ver = json_object_new_object();
     json_object *qemu = json_object_new_object();
@@ -327,6 +327,12 @@ static void send_greeting(struct ctl_client *cl)
     json_object_object_add(ver, "package",
                            json_object_new_string("diskserve "
                                                   PACKAGE_VERSION));
+    return ver;
+}
+
+static void send_greeting(struct ctl_client *cl)
+{
+    json_object *ver = ctl_version();
     json_object *qmp = json_object_new_object();
     json_object_object_add(qmp, "version", ver);
     json_object_object_add(qmp, "capabilities", json_object_new_array());

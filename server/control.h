@@ -44,6 +44,11 @@ void ctl_cmd_finish(struct ctl_cmd *cmd);
 void ctl_cmd_error(struct ctl_cmd *cmd, const char *cls, const char *fmt,
                    ...) __attribute__((format(printf, 3, 4)));
 
+/* A new version object, as the QMP greeting and query-version give it:
+ * the QEMU version whose QMP we speak, and ours as the package.  The
+ * caller owns it. */
+json_object *ctl_version(void);
+
 /* Serialize v as QEMU does (", " and ": " separators); the string is
  * malloc'd, NULL on failure. */
 char *ctl_to_json(json_object *v);

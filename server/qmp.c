@@ -680,16 +680,7 @@ static void cmd_query_version(struct ctl_cmd *cmd)
         ctl_cmd_finish(cmd);
         return;
     }
-    json_object *ret = json_object_new_object();
-    json_object *qemu = json_object_new_object();
-    json_object_object_add(qemu, "micro", json_object_new_int(0));
-    json_object_object_add(qemu, "minor", json_object_new_int(0));
-    json_object_object_add(qemu, "major", json_object_new_int(8));
-    json_object_object_add(ret, "qemu", qemu);
-    json_object_object_add(ret, "package",
-                           json_object_new_string("diskserve "
-                                                  PACKAGE_VERSION));
-    cmd->ret = ret;
+    cmd->ret = ctl_version();
     ctl_cmd_finish(cmd);
 }
 

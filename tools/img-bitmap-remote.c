@@ -5,7 +5,6 @@
  * command; --add makes a persistent bitmap, as qemu-img bitmap does.
  */
 #include <errno.h>
-#include <getopt.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -163,71 +162,12 @@ static json_object *named(const char *node, const char *key,
 
 int tool_cmd_bitmap_remote(int argc, char **argv)
 {
-    enum { OPT_ADD = 256, OPT_REMOVE, OPT_CLEAR, OPT_ENABLE, OPT_DISABLE,
-           OPT_MERGE, OPT_CONTROL, OPT_NODE };
-    static const struct option longopts[] = {
-        { "add", no_argument, NULL, OPT_ADD },
-        { "remove", no_argument, NULL, OPT_REMOVE },
-        { "clear", no_argument, NULL, OPT_CLEAR },
-        { "enable", no_argument, NULL, OPT_ENABLE },
-        { "disable", no_argument, NULL, OPT_DISABLE },
-        { "merge", required_argument, NULL, OPT_MERGE },
-        { "granularity", required_argument, NULL, 'g' },
-        { "control", required_argument, NULL, OPT_CONTROL },
-        { "node", required_argument, NULL, OPT_NODE },
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
-    /* Operations in order: the option code, and merge's source. */
-    int ops[64];
-    const char *srcs[64];
-    size_t n = 0;
-    const char *control = NULL, *node = NULL;
-    uint64_t gran = 0;
-    bool has_gran = false, has_add = false;
-    int c;
-
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "+g:h", longopts, NULL)) != -1) {
-        if (c >= OPT_ADD && c <= OPT_MERGE) {
-            if (n == sizeof ops / sizeof ops[0])
-                return tool_usage_error("bitmap: more than %zu operations",
-                                        n);
-            ops[n] = c;
-            srcs[n] = c == OPT_MERGE ? optarg : NULL;
-            has_add |= c == OPT_ADD;
-            n++;
-            continue;
-        }
-        switch (c) {
-        case OPT_CONTROL:
-            control = optarg;
-            break;
-        case OPT_NODE:
-            node = optarg;
-            break;
-        case 'g':
-            if (tool_parse_size(optarg, &gran) != 0 || gran == 0)
-                return tool_usage_error("bitmap: bad granularity '%.64s'",
-                                        optarg);
-            has_gran = true;
-            break;
-        case 'h':
-            tool_usage();
-            return 0;
-        default:
-            return tool_usage_error("bitmap: unknown option or missing "
-                                    "argument '%.64s'", argv[optind - 1]);
-        }
-    }
-    if (n == 0)
-        return tool_usage_error("bitmap: need at least one of --add, "
-                                "--remove, --clear, --enable, --disable "
-                                "or --merge");
-    if (has_gran && !has_add)
-        return tool_usage_error("bitmap: -g only goes with --add");
-    if (!control || !node)
+    struct tool_bitmap_args ba;
+    int err = tool_parse_bitmap_args(argc, argv, true, &ba);
+    if (err || ba.help)
+        return err;
+    const char *node = ba.node;
+    if (!ba.control || !node)
         return tool_usage_error("bitmap: --control needs --node (the "
                                 "export's name)");
     if (argc - optind != 1)
@@ -236,24 +176,26 @@ int tool_cmd_bitmap_remote(int argc, char **argv)
     const char *name = argv[optind];
 
     json_object *actions = json_object_new_array();
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < ba.n; i++) {
+        const struct img_bitmap_action *a = &ba.acts[i];
         json_object *d;
-        switch (ops[i]) {
-        case OPT_ADD:
+        switch (a->op) {
+        case IMG_BITMAP_ADD:
             d = named(node, "name", name);
             json_object_object_add(d, "persistent",
                                    json_object_new_boolean(true));
-            if (has_gran)
+            if (a->granularity)
                 json_object_object_add(d, "granularity",
                                        json_object_new_int64(
-                                           (int64_t)gran));
+                                           (int64_t)a->granularity));
             json_object_array_add(actions,
                                   action("block-dirty-bitmap-add", d));
             break;
-        case OPT_MERGE: {
+        case IMG_BITMAP_MERGE: {
             d = named(node, "target", name);
             json_object *list = json_object_new_array();
-            json_object_array_add(list, json_object_new_string(srcs[i]));
+            json_object_array_add(list,
+                                  json_object_new_string(a->sources[0]));
             json_object_object_add(d, "bitmaps", list);
             json_object_array_add(actions,
                                   action("block-dirty-bitmap-merge", d));
@@ -262,9 +204,9 @@ int tool_cmd_bitmap_remote(int argc, char **argv)
         default:
             d = named(node, "name", name);
             json_object_array_add(actions, action(
-                ops[i] == OPT_REMOVE ? "block-dirty-bitmap-remove"
-                : ops[i] == OPT_CLEAR ? "block-dirty-bitmap-clear"
-                : ops[i] == OPT_ENABLE ? "block-dirty-bitmap-enable"
+                a->op == IMG_BITMAP_REMOVE ? "block-dirty-bitmap-remove"
+                : a->op == IMG_BITMAP_CLEAR ? "block-dirty-bitmap-clear"
+                : a->op == IMG_BITMAP_ENABLE ? "block-dirty-bitmap-enable"
                 : "block-dirty-bitmap-disable", d));
             break;
         }
@@ -277,7 +219,7 @@ int tool_cmd_bitmap_remote(int argc, char **argv)
     json_object_object_add(req, "arguments", args);
 
     int rc = 1;
-    int fd = connect_control(control);
+    int fd = connect_control(ba.control);
     if (fd >= 0) {
         char prefix[300];
         snprintf(prefix, sizeof prefix, "%s: bitmap '%.200s'", node, name);

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "image.h"
+
 /* Exit status for bad usage, as the commands document it. */
 #define TOOL_EXIT_USAGE 2
 
@@ -22,6 +24,30 @@ int tool_cmd_bitmap(int argc, char **argv);
  * (img-bitmap-remote.c). */
 int tool_cmd_bitmap_remote(int argc, char **argv);
 bool tool_bitmap_is_remote(int argc, char **argv);
+
+/* Most operations one bitmap call takes (qemu-img has no limit; ours is
+ * only to keep the array on the stack). */
+#define TOOL_BITMAP_MAX_ACTIONS 64
+
+/* The bitmap command's options, in the order given.  acts[i].sources
+ * points into sources, so the struct is not copied. */
+struct tool_bitmap_args {
+    struct img_bitmap_action acts[TOOL_BITMAP_MAX_ACTIONS];
+    const char *sources[TOOL_BITMAP_MAX_ACTIONS];
+    size_t n;
+    uint64_t granularity;       /* -g, 0 when not given */
+    bool help;                  /* -h: usage printed, nothing left to do */
+    const char *format;         /* -f, offline only */
+    const char *control;        /* --control, remote only */
+    const char *node;           /* --node, remote only */
+};
+
+/* Parse the bitmap command's options, leaving its operands at
+ * argv[optind]; remote takes --control and --node instead of -f.  The
+ * actions' names are left for the caller.  Returns 0, or
+ * TOOL_EXIT_USAGE with the error printed. */
+int tool_parse_bitmap_args(int argc, char **argv, bool remote,
+                           struct tool_bitmap_args *ba);
 
 /* Print the usage text to stdout. */
 void tool_usage(void);

@@ -104,8 +104,7 @@ def starttls_without_tls_configured_is_refused_by_policy():
 pki = make_pki()
 ctx = client_context(pki)
 img = make_image("disk.raw", 4 * MIB, pattern(0, 1 * MIB))
-srv = Server(img, "-f", "raw", "--tls=on", "--tls-certificates",
-             os.path.join(pki, "server"), name="tls")
+srv = tls_server(pki, img, "on", name="tls")
 run(structured_replies_are_not_carried_over,
     structured_replies_can_be_negotiated_again,
     meta_contexts_need_structured_replies_again,

@@ -17,13 +17,7 @@ MAX_WRITES = 8
 
 
 def batched_replies_leave_in_few_writes():
-    c = srv.connect()
-    c.handshake()
-    starttls(c, ctx)
-    c.expect_option(OPT_STRUCTURED_REPLY, REP_ACK)
-    c.structured = True
-    final, _ = c.go(b"")
-    check(final.type == REP_ACK, "GO: %r" % final)
+    c = tls_client(srv, ctx)
     # Warm the page cache and the connection.
     check(c.read(0, 1 * MIB).error == 0, "warm-up read")
 
@@ -58,6 +52,5 @@ def batched_replies_leave_in_few_writes():
 pki = make_pki()
 ctx = client_context(pki)
 img = make_image("disk.raw", 4 * MIB, pattern(0, 2 * MIB))
-srv = Server(img, "-f", "raw", "--tls=require", "--tls-certificates",
-             os.path.join(pki, "server"), name="batch")
+srv = tls_server(pki, img, "require", name="batch")
 run(batched_replies_leave_in_few_writes)

@@ -22,13 +22,7 @@ rng = random.Random(SEED)
 
 
 def good_client_reads():
-    c = srv.connect()
-    c.handshake()
-    starttls(c, ctx)
-    c.expect_option(OPT_STRUCTURED_REPLY, REP_ACK)
-    c.structured = True
-    final, _ = c.go(b"")
-    check(final.type == REP_ACK, "GO: %r" % final)
+    c = tls_client(srv, ctx)
     res = c.read(65536, 65536)
     check(res.error == 0 and res.data == pattern(65536, 65536), "read")
     c.close()
@@ -115,8 +109,7 @@ def stalled_clients_are_timed_out_and_others_unaffected():
 pki = make_pki()
 ctx = client_context(pki)
 img = make_image("disk.raw", 4 * MIB, pattern(0, 1 * MIB))
-srv = Server(img, "-f", "raw", "--tls=require", "--tls-certificates",
-             os.path.join(pki, "server"), "--handshake-timeout", str(LIMIT),
-             "--max-negotiating", "3", name="tls")
+srv = tls_server(pki, img, "require", "--handshake-timeout", str(LIMIT),
+                 "--max-negotiating", "3", name="tls")
 run(garbage_inside_the_handshake_is_dropped,
     stalled_clients_are_timed_out_and_others_unaffected)

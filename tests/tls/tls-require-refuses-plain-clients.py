@@ -123,8 +123,7 @@ pki = make_pki()
 ctx = client_context(pki)
 img = make_image("disk.raw", 4 * MIB, pattern(0, 1 * MIB))
 img2 = make_image("secret.raw", 1 * MIB, b"s" * 4096)
-srv = Server(img, "-f", "raw", "--tls=require", "--tls-certificates",
-             os.path.join(pki, "server"), name="forced")
+srv = tls_server(pki, img, "require", name="forced")
 run(every_option_before_tls_gets_tls_reqd,
     abort_is_acknowledged,
     export_name_before_tls_disconnects,

@@ -19,19 +19,8 @@ print("seed %d (replay with DS_SEED=%d)" % (SEED, SEED))
 rng = random.Random(SEED)
 
 
-def tls_client():
-    c = srv.connect()
-    c.handshake()
-    starttls(c, ctx)
-    c.expect_option(OPT_STRUCTURED_REPLY, REP_ACK)
-    c.structured = True
-    final, _ = c.go(b"")
-    check(final.type == REP_ACK, "GO: %r" % final)
-    return c
-
-
 def slow_reader_gets_everything_and_others_are_served():
-    slow = tls_client()
+    slow = tls_client(srv, ctx)
     reqs = []
     parts = []
     slow.send = parts.append
@@ -47,7 +36,7 @@ def slow_reader_gets_everything_and_others_are_served():
 
     lat = []
     def other():
-        c = tls_client()
+        c = tls_client(srv, ctx)
         for _ in range(20):
             t0 = time.monotonic()
             off = rng.randrange(0, SIZE - 4096, 4096)
@@ -79,6 +68,5 @@ data = bytearray(rng.randbytes(SIZE))
 data[8 * MIB:12 * MIB] = bytes(4 * MIB)     # holes for OFFSET_HOLE chunks
 data = bytes(data)
 img = make_image("disk.raw", SIZE, data)
-srv = Server(img, "-f", "raw", "--tls=require", "--tls-certificates",
-             os.path.join(pki, "server"), name="slow")
+srv = tls_server(pki, img, "require", name="slow")
 run(slow_reader_gets_everything_and_others_are_served)

@@ -150,6 +150,5 @@ pki = make_pki()
 ctx = client_context(pki)
 hellos = [client_hello(ctx) for _ in range(4)]
 img = make_image("disk.raw", 4 * MIB, pattern(0, 1 * MIB))
-srv = Server(img, "-f", "raw", "--tls=require", "--tls-certificates",
-             os.path.join(pki, "server"), name="soak")
+srv = tls_server(pki, img, "require", name="soak")
 run(soak_leaves_memory_and_descriptors_flat)

@@ -46,6 +46,26 @@ def starttls(c, ctx):
     c.sock.settimeout(IO_TIMEOUT)
 
 
+def tls_server(pki, img, tls, *args, name):
+    """diskserve serving the raw image img with --tls=tls and the server
+    certificates from pki; args follow those options."""
+    return Server(img, "-f", "raw", "--tls=" + tls, "--tls-certificates",
+                  os.path.join(pki, "server"), *args, name=name)
+
+
+def tls_client(srv, ctx):
+    """A client of srv through STARTTLS, with structured replies, in
+    transmission on the default export."""
+    c = srv.connect()
+    c.handshake()
+    starttls(c, ctx)
+    c.expect_option(OPT_STRUCTURED_REPLY, REP_ACK)
+    c.structured = True
+    final, _ = c.go(b"")
+    check(final.type == REP_ACK, "GO: %r" % final)
+    return c
+
+
 def client_hello(ctx):
     """The bytes of a real ClientHello, made without a socket."""
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
