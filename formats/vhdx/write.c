@@ -23,6 +23,9 @@
  * blocks.  Partial ranges of present blocks are zeroed in place with
  * fallocate (zero range, else punch hole), or with written zeros unless
  * IMG_FAST_ZERO; partial ranges of blocks without data need nothing.
+ * Partial ranges of differencing blocks that show the parent need zeros
+ * written: IMG_FAST_ZERO is then refused (-ENOTSUP) before any block of
+ * the request is changed.
  *
  * Before the first change of an open the headers get a new
  * DataWriteGuid and FileWriteGuid (written twice, the spec's way).
@@ -282,14 +285,42 @@ static int zero_in_place(struct vhdx_state *s, uint64_t host, uint64_t len,
     return err;
 }
 
-/* Zero [off, off+len), inside block n. */
-static int zero_block(struct vhdx_state *s, uint64_t len, uint64_t off,
-                      uint64_t n, unsigned flags)
+/* How zeroing part of a block is done. */
+enum zero_way {
+    ZERO_NOTHING,               /* the block reads zeros already */
+    ZERO_ENTRY,                 /* the entry becomes ZERO */
+    ZERO_IN_PLACE,              /* fallocate on its place in the file */
+    ZERO_WRITTEN,               /* zeros written over the parent's data */
+};
+
+/* How zeroing [off, off+len) of block n is done while its entry is
+ * entry (see the top). */
+static enum zero_way zero_way(const struct vhdx_state *s, uint64_t len,
+                              uint64_t off, uint64_t n, uint64_t entry,
+                              unsigned flags)
 {
     uint64_t start = n << s->block_shift;
     uint64_t bend = start + s->block_size;
     bool whole = off == start && off + len >= (bend < s->disk_size
                                                ? bend : s->disk_size);
+    unsigned state = state_of(entry);
+    bool present = state == VHDX_PAYLOAD_FULLY_PRESENT;
+
+    if (whole && !s->leave_allocated && (!present || (flags & IMG_MAY_TRIM)))
+        return ZERO_ENTRY;
+    if (present)
+        return ZERO_IN_PLACE;
+    if (s->parent && state != VHDX_PAYLOAD_ZERO &&
+        state != VHDX_PAYLOAD_UNMAPPED)
+        return ZERO_WRITTEN;    /* the parent shows through */
+    return ZERO_NOTHING;
+}
+
+/* Zero [off, off+len), inside block n. */
+static int zero_block(struct vhdx_state *s, uint64_t len, uint64_t off,
+                      uint64_t n, unsigned flags)
+{
+    uint64_t start = n << s->block_shift;
     uint64_t entry;
     int err = 0;
 
@@ -297,11 +328,12 @@ static int zero_block(struct vhdx_state *s, uint64_t len, uint64_t off,
     vhdx_wait_block(s, n);
     entry = vhdx_payload_entry(s, n);
     bool present = state_of(entry) == VHDX_PAYLOAD_FULLY_PRESENT;
-    if (whole && !s->leave_allocated &&
-        (!present || (flags & IMG_MAY_TRIM))) {
-        if (state_of(entry) != VHDX_PAYLOAD_ZERO)
-            vhdx_set_entry(s, vhdx_payload_index(s, n), VHDX_PAYLOAD_ZERO);
-        pthread_mutex_unlock(&s->lock);
+    enum zero_way way = zero_way(s, len, off, n, entry, flags);
+    if (way == ZERO_ENTRY && state_of(entry) != VHDX_PAYLOAD_ZERO)
+        vhdx_set_entry(s, vhdx_payload_index(s, n), VHDX_PAYLOAD_ZERO);
+    pthread_mutex_unlock(&s->lock);
+    switch (way) {
+    case ZERO_ENTRY:
         /* The old place is never handed out again: release its space.
          * Until the ZERO entry is durable the old entry may come back
          * after a crash, and reads the zeros written here (a lost write
@@ -309,26 +341,50 @@ static int zero_block(struct vhdx_state *s, uint64_t len, uint64_t off,
         if (present)
             err = zero_in_place(s, entry & VHDX_BAT_OFFSET_MASK,
                                 s->block_size, flags & ~IMG_FAST_ZERO);
-        return err;
-    }
-    pthread_mutex_unlock(&s->lock);
-    if (present)
+        break;
+    case ZERO_IN_PLACE:
         err = zero_in_place(s, (entry & VHDX_BAT_OFFSET_MASK) +
                             (off - start), len, flags);
-    else if (s->parent && state_of(entry) != VHDX_PAYLOAD_ZERO &&
-             (state_of(entry) != VHDX_PAYLOAD_UNMAPPED))
-        /* The parent shows through: zeros must be written. */
+        break;
+    case ZERO_WRITTEN:
         err = (flags & IMG_FAST_ZERO) ? -ENOTSUP
               : vhdx_diff_write_block(s, NULL, len, off, n);
+        break;
+    case ZERO_NOTHING:
+        break;
+    }
     return err;
+}
+
+/* Whether zeroing [off, off+len) writes zeros over the parent anywhere,
+ * which FAST_ZERO refuses.  Blocks only move away from needing that
+ * (a block showing the parent gets data or becomes ZERO, never the
+ * reverse), so a range found free of it stays so while it is zeroed. */
+static bool zeroing_writes_data(const struct vhdx_state *s, uint64_t len,
+                                uint64_t off, unsigned flags)
+{
+    while (len > 0) {
+        uint64_t n = chunk(s, off, len), b = off >> s->block_shift;
+        if (zero_way(s, n, off, b, vhdx_payload_entry(s, b), flags) ==
+            ZERO_WRITTEN)
+            return true;
+        off += n;
+        len -= n;
+    }
+    return false;
 }
 
 int vhdx_write_zeroes(struct image *img, uint64_t len, uint64_t off,
                       unsigned flags)
 {
     struct vhdx_state *s = to_vhdx(img);
-    int err = start_changes(s);
+    int err;
 
+    /* A refused fast zero changes nothing: refused before any block is
+     * zeroed, not after the first blocks were. */
+    if ((flags & IMG_FAST_ZERO) && zeroing_writes_data(s, len, off, flags))
+        return -ENOTSUP;
+    err = start_changes(s);
     while (!err && len > 0) {
         uint64_t n = chunk(s, off, len);
         err = zero_block(s, n, off, off >> s->block_shift, flags);

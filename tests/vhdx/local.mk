@@ -17,6 +17,7 @@ VHDX_TESTS = \
 	tests/vhdx/vhdx-created-files-with-512-and-4096-byte-sectors-take-concurrent-writes.sh \
 	tests/vhdx/vhdx-killed-between-log-flush-and-apply-replays-as-qemu-does.sh \
 	tests/vhdx/vhdx-differencing-writes-match-libvhdi.sh \
-	tests/vhdx/vhdx-created-differencing-chains-take-writes-and-match-libvhdi.sh
+	tests/vhdx/vhdx-created-differencing-chains-take-writes-and-match-libvhdi.sh \
+	tests/vhdx/vhdx-refused-fast-zero-changes-nothing-in-differencing-child.sh
 TESTS += $(VHDX_TESTS)
 EXTRA_DIST += $(VHDX_TESTS)
