@@ -59,19 +59,20 @@ static int raw_open(const struct img_open_args *args, struct image **out)
         err = -ENOMEM;
         goto out_free;
     }
-    r->fd = open(args->path, (args->read_only ? O_RDONLY : O_RDWR) |
-                 O_CLOEXEC);
+    r->fd = io_open(args->path, !args->read_only);
     if (r->fd < 0) {
-        err = -errno;
-        img_log("raw: %s: %s", args->path, strerror(errno));
+        err = r->fd;
+        img_log("raw: %s: %s", args->path, strerror(-err));
         goto out_free;
     }
-    io_register(r->fd, args->path);
-    if (fstat(r->fd, &st) < 0) {
+    if (!io_is_file(r->fd)) {
+        err = io_size(r->fd, &r->img.size);
+        if (err)
+            goto out_close;
+    } else if (fstat(r->fd, &st) < 0) {
         err = -errno;
         goto out_close;
-    }
-    if (S_ISBLK(st.st_mode)) {
+    } else if (S_ISBLK(st.st_mode)) {
         uint64_t size;
         if (ioctl(r->fd, BLKGETSIZE64, &size) < 0) {
             err = -errno;
@@ -107,7 +108,7 @@ static int raw_open(const struct img_open_args *args, struct image **out)
     return 0;
 
 out_close:
-    close(r->fd);
+    io_close(r->fd);
 out_free:
     free(r->img.path);
     free(r);
@@ -120,7 +121,7 @@ static void raw_close(struct image *img)
 
     if (!img->read_only && !atomic_load(&r->failed))
         io_sync(r->fd, IO_TAG_FLUSH);
-    close(r->fd);
+    io_close(r->fd);
     free(img->path);
     free(r);
 }
@@ -266,9 +267,7 @@ static int raw_flush(struct image *img)
 static int raw_cache(struct image *img, uint64_t len, uint64_t off)
 {
     struct raw_image *r = to_raw(img);
-    int err = posix_fadvise(r->fd, (off_t)off, (off_t)len,
-                            POSIX_FADV_WILLNEED);
-    return -err;
+    return io_advise(r->fd, off, len, POSIX_FADV_WILLNEED);
 }
 
 static int raw_block_status(struct image *img, uint64_t len, uint64_t off,
@@ -281,7 +280,7 @@ static int raw_block_status(struct image *img, uint64_t len, uint64_t off,
         return img_extents_add(e, len, 0, 1) ? 0 : -EIO;
 
     while (off < end) {
-        off_t data = lseek(r->fd, (off_t)off, SEEK_DATA);
+        off_t data = io_lseek(r->fd, (off_t)off, SEEK_DATA);
         if (data < 0 && errno == ENXIO) {
             /* No data from here to the end of the file. */
             img_extents_add(e, end - off, IMG_EXT_HOLE | IMG_EXT_ZERO, 1);
@@ -302,7 +301,7 @@ static int raw_block_status(struct image *img, uint64_t len, uint64_t off,
             off += n;
             continue;
         }
-        off_t hole = lseek(r->fd, (off_t)off, SEEK_HOLE);
+        off_t hole = io_lseek(r->fd, (off_t)off, SEEK_HOLE);
         uint64_t n = hole < 0 || (uint64_t)hole <= off
                      ? end - off : (uint64_t)hole - off;
         if (n > end - off)
@@ -317,6 +316,8 @@ static int raw_block_status(struct image *img, uint64_t len, uint64_t off,
 static int raw_map_nowait(struct image *img, uint64_t len, uint64_t off,
                           struct img_map *m)
 {
+    if (!io_is_file(to_raw(img)->fd))
+        return -EAGAIN;     /* only a file can be read on the loop */
     m->kind = IMG_MAP_DATA;
     m->fd = to_raw(img)->fd;
     m->host_offset = off;
