@@ -135,6 +135,8 @@ int img_open(const struct img_open_args *args, struct image **out)
         }
     } else {
         ops = img_probe_file(args->path);
+        if (!ops && io_is_remote_name(args->path))
+            return -errno;      /* the backend said why */
         if (!ops) {
             int err = errno;
             img_log("%s: cannot probe format: %s", args->path,

@@ -169,6 +169,15 @@ bool io_is_remote_name(const char *name)
     return strncmp(name, "rbd:", 4) == 0;
 }
 
+bool io_is_snapshot_name(const char *name)
+{
+    if (!io_is_remote_name(name))
+        return false;
+    const char *at = strchr(name + 4, '@');
+    const char *colon = strchr(name + 4, ':');
+    return at && (!colon || at < colon);
+}
+
 /* Give a remote device a handle; the handle or -errno (dev closed). */
 static int remote_add(const struct io_backend_ops *ops, void *dev)
 {

@@ -65,6 +65,10 @@ bool io_is_file(int fd);
 /* Whether name is a remote image name rather than a path. */
 bool io_is_remote_name(const char *name);
 
+/* Whether name is a remote snapshot ("rbd:POOL/IMAGE@SNAP..."), which
+ * can only be opened read-only. */
+bool io_is_snapshot_name(const char *name);
+
 /* The size in bytes of a file, block device or remote image; 0 or
  * -errno. */
 int io_size(int fd, uint64_t *size);

@@ -62,7 +62,8 @@ static int raw_open(const struct img_open_args *args, struct image **out)
     r->fd = io_open(args->path, !args->read_only);
     if (r->fd < 0) {
         err = r->fd;
-        img_log("raw: %s: %s", args->path, strerror(-err));
+        if (!io_is_remote_name(args->path))   /* the backend said why */
+            img_log("raw: %s: %s", args->path, strerror(-err));
         goto out_free;
     }
     if (!io_is_file(r->fd)) {

@@ -467,7 +467,8 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     if (s->fd < 0) {
         err = s->fd;
         s->fd = -1;
-        img_log("qcow2: %s: %s", args->path, strerror(-err));
+        if (!io_is_remote_name(args->path))   /* the backend said why */
+            img_log("qcow2: %s: %s", args->path, strerror(-err));
         goto out_close;
     }
     err = qcow2_read_header(s, read_only);

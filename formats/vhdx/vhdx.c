@@ -205,7 +205,8 @@ static int vhdx_open(const struct img_open_args *args, struct image **out)
     if (s->fd < 0) {
         err = s->fd;
         s->fd = -1;
-        img_log("vhdx: %s: %s", args->path, strerror(-err));
+        if (!io_is_remote_name(args->path))   /* the backend said why */
+            img_log("vhdx: %s: %s", args->path, strerror(-err));
         goto out_free;
     }
     off_t end = io_lseek(s->fd, 0, SEEK_END);
