@@ -1,0 +1,8 @@
+# tests/rbd: formats over Ceph RBD images, on a one-node cluster each
+# test script starts for itself (tests/rbd/micro-ceph.sh).
+EXTRA_DIST += tests/rbd/micro-ceph.sh tests/rbd/rbd-functions.sh
+
+RBD_TESTS = \
+	tests/rbd/raw-over-rbd-matches-shadow-and-rbd-diff.sh
+TESTS += $(RBD_TESTS)
+EXTRA_DIST += $(RBD_TESTS)
