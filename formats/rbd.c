@@ -394,9 +394,13 @@ static int take_lock(struct rbd_dev *d)
     rbd_lock_mode_t mode;
     bool named = rbd_lock_get_owners(d->image, &mode, owners,
                                      &n_owners) == 0 && n_owners > 0;
-    img_log("rbd: %s: cannot take the image's exclusive lock (%s): another "
-            "client%s%s is writing it", d->label, strerror(-err),
-            named ? " " : "", named ? owners[0] : "");
+    if (err == -EROFS || err == -EBUSY || err == -EAGAIN)
+        img_log("rbd: %s: another client%s%s holds the image's exclusive "
+                "lock: it is being written elsewhere", d->label,
+                named ? " " : "", named ? owners[0] : "");
+    else
+        img_log("rbd: %s: cannot take the image's exclusive lock: %s",
+                d->label, strerror(-err));
     if (named)
         rbd_lock_get_owners_cleanup(owners, n_owners);
     return err == -EROFS || err == -EAGAIN ? -EBUSY : err;

@@ -1,7 +1,9 @@
 # Helpers for the RBD tests, sourced after tests/functions.sh.  Each test
 # script starts one throwaway cluster (tests/rbd/micro-ceph.sh, about
 # 8 s) and stops it at exit, failure or not: the servers first, then
-# the cluster's daemons, then its directory.
+# the cluster's daemons, then its directory.  A lock file keeps to one
+# cluster at a time (memstore holds everything in RAM), so parallel
+# `make check` runs the RBD tests one after the other.
 #
 # After sourcing: CEPH_CONF names the cluster's ceph.conf (librados
 # clients, including diskserve and qemu's rbd driver, read it from the
@@ -20,6 +22,9 @@ _rbd_cleanup()
 }
 trap _rbd_cleanup EXIT
 
+# One cluster at a time on this machine, whatever runs the tests.
+exec 9>"${TMPDIR:-/tmp}/ds-ceph.lock"
+flock -w 900 9 || fail "another test cluster ran for 15 minutes"
 "$MICRO_CEPH" start "$CEPH_DIR" >"$T/ceph-start.log" 2>&1 || {
     cat "$T/ceph-start.log" >&2
     fail "the test cluster did not start"
