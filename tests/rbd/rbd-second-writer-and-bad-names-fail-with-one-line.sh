@@ -5,8 +5,9 @@
 # first keeps serving its writes; read-only, the second may serve it.
 # Names that cannot be opened (no such pool, image or snapshot, an
 # unreadable conf file, a user the cluster does not know, a malformed
-# name) each make diskserve exit 1 with one line naming the image and
-# the cause.
+# name, a monitor nobody answers at) each make diskserve exit 1 with one
+# line naming the image and the cause (and the conf file, when the
+# cluster cannot be reached).
 . "$abs_top_srcdir/tests/functions.sh"
 . "$abs_top_srcdir/tests/rbd/rbd-functions.sh"
 
@@ -44,6 +45,10 @@ ds_stop "$DS_PID" || fail "the reader exited with an error"
 ds_stop "$(echo $_ds_pids | cut -d' ' -f1)" ||
     fail "the first server exited with an error"
 
+# A conf whose monitor address has nobody listening.
+sed -e 's/^mon host = .*/mon host = [v2:127.0.0.1:9]/' \
+    -e 's/^client mount timeout = .*/client mount timeout = 3/' \
+    "$CEPH_CONF" >"$T/nomon.conf"
 i=0
 while read -r name pattern; do
     i=$((i + 1))
@@ -58,6 +63,7 @@ rbd:rbd/nosuch ^rbd: rbd/nosuch: no such image$
 rbd:rbd/img@nosuch ^rbd: rbd/img@nosuch: no such image or snapshot$
 rbd:rbd/img:conf=$T/missing.conf ^rbd: rbd/img: cannot read conf $T/missing.conf: No such file
 rbd:rbd/img:id=stranger ^rbd: rbd/img: cannot connect to the cluster as stranger \(conf $CEPH_CONF\)
+rbd:rbd/img:conf=$T/nomon.conf ^rbd: rbd/img: cannot connect to the cluster as admin \(conf $T/nomon.conf\): Connection timed out$
 rbd:rbd ^rbd:rbd: bad name
 rbd:rbd/img:bogus=1 ^rbd:rbd/img:bogus=1: bad name
 EOF2
