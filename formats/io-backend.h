@@ -32,6 +32,15 @@ struct io_backend_ops {
      * A backend may answer for a window of the device only: it then
      * reports the window's end, where the caller asks again. */
     int (*seek)(void *dev, uint64_t off, bool data, uint64_t *pos);
+    /* The device's snapshots, oldest first: a malloc'd array of
+     * malloc'd names (io_free_names); 0 or -errno. */
+    int (*snapshots)(void *dev, char ***names, size_t *n);
+    /* Call cb, in offset order and merged, for each extent of [off, off
+     * + len) written or discarded since snapshot snap: 0, -ENOENT (no
+     * such snapshot), cb's nonzero return, or -errno. */
+    int (*diff)(void *dev, const char *snap, uint64_t off, uint64_t len,
+                int (*cb)(uint64_t off, uint64_t len, void *arg),
+                void *arg);
     void (*close)(void *dev);
 };
 

@@ -281,6 +281,33 @@ off_t io_lseek(int fd, off_t off, int whence)
     return (off_t)pos;
 }
 
+int io_snapshots(int fd, char ***names, size_t *n)
+{
+    struct remote *r = remote_of(fd);
+
+    *names = NULL;
+    *n = 0;
+    return r && r->ops->snapshots ? r->ops->snapshots(r->dev, names, n) : 0;
+}
+
+void io_free_names(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+int io_changed_since(int fd, const char *snap, uint64_t off, uint64_t len,
+                     int (*cb)(uint64_t off, uint64_t len, void *arg),
+                     void *arg)
+{
+    struct remote *r = remote_of(fd);
+
+    if (!r || !r->ops->diff)
+        return -ENOTSUP;
+    return r->ops->diff(r->dev, snap, off, len, cb, arg);
+}
+
 int io_advise(int fd, uint64_t off, uint64_t len, int advice)
 {
     if (remote_of(fd))

@@ -79,6 +79,19 @@ int io_size(int fd, uint64_t *size);
  * "from off to the result, the same kind", then ask again. */
 off_t io_lseek(int fd, off_t off, int whence);
 
+/* The snapshots of the image behind a handle, oldest first (a file has
+ * none): a malloc'd array of malloc'd names for io_free_names; 0 or
+ * -errno. */
+int io_snapshots(int fd, char ***names, size_t *n);
+void io_free_names(char **names, size_t n);
+
+/* Call cb, in offset order and merged, for each extent of [off, off +
+ * len) changed since snapshot snap of a remote image: 0, cb's nonzero
+ * return, -ENOENT (no such snapshot), -ENOTSUP (a file), or -errno. */
+int io_changed_since(int fd, const char *snap, uint64_t off, uint64_t len,
+                     int (*cb)(uint64_t off, uint64_t len, void *arg),
+                     void *arg);
+
 /* posix_fadvise for a file, nothing for a remote image; 0 or -errno. */
 int io_advise(int fd, uint64_t off, uint64_t len, int advice);
 

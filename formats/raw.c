@@ -17,6 +17,7 @@
 #include <linux/fs.h>
 #include <linux/magic.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -45,6 +46,8 @@ static int raw_probe(const uint8_t *buf, size_t len)
 {
     return 1;   /* anything is raw, at the lowest score */
 }
+
+static const struct img_ops raw_remote_ops;
 
 static int raw_open(const struct img_open_args *args, struct image **out)
 {
@@ -98,7 +101,8 @@ static int raw_open(const struct img_open_args *args, struct image **out)
         r->img.nowait_writes = 1;
     }
 
-    r->img.ops = &raw_ops;
+    r->img.ops = io_is_file(r->fd) ? &raw_ops : &raw_remote_ops;
+    r->img.bitmap_status_blocks = !io_is_file(r->fd);
     r->img.read_only = args->read_only;
     r->img.multi_conn = true;
     r->img.fast_zero = true;
@@ -325,6 +329,89 @@ static int raw_map_nowait(struct image *img, uint64_t len, uint64_t off,
     m->length = len;
     return 0;
 }
+
+/* A remote image's snapshots, as read-only dirty bitmaps: the bitmap
+ * named after snapshot S marks what changed since S was taken. */
+static size_t raw_bitmap_count(struct image *img)
+{
+    char **names;
+    size_t n;
+
+    if (io_snapshots(to_raw(img)->fd, &names, &n) < 0)
+        return 0;
+    io_free_names(names, n);
+    return n;
+}
+
+static int raw_bitmap_info(struct image *img, size_t i,
+                           struct img_bitmap_info *info)
+{
+    char **names;
+    size_t n;
+    int err = io_snapshots(to_raw(img)->fd, &names, &n);
+
+    if (err)
+        return err;
+    if (i >= n) {
+        io_free_names(names, n);
+        return -ENOENT;
+    }
+    memset(info, 0, sizeof *info);
+    snprintf(info->name, sizeof info->name, "%s", names[i]);
+    info->granularity = 512;
+    info->persistent = true;
+    io_free_names(names, n);
+    return 0;
+}
+
+struct changed_walk {
+    struct img_extents *e;
+    uint64_t pos;               /* reported up to here */
+};
+
+static int add_changed(uint64_t off, uint64_t len, void *arg)
+{
+    struct changed_walk *w = arg;
+
+    if (!img_extents_add(w->e, off - w->pos, 0, 0) ||
+        !img_extents_add(w->e, len, 1, 0))
+        return 1;               /* full: the reply ends here */
+    w->pos = off + len;
+    return 0;
+}
+
+static int raw_bitmap_status(struct image *img, const char *name,
+                             uint64_t len, uint64_t off,
+                             struct img_extents *e)
+{
+    struct changed_walk w = { e, off };
+    int err = io_changed_since(to_raw(img)->fd, name, off, len, add_changed,
+                               &w);
+
+    if (err < 0)
+        return err;
+    if (err == 0)
+        img_extents_add(e, off + len - w.pos, 0, 0);
+    return 0;
+}
+
+/* raw over a remote image: no inline reads, snapshots as bitmaps. */
+static const struct img_ops raw_remote_ops = {
+    .name = "raw",
+    .probe = raw_probe,
+    .open = raw_open,
+    .close = raw_close,
+    .read = raw_read,
+    .write = raw_write,
+    .write_zeroes = raw_write_zeroes,
+    .trim = raw_trim,
+    .flush = raw_flush,
+    .cache = raw_cache,
+    .block_status = raw_block_status,
+    .bitmap_count = raw_bitmap_count,
+    .bitmap_info = raw_bitmap_info,
+    .bitmap_status = raw_bitmap_status,
+};
 
 const struct img_ops raw_ops = {
     .name = "raw",

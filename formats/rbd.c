@@ -310,6 +310,130 @@ static int rbd_dev_seek(void *dev, uint64_t off, bool data, uint64_t *pos)
     return err;
 }
 
+static int rbd_dev_snapshots(void *dev, char ***names, size_t *n)
+{
+    struct rbd_dev *d = dev;
+    rbd_snap_info_t *snaps = NULL;
+    int max = 16, count;
+
+    *names = NULL;
+    *n = 0;
+    for (;;) {
+        snaps = calloc((size_t)max, sizeof *snaps);
+        if (!snaps)
+            return -ENOMEM;
+        count = rbd_snap_list(d->image, snaps, &max);
+        if (count != -ERANGE)
+            break;
+        free(snaps);
+    }
+    if (count < 0) {
+        free(snaps);
+        img_log("rbd: %s: listing snapshots: %s", d->label,
+                strerror(-count));
+        return count;
+    }
+    char **v = calloc((size_t)count + 1, sizeof *v);
+    int err = v ? 0 : -ENOMEM;
+    /* rbd_snap_list gives them by id, which is creation order. */
+    for (int i = 0; i < count && !err; i++) {
+        v[i] = strdup(snaps[i].name);
+        if (!v[i])
+            err = -ENOMEM;
+    }
+    rbd_snap_list_end(snaps);
+    free(snaps);
+    if (err) {
+        for (int i = 0; v && i < count; i++)
+            free(v[i]);
+        free(v);
+        return err;
+    }
+    *names = v;
+    *n = (size_t)count;
+    return 0;
+}
+
+struct diff_list {
+    uint64_t *off, *len;
+    size_t n, cap;
+};
+
+static int collect_diff(uint64_t off, size_t len, int exists, void *arg)
+{
+    struct diff_list *l = arg;
+
+    (void)exists;               /* written or discarded: changed either way */
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 256;
+        uint64_t *o = realloc(l->off, cap * sizeof *o);
+        if (!o)
+            return -ENOMEM;
+        l->off = o;
+        uint64_t *n = realloc(l->len, cap * sizeof *n);
+        if (!n)
+            return -ENOMEM;
+        l->len = n;
+        l->cap = cap;
+    }
+    l->off[l->n] = off;
+    l->len[l->n] = len;
+    l->n++;
+    return 0;
+}
+
+static int rbd_dev_diff(void *dev, const char *snap, uint64_t off,
+                        uint64_t len, int (*cb)(uint64_t, uint64_t, void *),
+                        void *arg)
+{
+    struct rbd_dev *d = dev;
+    uint64_t end = off + len;
+    int err = 0;
+
+    /* A window at a time, so a large range needs bounded memory. */
+    while (off < end && !err) {
+        uint64_t n = end - off > 4 * SEEK_WINDOW ? 4 * SEEK_WINDOW
+                                                 : end - off;
+        struct diff_list l = { 0 };
+        err = rbd_diff_iterate2(d->image, snap, off, n, 1, 0, collect_diff,
+                                &l);
+        if (err < 0 && err != -ENOENT)
+            img_log("rbd: %s: changes since %s at %" PRIu64 ": %s",
+                    d->label, snap, off, strerror(-err));
+        /* Sort (insertion: diff_iterate gives them nearly in order). */
+        for (size_t i = 1; !err && i < l.n; i++)
+            for (size_t j = i; j > 0 && l.off[j - 1] > l.off[j]; j--) {
+                uint64_t o = l.off[j], m = l.len[j];
+                l.off[j] = l.off[j - 1];
+                l.len[j] = l.len[j - 1];
+                l.off[j - 1] = o;
+                l.len[j - 1] = m;
+            }
+        uint64_t a = 0, b = 0;      /* the run being merged, if b > a */
+        for (size_t i = 0; !err && i < l.n; i++) {
+            uint64_t s = l.off[i] > off ? l.off[i] : off;
+            uint64_t e = l.off[i] + l.len[i] < off + n
+                         ? l.off[i] + l.len[i] : off + n;
+            if (e <= s)
+                continue;
+            if (b > a && s <= b) {
+                b = e > b ? e : b;
+                continue;
+            }
+            if (b > a)
+                err = cb(a, b - a, arg);
+            a = s;
+            b = e;
+        }
+        if (!err && b > a)
+            err = cb(a, b - a, arg);
+        free(l.off);
+        free(l.len);
+        off += n;
+    }
+    return err;
+}
+
 static void rbd_dev_close(void *dev)
 {
     struct rbd_dev *d = dev;
@@ -335,6 +459,8 @@ static const struct io_backend_ops rbd_backend_ops = {
     .discard = rbd_dev_discard,
     .zero = rbd_dev_zero,
     .seek = rbd_dev_seek,
+    .snapshots = rbd_dev_snapshots,
+    .diff = rbd_dev_diff,
     .close = rbd_dev_close,
 };
 
