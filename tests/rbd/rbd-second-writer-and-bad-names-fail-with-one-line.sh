@@ -7,7 +7,8 @@
 # unreadable conf file, a user the cluster does not know, a malformed
 # name, a monitor nobody answers at) each make diskserve exit 1 with one
 # line naming the image and the cause (and the conf file, when the
-# cluster cannot be reached).
+# cluster cannot be reached).  --fork with an RBD image is refused as a
+# usage error (exit 2): librados does not survive the fork.
 . "$abs_top_srcdir/tests/functions.sh"
 . "$abs_top_srcdir/tests/rbd/rbd-functions.sh"
 
@@ -67,4 +68,9 @@ rbd:rbd/img:conf=$T/nomon.conf ^rbd: rbd/img: cannot connect to the cluster as a
 rbd:rbd ^rbd:rbd: bad name
 rbd:rbd/img:bogus=1 ^rbd:rbd/img:bogus=1: bad name
 EOF2
+# --fork would lose librados's threads in the child: refused up front.
+rc=0
+"$DISKSERVE" --fork -k "$T/fork.sock" rbd:rbd/img >"$T/fork.log" 2>&1 || rc=$?
+[ $rc = 2 ] || fail "--fork with an RBD image exited $rc, not 2"
+one_line "$T/fork.log" "^diskserve: --fork cannot serve RBD images"
 echo ok
