@@ -10,6 +10,11 @@
  * fdatasync the file's state is unknown (a retried fsync can report
  * success for pages the kernel dropped), so the image refuses every later
  * write with -EIO.
+ *
+ * On a remote image (an RBD name, formats/rbd.c) the same calls reach
+ * librbd through formats/io.c; nothing is read inline on the loop, and
+ * the image's snapshots are offered as read-only dirty bitmaps, each
+ * marking what changed since that snapshot (raw_remote_ops).
  */
 #include <errno.h>
 #include <fcntl.h>
