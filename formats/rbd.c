@@ -488,6 +488,11 @@ static int connect_cluster(struct rbd_dev *d, const struct rbd_name *n)
     rados_conf_parse_env(d->cluster, NULL);
     /* A trim must leave zeros behind even inside an object. */
     rados_conf_set(d->cluster, "rbd_skip_partial_discard", "false");
+    /* NBD clients flush what they need durable (FLUSH, FUA), which is an
+     * RBD flush here: librbd's cache may hold writes back from the
+     * start, as qemu's cache=writeback has it do. */
+    rados_conf_set(d->cluster, "rbd_cache_writethrough_until_flush",
+                   "false");
     err = rados_connect(d->cluster);
     if (err < 0) {
         img_log("rbd: %s: cannot connect to the cluster as %s (conf %s): %s",
