@@ -12,6 +12,16 @@
 #include <unistd.h>
 
 #include "image.h"
+#include "io-backend.h"
+#include "io.h"
+
+#ifdef HAVE_LIBRBD
+/* formats/io.c refers to the RBD backend weakly: this strong reference
+ * links it into every program that opens images. */
+static int (*const rbd_backend)(const char *, bool,
+                                const struct io_backend_ops **, void **)
+    __attribute__((used)) = io_rbd_open;
+#endif
 
 static const struct img_ops *const drivers[] = {
     &qcow2_ops,
@@ -76,15 +86,24 @@ const struct img_ops *img_find_driver(const char *name)
 const struct img_ops *img_probe_file(const char *path)
 {
     uint8_t buf[4096];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
+    int fd = io_open(path, false);
+    if (fd < 0) {
+        errno = -fd;
         return NULL;
+    }
     memset(buf, 0, sizeof buf);
-    ssize_t n = pread(fd, buf, sizeof buf, 0);
-    int err = errno;
-    close(fd);
-    if (n < 0) {
-        errno = err;
+    ssize_t n = sizeof buf;
+    int err = 0;
+    if (io_is_file(fd)) {
+        n = pread(fd, buf, sizeof buf, 0);
+        err = n < 0 ? -errno : 0;
+    } else {
+        err = io_pread_full(fd, buf, sizeof buf, 0);
+        err = err == -ENODATA ? 0 : err;   /* a remote image < 4 KiB */
+    }
+    io_close(fd);
+    if (err) {
+        errno = -err;
         return NULL;
     }
     const struct img_ops *best = NULL;
@@ -116,6 +135,8 @@ int img_open(const struct img_open_args *args, struct image **out)
         }
     } else {
         ops = img_probe_file(args->path);
+        if (!ops && io_is_remote_name(args->path))
+            return -errno;      /* the backend said why */
         if (!ops) {
             int err = errno;
             img_log("%s: cannot probe format: %s", args->path,

@@ -200,6 +200,7 @@ struct image {
     uint32_t pref_block;    /* preferred I/O size */
     int nowait_reads;       /* 1: data fd reads never block (tmpfs) */
     int nowait_writes;      /* 1: write() without FUA never blocks */
+    bool bitmap_status_blocks;  /* bitmap_status does I/O: workers only */
 };
 
 /* Open an image, probing its format unless args->format names one.

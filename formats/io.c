@@ -29,13 +29,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io-backend.h"
 #include "io.h"
 
 #define MAX_FAULTS 32
 #define MAX_FILES 64
+#define MAX_REMOTES 64
 #define NO_FILE UINT32_MAX
 
 /* One DISKSERVE_FAULT entry. */
@@ -118,6 +124,278 @@ static enum io_tag valid_tag(enum io_tag tag)
     return (unsigned)tag < IO_TAG_COUNT ? tag : IO_TAG_OTHER;
 }
 
+/* ---- backends ----------------------------------------------------
+ *
+ * A handle is an int.  For a local file or block device it is the file
+ * descriptor, and every call below is the system call it always was.  A
+ * remote image (RBD) is keyed by an eventfd this file opens for it: the
+ * drivers keep their fd-shaped code, and a handle that is not a file is
+ * found in remotes[] and served through its backend's table.  The table
+ * is filled under remotes_lock and read without it: a slot's fd is
+ * published last (release) and cleared first, and n_remotes stays 0
+ * while only files are open, so a file operation pays one load and one
+ * predictable branch for the lookup. */
+
+struct remote {
+    _Atomic int fd;             /* the handle, or -1: slot free */
+    const struct io_backend_ops *ops;
+    void *dev;
+};
+
+static struct remote remotes[MAX_REMOTES] = {
+    [0 ... MAX_REMOTES - 1] = { .fd = -1 },
+};
+static atomic_int n_remotes;
+static pthread_mutex_t remotes_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct remote *remote_of(int fd)
+{
+    if (__builtin_expect(atomic_load_explicit(&n_remotes,
+                                              memory_order_relaxed) == 0, 1))
+        return NULL;
+    for (unsigned i = 0; i < MAX_REMOTES; i++)
+        if (atomic_load_explicit(&remotes[i].fd, memory_order_acquire) == fd)
+            return &remotes[i];
+    return NULL;
+}
+
+bool io_is_file(int fd)
+{
+    return remote_of(fd) == NULL;
+}
+
+bool io_is_remote_name(const char *name)
+{
+    return strncmp(name, "rbd:", 4) == 0;
+}
+
+bool io_is_snapshot_name(const char *name)
+{
+    if (!io_is_remote_name(name))
+        return false;
+    const char *at = strchr(name + 4, '@');
+    const char *colon = strchr(name + 4, ':');
+    return at && (!colon || at < colon);
+}
+
+/* Give a remote device a handle; the handle or -errno (dev closed). */
+static int remote_add(const struct io_backend_ops *ops, void *dev)
+{
+    int fd = eventfd(0, EFD_CLOEXEC);
+    if (fd < 0) {
+        int err = -errno;
+        ops->close(dev);
+        return err;
+    }
+    pthread_mutex_lock(&remotes_lock);
+    for (unsigned i = 0; i < MAX_REMOTES; i++)
+        if (atomic_load(&remotes[i].fd) < 0) {
+            remotes[i].ops = ops;
+            remotes[i].dev = dev;
+            atomic_fetch_add(&n_remotes, 1);
+            atomic_store_explicit(&remotes[i].fd, fd, memory_order_release);
+            pthread_mutex_unlock(&remotes_lock);
+            return fd;
+        }
+    pthread_mutex_unlock(&remotes_lock);
+    close(fd);
+    ops->close(dev);
+    return -EMFILE;
+}
+
+/* Weak: a program that links io.c alone (the unit tests, the crash log
+ * writer) has no RBD backend; formats/image.c pulls it into the rest. */
+#pragma weak io_rbd_open
+
+int io_open(const char *name, bool writable)
+{
+    if (io_is_remote_name(name)) {
+        const struct io_backend_ops *ops;
+        void *dev;
+        if (!io_rbd_open) {
+            say("%s: built without RBD support (librbd-dev)", name);
+            return -ENOTSUP;
+        }
+        int err = io_rbd_open(name + 4, writable, &ops, &dev);
+        return err < 0 ? err : remote_add(ops, dev);
+    }
+    int fd = open(name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    io_register(fd, name);
+    return fd;
+}
+
+int io_close(int fd)
+{
+    struct remote *r = remote_of(fd);
+
+    if (r) {
+        pthread_mutex_lock(&remotes_lock);
+        atomic_store(&r->fd, -1);
+        atomic_fetch_sub(&n_remotes, 1);
+        const struct io_backend_ops *ops = r->ops;
+        void *dev = r->dev;
+        pthread_mutex_unlock(&remotes_lock);
+        ops->close(dev);
+    }
+    return close(fd) < 0 ? -errno : 0;
+}
+
+int io_size(int fd, uint64_t *size)
+{
+    struct remote *r = remote_of(fd);
+    struct stat st;
+
+    if (r)
+        return r->ops->size(r->dev, size);
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (S_ISBLK(st.st_mode))
+        return ioctl(fd, BLKGETSIZE64, size) < 0 ? -errno : 0;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
+off_t io_lseek(int fd, off_t off, int whence)
+{
+    struct remote *r = remote_of(fd);
+    uint64_t size, pos;
+
+    if (!r)
+        return lseek(fd, off, whence);
+    int err = r->ops->size(r->dev, &size);
+    if (!err && whence == SEEK_END)
+        return (off_t)size + off;
+    if (!err && whence != SEEK_DATA && whence != SEEK_HOLE)
+        err = -EINVAL;
+    if (!err && (off < 0 || (uint64_t)off >= size))
+        err = -ENXIO;
+    if (!err)
+        err = r->ops->seek(r->dev, (uint64_t)off, whence == SEEK_DATA,
+                           &pos);
+    if (err) {
+        errno = -err;
+        return -1;
+    }
+    return (off_t)pos;
+}
+
+int io_snapshots(int fd, char ***names, size_t *n)
+{
+    struct remote *r = remote_of(fd);
+
+    *names = NULL;
+    *n = 0;
+    return r && r->ops->snapshots ? r->ops->snapshots(r->dev, names, n) : 0;
+}
+
+void io_free_names(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+int io_changed_since(int fd, const char *snap, uint64_t off, uint64_t len,
+                     int (*cb)(uint64_t off, uint64_t len, void *arg),
+                     void *arg)
+{
+    struct remote *r = remote_of(fd);
+
+    if (!r || !r->ops->diff)
+        return -ENOTSUP;
+    return r->ops->diff(r->dev, snap, off, len, cb, arg);
+}
+
+int io_advise(int fd, uint64_t off, uint64_t len, int advice)
+{
+    if (remote_of(fd))
+        return 0;
+    return -posix_fadvise(fd, (off_t)off, (off_t)len, advice);
+}
+
+/* A backend's byte count or -errno as a system call's -1 and errno. */
+static ssize_t remote_ret(ssize_t n)
+{
+    if (n < 0) {
+        errno = (int)-n;
+        return -1;
+    }
+    return n;
+}
+
+static ssize_t do_pread(int fd, void *buf, size_t len, uint64_t off)
+{
+    struct remote *r = remote_of(fd);
+    if (__builtin_expect(r != NULL, 0))
+        return remote_ret(r->ops->pread(r->dev, buf, len, off));
+    return pread(fd, buf, len, (off_t)off);
+}
+
+static ssize_t do_pwrite(int fd, const void *buf, size_t len, uint64_t off)
+{
+    struct remote *r = remote_of(fd);
+    if (__builtin_expect(r != NULL, 0))
+        return remote_ret(r->ops->pwritev(
+            r->dev, &(struct iovec){ (void *)buf, len }, 1, off));
+    return pwrite(fd, buf, len, (off_t)off);
+}
+
+static ssize_t do_pwritev(int fd, const struct iovec *iov, int iovcnt,
+                          uint64_t off)
+{
+    struct remote *r = remote_of(fd);
+    if (__builtin_expect(r != NULL, 0))
+        return remote_ret(r->ops->pwritev(r->dev, iov, iovcnt, off));
+    return pwritev(fd, iov, iovcnt, (off_t)off);
+}
+
+static int do_sync(int fd)
+{
+    struct remote *r = remote_of(fd);
+    if (__builtin_expect(r != NULL, 0))
+        return r->ops->sync(r->dev);
+    return fdatasync(fd) < 0 ? -errno : 0;
+}
+
+static int do_truncate(int fd, uint64_t size)
+{
+    struct remote *r = remote_of(fd);
+    if (__builtin_expect(r != NULL, 0))
+        return r->ops->resize(r->dev, size);
+    return ftruncate(fd, (off_t)size) < 0 ? -errno : 0;
+}
+
+/* fallocate's modes on a remote device: punching is a discard, zeroing
+ * a zero write, and allocating only ever grows the device. */
+static int remote_fallocate(struct remote *r, int mode, uint64_t off,
+                            uint64_t len)
+{
+    uint64_t size;
+
+    if (mode & FALLOC_FL_PUNCH_HOLE)
+        return r->ops->discard(r->dev, off, len);
+    if (mode & FALLOC_FL_ZERO_RANGE)
+        return r->ops->zero(r->dev, off, len);
+    if (mode & ~FALLOC_FL_KEEP_SIZE)
+        return -EOPNOTSUPP;
+    if (mode & FALLOC_FL_KEEP_SIZE)
+        return 0;
+    int err = r->ops->size(r->dev, &size);
+    if (!err && off + len > size)
+        err = r->ops->resize(r->dev, off + len);
+    return err;
+}
+
+static int do_fallocate(int fd, int mode, uint64_t off, uint64_t len)
+{
+    struct remote *r = remote_of(fd);
+    if (__builtin_expect(r != NULL, 0))
+        return remote_fallocate(r, mode, off, len);
+    return fallocate(fd, mode, (off_t)off, (off_t)len) < 0 ? -errno : 0;
+}
+
 /* ---- plain I/O ---------------------------------------------------- */
 
 int io_pread_full(int fd, void *buf, uint64_t len, uint64_t off)
@@ -125,7 +403,7 @@ int io_pread_full(int fd, void *buf, uint64_t len, uint64_t off)
     uint8_t *p = buf;
 
     while (len > 0) {
-        ssize_t n = pread(fd, p, len, (off_t)off);
+        ssize_t n = do_pread(fd, p, len, off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -150,7 +428,7 @@ static int pwrite_loop(int fd, const void *buf, uint64_t len, uint64_t off,
 
     *done = 0;
     while (len > 0) {
-        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        ssize_t n = do_pwrite(fd, p, len, off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -172,8 +450,8 @@ static int pwritev_loop(int fd, struct iovec *iov, int iovcnt, uint64_t off,
 {
     *done = 0;
     while (iovcnt > 0) {
-        ssize_t n = pwritev(fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt,
-                            (off_t)off);
+        ssize_t n = do_pwritev(fd, iov, iovcnt > IOV_MAX ? IOV_MAX : iovcnt,
+                               off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -369,7 +647,7 @@ static uint32_t file_id_locked(int fd)
 static void log_op(int fd, struct io_log_rec *rec, const void *payload,
                    uint64_t plen)
 {
-    if (log_fd < 0)
+    if (log_fd < 0 || (fd >= 0 && remote_of(fd)))
         return;
     pthread_mutex_lock(&log_lock);
     rec->file = file_id_locked(fd);
@@ -426,7 +704,8 @@ void io_register(int fd, const char *path)
     struct stat st;
     char *abs;
 
-    if (__builtin_expect(!hooks_on, 1) || fstat(fd, &st) < 0)
+    if (__builtin_expect(!hooks_on, 1) || remote_of(fd) ||
+        fstat(fd, &st) < 0)
         return;
     abs = realpath(path, NULL);
     if (!abs)
@@ -577,7 +856,7 @@ static int hooked_sync(int fd, enum io_tag tag)
         .type = IO_REC_SYNC_BEGIN, .tag = tag, .off = id,
     };
     log_op(fd, &rec, NULL, 0);
-    int ret = fdatasync(fd) < 0 ? -errno : 0;
+    int ret = do_sync(fd);
     rec = (struct io_log_rec){
         .type = IO_REC_SYNC_END, .tag = tag, .off = id, .result = ret,
     };
@@ -589,7 +868,7 @@ int io_sync(int fd, enum io_tag tag)
 {
     if (__builtin_expect(hooks_on, 0))
         return hooked_sync(fd, valid_tag(tag));
-    return fdatasync(fd) < 0 ? -errno : 0;
+    return do_sync(fd);
 }
 
 int io_truncate(int fd, uint64_t size, enum io_tag tag)
@@ -600,8 +879,9 @@ int io_truncate(int fd, uint64_t size, enum io_tag tag)
         if (err)
             return -err;
     }
-    if (ftruncate(fd, (off_t)size) < 0)
-        return -errno;
+    int ret = do_truncate(fd, size);
+    if (ret)
+        return ret;
     if (__builtin_expect(hooks_on, 0)) {
         struct io_log_rec rec = {
             .type = IO_REC_TRUNCATE, .tag = tag, .off = size,
@@ -620,8 +900,9 @@ int io_fallocate(int fd, int mode, uint64_t off, uint64_t len,
         if (err)
             return -err;
     }
-    if (fallocate(fd, mode, (off_t)off, (off_t)len) < 0)
-        return -errno;
+    int ret = do_fallocate(fd, mode, off, len);
+    if (ret)
+        return ret;
     if (__builtin_expect(hooks_on, 0)) {
         struct io_log_rec rec = {
             .type = IO_REC_FALLOCATE, .tag = tag, .off = off, .len = len,

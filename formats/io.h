@@ -18,7 +18,9 @@
 #ifndef DISKSERVE_IO_H
 #define DISKSERVE_IO_H
 
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/uio.h>
 
 /* What an operation writes, for the log and for fault injection.  The
@@ -42,6 +44,56 @@ enum io_tag {
     IO_TAG_BAT = 13,            /* VHDX BAT sectors written in place */
     IO_TAG_COUNT
 };
+
+/* Storage backends.  Every function here takes a handle: for a local
+ * file or block device, its file descriptor (opened by io_open or by the
+ * caller); for a remote image (an RBD name, "rbd:POOL/IMAGE..."), the
+ * descriptor io_open returned, which keys the image inside io.c and must
+ * be closed with io_close.  Only file handles may be read directly
+ * (pread on the loop thread): io_is_file tells them apart. */
+
+/* Open a path or a remote name for reading, or reading and writing: a
+ * handle, or -errno (a remote backend logs why). */
+int io_open(const char *name, bool writable);
+
+/* Close a handle from io_open (or any file descriptor); 0 or -errno. */
+int io_close(int fd);
+
+/* Whether the handle is a plain file descriptor. */
+bool io_is_file(int fd);
+
+/* Whether name is a remote image name rather than a path. */
+bool io_is_remote_name(const char *name);
+
+/* Whether name is a remote snapshot ("rbd:POOL/IMAGE@SNAP..."), which
+ * can only be opened read-only. */
+bool io_is_snapshot_name(const char *name);
+
+/* The size in bytes of a file, block device or remote image; 0 or
+ * -errno. */
+int io_size(int fd, uint64_t *size);
+
+/* lseek(2) for SEEK_DATA, SEEK_HOLE and SEEK_END on any handle; -1 with
+ * errno on failure.  A remote backend may answer SEEK_DATA or SEEK_HOLE
+ * for a window only, returning its end: callers treat the answer as
+ * "from off to the result, the same kind", then ask again. */
+off_t io_lseek(int fd, off_t off, int whence);
+
+/* The snapshots of the image behind a handle, oldest first (a file has
+ * none): a malloc'd array of malloc'd names for io_free_names; 0 or
+ * -errno. */
+int io_snapshots(int fd, char ***names, size_t *n);
+void io_free_names(char **names, size_t n);
+
+/* Call cb, in offset order and merged, for each extent of [off, off +
+ * len) changed since snapshot snap of a remote image: 0, cb's nonzero
+ * return, -ENOENT (no such snapshot), -ENOTSUP (a file), or -errno. */
+int io_changed_since(int fd, const char *snap, uint64_t off, uint64_t len,
+                     int (*cb)(uint64_t off, uint64_t len, void *arg),
+                     void *arg);
+
+/* posix_fadvise for a file, nothing for a remote image; 0 or -errno. */
+int io_advise(int fd, uint64_t off, uint64_t len, int advice);
 
 /* Read exactly len bytes at off; -ENODATA if the file ends first (the
  * bytes past the end are zero-filled), other -errno on failure. */

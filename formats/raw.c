@@ -10,6 +10,11 @@
  * fdatasync the file's state is unknown (a retried fsync can report
  * success for pages the kernel dropped), so the image refuses every later
  * write with -EIO.
+ *
+ * On a remote image (an RBD name, formats/rbd.c) the same calls reach
+ * librbd through formats/io.c; nothing is read inline on the loop, and
+ * the image's snapshots are offered as read-only dirty bitmaps, each
+ * marking what changed since that snapshot (raw_remote_ops).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +22,7 @@
 #include <linux/fs.h>
 #include <linux/magic.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -46,6 +52,8 @@ static int raw_probe(const uint8_t *buf, size_t len)
     return 1;   /* anything is raw, at the lowest score */
 }
 
+static const struct img_ops raw_remote_ops;
+
 static int raw_open(const struct img_open_args *args, struct image **out)
 {
     struct raw_image *r = calloc(1, sizeof *r);
@@ -59,19 +67,21 @@ static int raw_open(const struct img_open_args *args, struct image **out)
         err = -ENOMEM;
         goto out_free;
     }
-    r->fd = open(args->path, (args->read_only ? O_RDONLY : O_RDWR) |
-                 O_CLOEXEC);
+    r->fd = io_open(args->path, !args->read_only);
     if (r->fd < 0) {
-        err = -errno;
-        img_log("raw: %s: %s", args->path, strerror(errno));
+        err = r->fd;
+        if (!io_is_remote_name(args->path))   /* the backend said why */
+            img_log("raw: %s: %s", args->path, strerror(-err));
         goto out_free;
     }
-    io_register(r->fd, args->path);
-    if (fstat(r->fd, &st) < 0) {
+    if (!io_is_file(r->fd)) {
+        err = io_size(r->fd, &r->img.size);
+        if (err)
+            goto out_close;
+    } else if (fstat(r->fd, &st) < 0) {
         err = -errno;
         goto out_close;
-    }
-    if (S_ISBLK(st.st_mode)) {
+    } else if (S_ISBLK(st.st_mode)) {
         uint64_t size;
         if (ioctl(r->fd, BLKGETSIZE64, &size) < 0) {
             err = -errno;
@@ -96,7 +106,8 @@ static int raw_open(const struct img_open_args *args, struct image **out)
         r->img.nowait_writes = 1;
     }
 
-    r->img.ops = &raw_ops;
+    r->img.ops = io_is_file(r->fd) ? &raw_ops : &raw_remote_ops;
+    r->img.bitmap_status_blocks = !io_is_file(r->fd);
     r->img.read_only = args->read_only;
     r->img.multi_conn = true;
     r->img.fast_zero = true;
@@ -107,7 +118,7 @@ static int raw_open(const struct img_open_args *args, struct image **out)
     return 0;
 
 out_close:
-    close(r->fd);
+    io_close(r->fd);
 out_free:
     free(r->img.path);
     free(r);
@@ -120,7 +131,7 @@ static void raw_close(struct image *img)
 
     if (!img->read_only && !atomic_load(&r->failed))
         io_sync(r->fd, IO_TAG_FLUSH);
-    close(r->fd);
+    io_close(r->fd);
     free(img->path);
     free(r);
 }
@@ -266,9 +277,7 @@ static int raw_flush(struct image *img)
 static int raw_cache(struct image *img, uint64_t len, uint64_t off)
 {
     struct raw_image *r = to_raw(img);
-    int err = posix_fadvise(r->fd, (off_t)off, (off_t)len,
-                            POSIX_FADV_WILLNEED);
-    return -err;
+    return io_advise(r->fd, off, len, POSIX_FADV_WILLNEED);
 }
 
 static int raw_block_status(struct image *img, uint64_t len, uint64_t off,
@@ -281,7 +290,7 @@ static int raw_block_status(struct image *img, uint64_t len, uint64_t off,
         return img_extents_add(e, len, 0, 1) ? 0 : -EIO;
 
     while (off < end) {
-        off_t data = lseek(r->fd, (off_t)off, SEEK_DATA);
+        off_t data = io_lseek(r->fd, (off_t)off, SEEK_DATA);
         if (data < 0 && errno == ENXIO) {
             /* No data from here to the end of the file. */
             img_extents_add(e, end - off, IMG_EXT_HOLE | IMG_EXT_ZERO, 1);
@@ -302,7 +311,7 @@ static int raw_block_status(struct image *img, uint64_t len, uint64_t off,
             off += n;
             continue;
         }
-        off_t hole = lseek(r->fd, (off_t)off, SEEK_HOLE);
+        off_t hole = io_lseek(r->fd, (off_t)off, SEEK_HOLE);
         uint64_t n = hole < 0 || (uint64_t)hole <= off
                      ? end - off : (uint64_t)hole - off;
         if (n > end - off)
@@ -317,12 +326,97 @@ static int raw_block_status(struct image *img, uint64_t len, uint64_t off,
 static int raw_map_nowait(struct image *img, uint64_t len, uint64_t off,
                           struct img_map *m)
 {
+    if (!io_is_file(to_raw(img)->fd))
+        return -EAGAIN;     /* only a file can be read on the loop */
     m->kind = IMG_MAP_DATA;
     m->fd = to_raw(img)->fd;
     m->host_offset = off;
     m->length = len;
     return 0;
 }
+
+/* A remote image's snapshots, as read-only dirty bitmaps: the bitmap
+ * named after snapshot S marks what changed since S was taken. */
+static size_t raw_bitmap_count(struct image *img)
+{
+    char **names;
+    size_t n;
+
+    if (io_snapshots(to_raw(img)->fd, &names, &n) < 0)
+        return 0;
+    io_free_names(names, n);
+    return n;
+}
+
+static int raw_bitmap_info(struct image *img, size_t i,
+                           struct img_bitmap_info *info)
+{
+    char **names;
+    size_t n;
+    int err = io_snapshots(to_raw(img)->fd, &names, &n);
+
+    if (err)
+        return err;
+    if (i >= n) {
+        io_free_names(names, n);
+        return -ENOENT;
+    }
+    memset(info, 0, sizeof *info);
+    snprintf(info->name, sizeof info->name, "%s", names[i]);
+    info->granularity = 512;
+    info->persistent = true;
+    io_free_names(names, n);
+    return 0;
+}
+
+struct changed_walk {
+    struct img_extents *e;
+    uint64_t pos;               /* reported up to here */
+};
+
+static int add_changed(uint64_t off, uint64_t len, void *arg)
+{
+    struct changed_walk *w = arg;
+
+    if (!img_extents_add(w->e, off - w->pos, 0, 0) ||
+        !img_extents_add(w->e, len, 1, 0))
+        return 1;               /* full: the reply ends here */
+    w->pos = off + len;
+    return 0;
+}
+
+static int raw_bitmap_status(struct image *img, const char *name,
+                             uint64_t len, uint64_t off,
+                             struct img_extents *e)
+{
+    struct changed_walk w = { e, off };
+    int err = io_changed_since(to_raw(img)->fd, name, off, len, add_changed,
+                               &w);
+
+    if (err < 0)
+        return err;
+    if (err == 0)
+        img_extents_add(e, off + len - w.pos, 0, 0);
+    return 0;
+}
+
+/* raw over a remote image: no inline reads, snapshots as bitmaps. */
+static const struct img_ops raw_remote_ops = {
+    .name = "raw",
+    .probe = raw_probe,
+    .open = raw_open,
+    .close = raw_close,
+    .read = raw_read,
+    .write = raw_write,
+    .write_zeroes = raw_write_zeroes,
+    .trim = raw_trim,
+    .flush = raw_flush,
+    .cache = raw_cache,
+    .block_status = raw_block_status,
+    .bitmap_count = raw_bitmap_count,
+    .bitmap_info = raw_bitmap_info,
+    .bitmap_status = raw_bitmap_status,
+};
 
 const struct img_ops raw_ops = {
     .name = "raw",

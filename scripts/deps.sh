@@ -10,6 +10,7 @@ pkgs=(
     libnbd-dev libnbd-bin python3-libnbd python3-libvhdi
     qemu-utils qemu-system-x86 nbdkit fio nbd-client
     linux-image-amd64 busybox-static e2fsprogs cpio gzip util-linux python3
+    librbd-dev ceph-mon ceph-mgr ceph-osd ceph-common qemu-block-extra
 )
 missing=()
 for p in "${pkgs[@]}"; do

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io.h"
 #include "server.h"
 
 struct export *srv_find_export(const char *name, size_t len)
@@ -120,7 +121,7 @@ int srv_open_exports(struct srv_options *o)
         struct img_open_args args = {
             .path = e->image_path,
             .format = e->format,
-            .read_only = e->read_only,
+            .read_only = e->read_only || io_is_snapshot_name(e->image_path),
             .snapshot = e->snapshot,
             .key_file = e->key_file,
             .cache_size = o->cache_size,
@@ -128,7 +129,9 @@ int srv_open_exports(struct srv_options *o)
             .bitmaps_crash_safe = o->bitmaps_crash_safe,
         };
         int err = img_open(&args, &e->img);
-        if (err) {
+        if (err && io_is_remote_name(e->image_path)) {
+            return err;         /* the backend or driver said why */
+        } else if (err) {
             fprintf(stderr, "diskserve: cannot open %s: %s\n",
                     e->image_path, strerror(-err));
             return err;

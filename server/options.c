@@ -671,6 +671,13 @@ void srv_parse_args(int argc, char **argv, struct srv_options *o)
             e->tls_psk_users = split_list(tls_psk_users);
     }
     check_tls(o);
+    /* Images open before --fork detaches, and librados's threads do not
+     * survive a fork: the child would hang on its first request. */
+    for (struct export *e = o->exports; e && o->fork; e = e->next)
+        if (!strncmp(e->image_path, "rbd:", 4))
+            usage_error("--fork cannot serve RBD images (%.64s): run "
+                        "diskserve in the background instead",
+                        e->image_path);
 
     if (o->stdio) {
         if (o->socket_path || o->tcp || o->fork)

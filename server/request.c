@@ -287,7 +287,8 @@ static bool read_inline(struct request *r, struct image *img)
 static bool status_is_inline(const struct conn *c, const struct request *r)
 {
     return c->n_meta_bitmaps > 0 && !c->meta_base && !c->meta_depth &&
-           c->exp->applying == 0 && r->hdr.length <= INLINE_BS_MAX;
+           c->exp->applying == 0 && r->hdr.length <= INLINE_BS_MAX &&
+           !c->exp->img->bitmap_status_blocks;
 }
 
 void req_dispatch(struct conn *c, struct request *r)

@@ -18,3 +18,4 @@ include tests/fuzz/local.mk
 include tests/tls/local.mk
 include tests/bitmaps/local.mk
 include tests/bitmaps-server/local.mk
+include tests/rbd/local.mk

@@ -515,15 +515,12 @@ int qcow2_read_header(struct qcow2_state *s, bool read_only)
     struct qcow2_header *h = &s->h;
     const char *path = s->img.path;
     uint8_t fixed[sizeof(struct qcow2_disk_header)];
-    struct stat st;
     int err;
 
-    if (fstat(s->fd, &st) < 0) {
-        err = -errno;
-        img_log("qcow2: %s: %s", path, strerror(errno));
+    if ((err = io_size(s->fd, &s->file_size)) < 0) {
+        img_log("qcow2: %s: %s", path, strerror(-err));
         return err;
     }
-    s->file_size = (uint64_t)st.st_size;
     if (s->file_size < QCOW2_V2_HEADER_LEN) {
         img_log("qcow2: %s: truncated header: file is %" PRIu64
                 " bytes (header needs %u)", path, s->file_size,

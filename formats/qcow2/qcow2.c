@@ -251,7 +251,7 @@ static void qcow2_close(struct image *img)
     if (s->data_fd >= 0 && s->data_fd != s->fd)
         close(s->data_fd);
     if (s->fd >= 0)
-        close(s->fd);
+        io_close(s->fd);
     free(s->data_path);
     free(s->img.path);
     pthread_mutex_destroy(&s->prealloc_lock);
@@ -463,10 +463,12 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
         err = -ENOMEM;
         goto out_close;
     }
-    s->fd = open(args->path, (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+    s->fd = io_open(args->path, !read_only);
     if (s->fd < 0) {
-        err = -errno;
-        img_log("qcow2: %s: %s", args->path, strerror(errno));
+        err = s->fd;
+        s->fd = -1;
+        if (!io_is_remote_name(args->path))   /* the backend said why */
+            img_log("qcow2: %s: %s", args->path, strerror(-err));
         goto out_close;
     }
     err = qcow2_read_header(s, read_only);
@@ -748,7 +750,7 @@ static int status_host(struct qcow2_state *s, uint64_t host, uint64_t len,
     uint64_t end = host + len;
 
     while (host < end) {
-        off_t data = lseek(s->data_fd, (off_t)host, SEEK_DATA);
+        off_t data = io_lseek(s->data_fd, (off_t)host, SEEK_DATA);
         uint64_t n;
         uint32_t flags;
         if (data < 0) {
@@ -759,7 +761,7 @@ static int status_host(struct qcow2_state *s, uint64_t host, uint64_t len,
             n = ((uint64_t)data < end ? (uint64_t)data : end) - host;
             flags = IMG_EXT_ZERO;
         } else {
-            off_t hole = lseek(s->data_fd, (off_t)host, SEEK_HOLE);
+            off_t hole = io_lseek(s->data_fd, (off_t)host, SEEK_HOLE);
             n = hole < 0 || (uint64_t)hole <= host || (uint64_t)hole > end
                 ? end - host : (uint64_t)hole - host;
             flags = 0;
@@ -824,6 +826,8 @@ static int map_nowait(struct qcow2_state *s, uint64_t len, uint64_t off,
 {
     struct qcow2_run run;
 
+    if (!io_is_file(s->data_fd))
+        return -EAGAIN;     /* only a file can be read on the loop */
     int err = qcow2_map(s, off, len, QCOW2_MAP_NOWAIT, &run);
     if (err)
         return err;

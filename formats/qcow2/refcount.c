@@ -107,7 +107,7 @@ bool qcow2_has_metadata_prealloc(struct qcow2_state *s)
     struct stat st;
     bool found = false;
 
-    if (fstat(s->fd, &st) < 0)
+    if (!io_is_file(s->fd) || fstat(s->fd, &st) < 0)
         return false;
     /* Clusters the file really stores, against clusters in use: when
      * the refcounts claim clearly more, the rest are holes. */

@@ -129,7 +129,7 @@ static void vhdx_free(struct vhdx_state *s)
     free(s->volume_path);
     free(s->absolute_win32_path);
     if (s->fd >= 0)
-        close(s->fd);
+        io_close(s->fd);
     free(s->bat);
     vhdx_overlay_free(s);
     free(s->img.path);
@@ -210,15 +210,15 @@ static int vhdx_open(const struct img_open_args *args, struct image **out)
         err = -ENOMEM;
         goto out_free;
     }
-    s->fd = open(args->path, (args->read_only ? O_RDONLY : O_RDWR) |
-                 O_CLOEXEC);
+    s->fd = io_open(args->path, !args->read_only);
     if (s->fd < 0) {
-        err = -errno;
-        img_log("vhdx: %s: %s", args->path, strerror(errno));
+        err = s->fd;
+        s->fd = -1;
+        if (!io_is_remote_name(args->path))   /* the backend said why */
+            img_log("vhdx: %s: %s", args->path, strerror(-err));
         goto out_free;
     }
-    io_register(s->fd, args->path);
-    off_t end = lseek(s->fd, 0, SEEK_END);
+    off_t end = io_lseek(s->fd, 0, SEEK_END);
     if (end < 0) {
         err = -errno;
         img_log("vhdx: %s: cannot find the file size: %s", args->path,
@@ -535,6 +535,8 @@ static int vhdx_map_nowait(struct image *img, uint64_t len, uint64_t off,
     uint64_t entry, n = locate(s, off, len, &entry);
 
     if (is_present(entry)) {
+        if (!io_is_file(s->fd))
+            return -EAGAIN;     /* only a file can be read on the loop */
         /* Replayed sectors live in memory, not in the file. */
         if (vhdx_overlay_touches(s, host_offset(s, entry, off), n))
             return -EAGAIN;

@@ -74,7 +74,7 @@ $(FUZZ_FORMAT_TARGETS): fuzz/%: $(libdsformats_a_SOURCES) tests/fuzz/%.c \
 	done; \
 	$(fuzz_cc) $$srcs $(srcdir)/tests/fuzz/$*.c \
 	  $(srcdir)/tests/fuzz/fuzz-image.c $(srcdir)/protocol/protocol.c \
-	  $(ZLIB_LIBS) $(ZSTD_LIBS) $(NETTLE_LIBS) $(ISAL_LIBS) -lm
+	  $(ZLIB_LIBS) $(ZSTD_LIBS) $(NETTLE_LIBS) $(ISAL_LIBS) $(RBD_LIBS) -lm
 
 fuzz/fuzz-handshake: $(libdsproto_a_SOURCES) tests/fuzz/fuzz-handshake.c
 	@$(MKDIR_P) fuzz
