@@ -61,5 +61,6 @@ CRASH_VHDX_TESTS = \
 	tests/crash/vhdx-broken-write-order-fails-crash-check.sh \
 	tests/crash/vhdx-differencing-writes-survive-crash-states.sh
 TESTS += $(CRASH_VHDX_TESTS)
-EXTRA_DIST += $(CRASH_VHDX_TESTS) tests/crash/vhdx-make-child.sh
+EXTRA_DIST += $(CRASH_VHDX_TESTS) tests/crash/vhdx-make-child.sh \
+	tests/crash/broken-order-functions.sh
 endif
