@@ -40,78 +40,9 @@
 #include <unistd.h>
 
 #include "io.h"
-#include "qcow2.h"
-#include "check.h"
+#include "check-int.h"
 
-/* Masks the spec defines beside qcow2.h's. */
-#define REFT_OFFSET_MASK    0xfffffffffffffe00ull
-#define REFT_RESERVED_MASK  0x00000000000001ffull
-#define L1E_RESERVED_MASK   0x7f000000000001ffull
-#define L2E_RESERVED_MASK   0x3f000000000001feull
-
-#define MAX_MESSAGES        10000u
-
-/* Walk flag: count allocation and fragmentation (active L1 only). */
-#define WALK_STATS          1u
-#define WALK_DROP           2u  /* may drop references past EOF */
-
-/* Clusters [first, last] that a reference names past the end of the
- * file: errors, but a rebuild must not put new structures there. */
-struct past_ref {
-    uint64_t first, last;
-};
-
-/* The state of one check. */
-struct ck {
-    struct qcow2_state *s;
-    const char *path;
-    int rfd;                        /* reads */
-    int wfd;                        /* repairs */
-    unsigned repair;
-    struct qcow2_check_result *res;
-
-    uint32_t cs;                    /* cluster size */
-    uint32_t cbits;
-    uint32_t order;                 /* refcount_order */
-    uint32_t block_bits;            /* log2 of entries per refcount block */
-    uint64_t max_rc;                /* largest refcount the width holds */
-    bool data_file;
-
-    uint64_t nb_clusters;           /* clusters of the file */
-    uint64_t nb_counted;            /* nb_clusters, or one more when a
-                                     * reference reaches past the file */
-    uint16_t *ref;                  /* nb_clusters + 1 counters */
-    struct past_ref *past;          /* references too far past the end
-                                     * of the file to count */
-    size_t n_past, cap_past;
-    bool past_lost;                 /* some could not be recorded */
-    bool broken_bitmaps;            /* bitmap directory unparsable: which
-                                     * clusters bitmaps use is unknown */
-
-    uint64_t *rt;                   /* refcount table, host order */
-    uint64_t rt_entries;
-    uint64_t *old_blocks;           /* refcount blocks counted */
-    size_t n_old_blocks;
-
-    uint8_t *blk;                   /* one refcount block */
-    uint64_t blk_off;               /* 0: none loaded */
-    bool blk_dirty;
-
-    uint8_t *l2;                    /* scratch for one L2 or bitmap table */
-    uint64_t *l1;                   /* the active L1 as walked */
-    uint32_t l1_size;
-
-    bool rebuild;                   /* refcount structures are broken */
-    bool need_alloc;                /* a raise needs a missing block */
-    bool zero_used;                 /* a cluster in use has refcount 0 */
-    bool wrote;
-    uint64_t highest;               /* last cluster in use, plus one */
-    unsigned messages;
-};
-
-/* One line about the image, up to MAX_MESSAGES per check. */
-__attribute__((format(printf, 2, 3)))
-static void say(struct ck *c, const char *fmt, ...)
+void ck_say(struct ck *c, const char *fmt, ...)
 {
     char line[512];
     va_list ap;
@@ -143,7 +74,7 @@ static uint64_t get_be64(const uint8_t *p)
     return be64toh(v);
 }
 
-static void put_be64(uint8_t *p, uint64_t v)
+void ck_put_be64(uint8_t *p, uint64_t v)
 {
     v = htobe64(v);
     memcpy(p, &v, 8);
@@ -165,7 +96,7 @@ static uint64_t rc_get(const uint8_t *b, uint32_t order, uint64_t i)
 }
 
 /* Set entry i of a refcount block to v (which fits the width). */
-static void rc_set(uint8_t *b, uint32_t order, uint64_t i, uint64_t v)
+void ck_rc_set(uint8_t *b, uint32_t order, uint64_t i, uint64_t v)
 {
     uint32_t bits = 1u << order;
 
@@ -227,7 +158,7 @@ static bool drop_past_eof(struct ck *c, unsigned flags, uint64_t off,
     if (!(flags & WALK_DROP) || !(c->repair & QCOW2_REPAIR_ERRORS) ||
         c->broken_bitmaps || !past_eof(c, off, len))
         return false;
-    say(c, "%s 0x%" PRIx64 " entry %" PRIu32 ": 0x%" PRIx64 " is past the "
+    ck_say(c, "%s 0x%" PRIx64 " entry %" PRIu32 ": 0x%" PRIx64 " is past the "
         "end of the file: dropping the reference", what, table, i, off);
     c->res->corruptions_fixed++;
     return true;
@@ -248,7 +179,7 @@ static void inc_range(struct ck *c, uint64_t off, uint64_t len)
      * short); anything further is an error that no refcount fixes. */
     uint64_t fsize = c->s->file_size;
     if (last_byte >= fsize && last_byte - fsize >= c->cs - 1) {
-        say(c, "reference to 0x%" PRIx64 " (%" PRIu64 " bytes) past the "
+        ck_say(c, "reference to 0x%" PRIx64 " (%" PRIu64 " bytes) past the "
             "end of the file", off, len);
         c->res->corruptions++;
         note_past(c, off >> c->cbits, last_byte >> c->cbits);
@@ -260,7 +191,7 @@ static void inc_range(struct ck *c, uint64_t off, uint64_t len)
         if (k >= c->nb_counted)
             c->nb_counted = k + 1;
         if (c->ref[k] >= limit) {
-            say(c, "cluster %" PRIu64 " (0x%" PRIx64 ") has more "
+            ck_say(c, "cluster %" PRIu64 " (0x%" PRIx64 ") has more "
                 "references than its refcount can hold", k, k << c->cbits);
             c->res->corruptions++;
             continue;
@@ -270,7 +201,7 @@ static void inc_range(struct ck *c, uint64_t off, uint64_t len)
 }
 
 /* Drop one reference counted by inc_range for a cluster in the file. */
-static void dec_cluster(struct ck *c, uint64_t k)
+void ck_dec_cluster(struct ck *c, uint64_t k)
 {
     if (k < c->nb_clusters && c->ref[k] > 0)
         c->ref[k]--;
@@ -299,10 +230,10 @@ static void zero_entry(const struct ck *c, uint8_t *p)
 {
     const struct qcow2_state *s = c->s;
     if (s->ext_l2) {
-        put_be64(p, 0);
-        put_be64(p + 8, 0xffffffff00000000ull);
+        ck_put_be64(p, 0);
+        ck_put_be64(p + 8, 0xffffffff00000000ull);
     } else {
-        put_be64(p, s->h.version >= 3 ? QCOW2_L2E_ZERO : 0);
+        ck_put_be64(p, s->h.version >= 3 ? QCOW2_L2E_ZERO : 0);
     }
 }
 
@@ -317,7 +248,7 @@ static void walk_l2(struct ck *c, uint64_t l2_off, unsigned flags)
 
     int err = read_at(c, c->l2, c->cs, l2_off);
     if (err) {
-        say(c, "reading L2 table 0x%" PRIx64 ": %s", l2_off, strerror(-err));
+        ck_say(c, "reading L2 table 0x%" PRIx64 ": %s", l2_off, strerror(-err));
         res->check_errors++;
         return;
     }
@@ -327,26 +258,26 @@ static void walk_l2(struct ck *c, uint64_t l2_off, unsigned flags)
         enum l2_type t = l2_type_of(c, e);
 
         if (t != T_COMPRESSED && (e & L2E_RESERVED_MASK)) {
-            say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": reserved "
+            ck_say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": reserved "
                 "bits set (0x%" PRIx64 ")", l2_off, i, e);
             res->corruptions++;
         }
         switch (t) {
         case T_COMPRESSED: {
             if (e & QCOW2_L2E_COPIED) {
-                say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": COPIED "
+                ck_say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": COPIED "
                     "flag on a compressed cluster", l2_off, i);
                 res->corruptions++;
             }
             if (c->data_file) {
-                say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": "
+                ck_say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": "
                     "compressed cluster with an external data file",
                     l2_off, i);
                 res->corruptions++;
                 break;
             }
             if (bm) {
-                say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": "
+                ck_say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": "
                     "compressed cluster with a subcluster bitmap", l2_off, i);
                 res->corruptions++;
                 break;
@@ -372,12 +303,12 @@ static void walk_l2(struct ck *c, uint64_t l2_off, unsigned flags)
         case T_ZERO_ALLOC: {
             uint64_t off = e & QCOW2_L2E_OFFSET_MASK;
             if ((bm >> 32) & bm) {
-                say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": "
+                ck_say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": "
                     "subclusters both allocated and zero", l2_off, i);
                 res->corruptions++;
             }
             if (off & (c->cs - 1)) {
-                say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": cluster "
+                ck_say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": cluster "
                     "offset 0x%" PRIx64 " unaligned", l2_off, i, off);
                 res->corruptions++;
             }
@@ -400,7 +331,7 @@ static void walk_l2(struct ck *c, uint64_t l2_off, unsigned flags)
         }
         case T_UNALLOC:
             if (bm & QCOW2_SC_ALLOC_MASK) {
-                say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": "
+                ck_say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 ": "
                     "subclusters allocated in an unallocated cluster",
                     l2_off, i);
                 res->corruptions++;
@@ -414,7 +345,7 @@ static void walk_l2(struct ck *c, uint64_t l2_off, unsigned flags)
         c->wrote = true;
         err = io_pwrite_tag(c->wfd, c->l2, c->cs, l2_off, IO_TAG_L2);
         if (err) {
-            say(c, "writing L2 table 0x%" PRIx64 ": %s", l2_off,
+            ck_say(c, "writing L2 table 0x%" PRIx64 ": %s", l2_off,
                 strerror(-err));
             res->check_errors++;
         }
@@ -438,7 +369,7 @@ static void walk_l1(struct ck *c, uint64_t l1_off, uint32_t l1_size,
     }
     int err = read_at(c, l1, (uint64_t)l1_size * 8, l1_off);
     if (err) {
-        say(c, "reading L1 table 0x%" PRIx64 ": %s", l1_off, strerror(-err));
+        ck_say(c, "reading L1 table 0x%" PRIx64 ": %s", l1_off, strerror(-err));
         res->check_errors++;
         free(l1);
         return;
@@ -446,7 +377,7 @@ static void walk_l1(struct ck *c, uint64_t l1_off, uint32_t l1_size,
     for (uint32_t i = 0; i < l1_size; i++) {
         l1[i] = be64toh(l1[i]);
         if (l1[i] & L1E_RESERVED_MASK) {
-            say(c, "L1 table 0x%" PRIx64 " entry %" PRIu32 ": reserved "
+            ck_say(c, "L1 table 0x%" PRIx64 " entry %" PRIu32 ": reserved "
                 "bits set (0x%" PRIx64 ")", l1_off, i, l1[i]);
             res->corruptions++;
         }
@@ -463,7 +394,7 @@ static void walk_l1(struct ck *c, uint64_t l1_off, uint32_t l1_size,
             err = io_pwrite_tag(c->wfd, &zero, 8, l1_off + 8ull * i,
                                 IO_TAG_L1);
             if (err) {
-                say(c, "writing L1 table 0x%" PRIx64 ": %s", l1_off,
+                ck_say(c, "writing L1 table 0x%" PRIx64 ": %s", l1_off,
                     strerror(-err));
                 res->check_errors++;
             }
@@ -472,7 +403,7 @@ static void walk_l1(struct ck *c, uint64_t l1_off, uint32_t l1_size,
         }
         inc_range(c, l2, c->cs);
         if (l2 & (c->cs - 1)) {
-            say(c, "L1 table 0x%" PRIx64 " entry %" PRIu32 ": L2 table "
+            ck_say(c, "L1 table 0x%" PRIx64 " entry %" PRIu32 ": L2 table "
                 "offset 0x%" PRIx64 " unaligned", l1_off, i, l2);
             res->corruptions++;
         }
@@ -506,7 +437,7 @@ static void walk_snapshots(struct ck *c)
         struct qcow2_disk_snapshot d;
         pos = start + ((pos - start + 7) & ~7ull);
         if (read_at(c, &d, sizeof d, pos) != 0) {
-            say(c, "reading snapshot %" PRIu32, i);
+            ck_say(c, "reading snapshot %" PRIu32, i);
             c->res->check_errors++;
             return;
         }
@@ -516,13 +447,13 @@ static void walk_snapshots(struct ck *c)
                be16toh(d.id_str_size) + be16toh(d.name_size);
         end = pos;
         if (l1_off & (c->cs - 1)) {
-            say(c, "snapshot %" PRIu32 ": L1 table offset 0x%" PRIx64
+            ck_say(c, "snapshot %" PRIu32 ": L1 table offset 0x%" PRIx64
                 " unaligned", i, l1_off);
             c->res->corruptions++;
             continue;
         }
         if (l1_size > QCOW2_MAX_L1_BYTES / 8) {
-            say(c, "snapshot %" PRIu32 ": L1 table of %" PRIu32 " entries "
+            ck_say(c, "snapshot %" PRIu32 ": L1 table of %" PRIu32 " entries "
                 "too large", i, l1_size);
             c->res->corruptions++;
             continue;
@@ -546,7 +477,7 @@ static void walk_bitmaps(struct ck *c)
     uint64_t dir_size = b->directory_size;
     if ((dir_off & (c->cs - 1)) || dir_size > QCOW2_MAX_BITMAP_DIR ||
         dir_off > s->file_size || s->file_size - dir_off < dir_size) {
-        say(c, "bitmap directory 0x%" PRIx64 " (%" PRIu64 " bytes) "
+        ck_say(c, "bitmap directory 0x%" PRIx64 " (%" PRIu64 " bytes) "
             "unaligned or past the end of the file", dir_off, dir_size);
         c->res->corruptions++;
         return;
@@ -565,7 +496,7 @@ static void walk_bitmaps(struct ck *c)
     for (uint32_t i = 0; i < b->nb_bitmaps; i++) {
         struct qcow2_disk_bitmap_entry e;
         if (dir_size - pos < sizeof e) {
-            say(c, "bitmap directory ends inside entry %" PRIu32, i);
+            ck_say(c, "bitmap directory ends inside entry %" PRIu32, i);
             c->res->check_errors++;
             c->broken_bitmaps = true;
             break;
@@ -578,7 +509,7 @@ static void walk_bitmaps(struct ck *c)
                        be16toh(e.name_size);
         len = (len + 7) & ~7ull;
         if (len > dir_size - pos) {
-            say(c, "bitmap directory entry %" PRIu32 " (%" PRIu64 " bytes "
+            ck_say(c, "bitmap directory entry %" PRIu32 " (%" PRIu64 " bytes "
                 "at %" PRIu64 ") runs past the end of the directory (%"
                 PRIu64 " bytes)", i, len, pos, dir_size);
             c->res->check_errors++;
@@ -589,7 +520,7 @@ static void walk_bitmaps(struct ck *c)
         if ((t_off & (c->cs - 1)) || t_size > QCOW2_MAX_BITMAP_TABLE ||
             t_off > s->file_size ||
             (s->file_size - t_off) / 8 < t_size) {
-            say(c, "bitmap %" PRIu32 ": table 0x%" PRIx64 " (%" PRIu32
+            ck_say(c, "bitmap %" PRIu32 ": table 0x%" PRIx64 " (%" PRIu32
                 " entries) unaligned or past the end of the file", i, t_off,
                 t_size);
             c->res->corruptions++;
@@ -609,7 +540,7 @@ static void walk_bitmaps(struct ck *c)
              * qemu counts it. */
             const char *why = qcow2_bitmap_entry_bad(v, c->cs);
             if (why) {
-                say(c, "bitmap %" PRIu32 " table entry %" PRIu32 " (0x%"
+                ck_say(c, "bitmap %" PRIu32 " table entry %" PRIu32 " (0x%"
                     PRIx64 "): %s", i, j, v, why);
                 c->res->corruptions++;
             }
@@ -633,21 +564,21 @@ static void walk_refblocks(struct ck *c)
         uint64_t cluster = off >> c->cbits;
 
         if (c->rt[i] & REFT_RESERVED_MASK) {
-            say(c, "refcount table entry %" PRIu64 ": reserved bits set "
+            ck_say(c, "refcount table entry %" PRIu64 ": reserved bits set "
                 "(0x%" PRIx64 ")", i, c->rt[i]);
             res->corruptions++;
             c->rebuild = true;
             continue;
         }
         if (off & (c->cs - 1)) {
-            say(c, "refcount table entry %" PRIu64 ": block offset 0x%"
+            ck_say(c, "refcount table entry %" PRIu64 ": block offset 0x%"
                 PRIx64 " unaligned", i, off);
             res->corruptions++;
             c->rebuild = true;
             continue;
         }
         if (off && cluster >= c->nb_clusters) {
-            say(c, "refcount table entry %" PRIu64 ": block 0x%" PRIx64
+            ck_say(c, "refcount table entry %" PRIu64 ": block 0x%" PRIx64
                 " past the end of the file", i, off);
             res->corruptions++;
             if (c->repair & QCOW2_REPAIR_ERRORS)
@@ -663,7 +594,7 @@ static void walk_refblocks(struct ck *c)
         if (c->ref[cluster] == before + 1)
             c->old_blocks[c->n_old_blocks++] = cluster;
         if (before != 0 || c->ref[cluster] != 1) {
-            say(c, "refcount block %" PRIu64 " at 0x%" PRIx64 " has %u "
+            ck_say(c, "refcount block %" PRIu64 " at 0x%" PRIx64 " has %u "
                 "references", i, off, before + 1u);
             res->corruptions++;
             c->rebuild = true;
@@ -682,7 +613,7 @@ static int calculate(struct ck *c, bool stats)
     s->file_size = (uint64_t)st.st_size;
     c->nb_clusters = (s->file_size + c->cs - 1) >> c->cbits;
     if (c->nb_clusters > INT32_MAX) {
-        say(c, "file too large to check (%" PRIu64 " clusters)",
+        ck_say(c, "file too large to check (%" PRIu64 " clusters)",
             c->nb_clusters);
         return -EFBIG;
     }
@@ -729,7 +660,7 @@ static int flush_block(struct ck *c)
     int err = io_pwrite_tag(c->wfd, c->blk, c->cs, c->blk_off,
                             IO_TAG_REFCOUNT_BLOCK);
     if (err) {
-        say(c, "writing refcount block 0x%" PRIx64 ": %s", c->blk_off,
+        ck_say(c, "writing refcount block 0x%" PRIx64 ": %s", c->blk_off,
             strerror(-err));
         c->res->check_errors++;
     }
@@ -771,7 +702,7 @@ static int get_refcount(struct ck *c, uint64_t cluster, uint64_t *rc,
 /* Set the refcount of a cluster whose block get_refcount just loaded. */
 static void set_refcount(struct ck *c, uint64_t cluster, uint64_t v)
 {
-    rc_set(c->blk, c->order, cluster & ((1ull << c->block_bits) - 1), v);
+    ck_rc_set(c->blk, c->order, cluster & ((1ull << c->block_bits) - 1), v);
     c->blk_dirty = true;
 }
 
@@ -785,7 +716,7 @@ static void compare_one(struct ck *c, uint64_t i, uint64_t want,
 
     int err = get_refcount(c, i, &have, &block);
     if (err) {
-        say(c, "cannot read the refcount of cluster %" PRIu64 ": %s", i,
+        ck_say(c, "cannot read the refcount of cluster %" PRIu64 ": %s", i,
             strerror(-err));
         res->check_errors++;
         return;
@@ -803,7 +734,7 @@ static void compare_one(struct ck *c, uint64_t i, uint64_t want,
         fixing = false;
         c->need_alloc = true;
     }
-    say(c, "cluster %" PRIu64 " (0x%" PRIx64 "): refcount %" PRIu64 ", "
+    ck_say(c, "cluster %" PRIu64 " (0x%" PRIx64 "): refcount %" PRIu64 ", "
         "%" PRIu64 " references: %s%s", i, i << c->cbits, have, want,
         leak ? "leaked" : "error", fixing ? ", repairing" : "");
     if (fixing) {
@@ -826,282 +757,6 @@ static void compare(struct ck *c, unsigned fix)
     for (uint64_t i = 0; i < c->nb_counted; i++)
         compare_one(c, i, c->ref[i], fix);
     flush_block(c);
-}
-
-/* ---- Rebuilding the refcount structures ---- */
-
-/* Refcount block indexes holding a referenced cluster, ascending. */
-static int used_blocks(const struct ck *c, uint64_t **out, size_t *n_out)
-{
-    size_t n = 0, cap = 16;
-    uint64_t *v = malloc(cap * sizeof *v);
-
-    if (!v)
-        return -ENOMEM;
-    uint64_t epb = 1ull << c->block_bits;
-    for (uint64_t b = 0; b * epb < c->nb_counted; b++) {
-        for (uint64_t k = b * epb; k < (b + 1) * epb && k < c->nb_counted;
-             k++) {
-            if (c->ref[k]) {
-                v[n++] = b;
-                break;
-            }
-        }
-        if (n == cap) {
-            uint64_t *w = realloc(v, 2 * cap * sizeof *v);
-            if (!w) {
-                free(v);
-                return -ENOMEM;
-            }
-            v = w;
-            cap *= 2;
-        }
-    }
-    *out = v;
-    *n_out = n;
-    return 0;
-}
-
-/* Blocks and table clusters needed when new structures take clusters
- * [top, end): the used blocks plus those covering the new area. */
-static void needs_for(const struct ck *c, const uint64_t *used, size_t n_used,
-                      uint64_t top, uint64_t end, uint64_t *blocks,
-                      uint64_t *rt_clusters)
-{
-    uint64_t first = top >> c->block_bits;
-    uint64_t last = (end - 1) >> c->block_bits;
-
-    *blocks = n_used + (last - first + 1);
-    if (n_used && used[n_used - 1] >= first)
-        *blocks -= 1;           /* only the first can be shared */
-    *rt_clusters = ((last + 1) * 8 + c->cs - 1) / c->cs;
-}
-
-/* How big the new area at cluster top must be: *nb refcount blocks and
- * a table of *rt_cl clusters that count every used cluster (blocks
- * used[0..n_used)) and the area itself.  Grows until the area covers
- * itself, then shrinks to fit. */
-static void size_new_area(struct ck *c, const uint64_t *used, size_t n_used,
-                          uint64_t top, uint64_t *nb, uint64_t *rt_cl)
-{
-    *nb = 1;
-    *rt_cl = 1;
-    for (;;) {
-        uint64_t b, r;
-        needs_for(c, used, n_used, top, top + *rt_cl + *nb, &b, &r);
-        if (b > *nb || r > *rt_cl) {
-            *nb = b > *nb ? b : *nb;
-            *rt_cl = r > *rt_cl ? r : *rt_cl;
-            continue;
-        }
-        if (b == *nb && r == *rt_cl)
-            return;
-        *nb = b;
-        *rt_cl = r;
-    }
-}
-
-static int cmp_past(const void *a, const void *b)
-{
-    const struct past_ref *x = a, *y = b;
-    return x->first < y->first ? -1 : x->first > y->first;
-}
-
-/* Where the new structures go: at cluster *top, *nb blocks after a
- * table of *rt_cl clusters.  They go past everything in use.  A
- * reference past the end of the file is an error, not space to cover:
- * the area steps over the clusters such references name only when it
- * would overlap them (a table there would be written through them), and
- * the rebuild fails (-EFBIG) rather than take the file far past its
- * end.  0 or -errno. */
-static int place_new_area(struct ck *c, const uint64_t *used, size_t n_used,
-                          uint64_t *top, uint64_t *nb, uint64_t *rt_cl)
-{
-    uint64_t start = c->nb_counted;
-    uint64_t limit = c->nb_counted > 4096 ? c->nb_counted : 4096;
-    uint64_t t = start;
-
-    if (c->past_lost) {
-        say(c, "too many references past the end of the file to place "
-            "new refcount structures safely");
-        return -ENOMEM;
-    }
-    if (c->n_past)
-        qsort(c->past, c->n_past, sizeof *c->past, cmp_past);
-    for (;;) {
-        size_new_area(c, used, n_used, t, nb, rt_cl);
-        uint64_t end = t + *rt_cl + *nb;
-        uint64_t next = t;
-        for (size_t i = 0; i < c->n_past && c->past[i].first < end; i++)
-            if (c->past[i].last >= next)
-                next = c->past[i].last + 1;
-        if (next == t)
-            break;
-        if (next - start > limit) {
-            say(c, "references past the end of the file leave no room "
-                "for new refcount structures near it");
-            return -EFBIG;
-        }
-        t = next;
-    }
-    *top = t;
-    return 0;
-}
-
-/* Write the nb new refcount blocks after the table of rt_cl clusters at
- * cluster top, in block index order (the used ranges merged with the new
- * area's), each from the counted references, and point the new table
- * rt (host order) at them.  buf is one cluster of scratch.  0 or
- * -errno. */
-static int write_new_blocks(struct ck *c, const uint64_t *used,
-                            size_t n_used, uint64_t top, uint64_t rt_cl,
-                            uint64_t nb, uint64_t *rt, uint8_t *buf)
-{
-    uint64_t end = top + rt_cl + nb;
-    uint64_t epb = 1ull << c->block_bits;
-    uint64_t next_block = top + rt_cl;
-    uint64_t first_new = top >> c->block_bits;
-    uint64_t last_new = (end - 1) >> c->block_bits;
-    size_t u = 0;
-    uint64_t b_idx = 0;
-
-    for (uint64_t written = 0; written < nb; written++) {
-        uint64_t cand_u = u < n_used ? used[u] : UINT64_MAX;
-        uint64_t cand_n = b_idx < first_new ? first_new : b_idx;
-        if (cand_n > last_new)
-            cand_n = UINT64_MAX;
-        uint64_t b = cand_u < cand_n ? cand_u : cand_n;
-        if (b == UINT64_MAX)
-            break;
-        if (cand_u == b)
-            u++;
-        b_idx = b + 1;
-
-        memset(buf, 0, c->cs);
-        for (uint64_t j = 0; j < epb; j++) {
-            uint64_t k = b * epb + j;
-            uint64_t v;
-            if (k >= top)
-                v = k < end;
-            else
-                v = k < c->nb_counted ? c->ref[k] : 0;
-            if (v)
-                rc_set(buf, c->order, j, v);
-        }
-        uint64_t at = next_block++ << c->cbits;
-        rt[b] = at;
-        int err = io_pwrite_tag(c->wfd, buf, c->cs, at,
-                                IO_TAG_REFCOUNT_BLOCK);
-        if (err)
-            return err;
-    }
-    return 0;
-}
-
-/* Write the new table rt (rt_cl clusters, host order) at cluster top,
- * sync, and switch the header to it; rt comes back in host order.  0 or
- * -errno. */
-static int switch_table(struct ck *c, uint64_t *rt, uint64_t rt_cl,
-                        uint64_t top)
-{
-    uint64_t rt_ents = rt_cl * c->cs / 8;
-
-    for (uint64_t i = 0; i < rt_ents; i++)
-        rt[i] = htobe64(rt[i]);
-    int err = io_pwrite_tag(c->wfd, rt, rt_cl * c->cs, top << c->cbits,
-                            IO_TAG_REFTABLE_GROW);
-    for (uint64_t i = 0; i < rt_ents; i++)
-        rt[i] = be64toh(rt[i]);
-    if (!err)
-        err = io_sync(c->wfd, IO_TAG_REFTABLE_GROW);
-    if (err)
-        return err;
-
-    /* Table offset and size are adjacent header fields. */
-    uint8_t hdr[12];
-    put_be64(hdr, top << c->cbits);
-    uint32_t cl32 = htobe32((uint32_t)rt_cl);
-    memcpy(hdr + 8, &cl32, 4);
-    err = io_pwrite_tag(c->wfd, hdr, sizeof hdr,
-                        offsetof(struct qcow2_disk_header,
-                                 refcount_table_offset), IO_TAG_HEADER);
-    if (!err)
-        err = io_sync(c->wfd, IO_TAG_HEADER);
-    return err;
-}
-
-/* Write new refcount blocks and a new table past the end of the file,
- * then switch the header to them. */
-static int rebuild(struct ck *c)
-{
-    struct qcow2_state *s = c->s;
-    uint64_t *used = NULL, *rt = NULL;
-    uint8_t *buf = NULL;
-    size_t n_used;
-    int err;
-
-    /* The old table and blocks stay untouched until the header no
-     * longer points to them; in the new refcounts they are free. */
-    uint64_t rt_first = s->h.refcount_table_offset >> c->cbits;
-    uint64_t rt_n = (c->rt_entries * 8 + c->cs - 1) >> c->cbits;
-    for (uint64_t k = 0; k < rt_n; k++)
-        dec_cluster(c, rt_first + k);
-    for (size_t i = 0; i < c->n_old_blocks; i++)
-        dec_cluster(c, c->old_blocks[i]);
-
-    err = used_blocks(c, &used, &n_used);
-    if (err)
-        return err;
-    uint64_t top, nb, rt_cl;
-    err = place_new_area(c, used, n_used, &top, &nb, &rt_cl);
-    if (err)
-        goto out;
-    if (rt_cl * c->cs > QCOW2_MAX_REFTABLE_BYTES) {
-        say(c, "a new refcount table would need %" PRIu64 " clusters",
-            rt_cl);
-        err = -EFBIG;
-        goto out;
-    }
-    uint64_t rt_ents = rt_cl * c->cs / 8;
-    rt = calloc(rt_ents, 8);
-    buf = malloc(c->cs);
-    if (!rt || !buf) {
-        err = -ENOMEM;
-        goto out;
-    }
-
-    c->wrote = true;
-    err = write_new_blocks(c, used, n_used, top, rt_cl, nb, rt, buf);
-    if (!err)
-        err = switch_table(c, rt, rt_cl, top);
-    if (err)
-        goto out_io;
-
-    s->h.refcount_table_offset = top << c->cbits;
-    s->h.refcount_table_clusters = (uint32_t)rt_cl;
-    free(c->rt);
-    c->rt = rt;
-    rt = NULL;
-    c->rt_entries = rt_ents;
-    free(c->old_blocks);
-    c->old_blocks = malloc(rt_ents * sizeof *c->old_blocks);
-    if (!c->old_blocks) {
-        err = -ENOMEM;
-        goto out;
-    }
-    c->blk_off = 0;
-    c->res->refcounts_rebuilt = true;
-    say(c, "rebuilt the refcount structures: table at 0x%" PRIx64 ", %"
-        PRIu64 " blocks", top << c->cbits, nb);
-    goto out;
-
-out_io:
-    say(c, "rebuilding the refcount structures: %s", strerror(-err));
-out:
-    free(used);
-    free(rt);
-    free(buf);
-    return err;
 }
 
 /* ---- COPIED flags and the header ---- */
@@ -1134,7 +789,7 @@ static void check_copied(struct ck *c)
         if (!l2 || get_refcount(c, l2 >> c->cbits, &rc, &block) != 0)
             continue;
         if ((rc == 1) != !!(e & QCOW2_L2E_COPIED)) {
-            say(c, "L1 entry %" PRIu32 " (0x%" PRIx64 "): COPIED flag %s "
+            ck_say(c, "L1 entry %" PRIu32 " (0x%" PRIx64 "): COPIED flag %s "
                 "with refcount %" PRIu64 "%s", i, e,
                 (e & QCOW2_L2E_COPIED) ? "set" : "clear", rc,
                 repair ? ", repairing" : "");
@@ -1143,12 +798,12 @@ static void check_copied(struct ck *c)
                 uint64_t v = rc == 1 ? e | QCOW2_L2E_COPIED
                                      : e & ~QCOW2_L2E_COPIED;
                 uint8_t be[8];
-                put_be64(be, v);
+                ck_put_be64(be, v);
                 c->wrote = true;
                 int err = io_pwrite_tag(c->wfd, be, 8, l1_off + 8ull * i,
                                         IO_TAG_L1);
                 if (err) {
-                    say(c, "writing L1 entry %" PRIu32 ": %s", i,
+                    ck_say(c, "writing L1 entry %" PRIu32 ": %s", i,
                         strerror(-err));
                     res->check_errors++;
                     return;
@@ -1163,7 +818,7 @@ static void check_copied(struct ck *c)
 
         int err = read_at(c, c->l2, c->cs, l2);
         if (err) {
-            say(c, "reading L2 table 0x%" PRIx64 ": %s", l2, strerror(-err));
+            ck_say(c, "reading L2 table 0x%" PRIx64 ": %s", l2, strerror(-err));
             res->check_errors++;
             return;
         }
@@ -1181,13 +836,13 @@ static void check_copied(struct ck *c)
                 continue;
             if ((rc2 == 1) == !!(e2 & QCOW2_L2E_COPIED))
                 continue;
-            say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 " (0x%" PRIx64
+            ck_say(c, "L2 table 0x%" PRIx64 " entry %" PRIu32 " (0x%" PRIx64
                 "): COPIED flag %s with refcount %" PRIu64 "%s", l2, j, e2,
                 (e2 & QCOW2_L2E_COPIED) ? "set" : "clear", rc2,
                 repair ? ", repairing" : "");
             res->corruptions++;
             if (repair) {
-                put_be64(p, rc2 == 1 ? e2 | QCOW2_L2E_COPIED
+                ck_put_be64(p, rc2 == 1 ? e2 | QCOW2_L2E_COPIED
                                      : e2 & ~QCOW2_L2E_COPIED);
                 dirty++;
             }
@@ -1198,7 +853,7 @@ static void check_copied(struct ck *c)
             c->wrote = true;
             err = io_pwrite_tag(c->wfd, c->l2, c->cs, l2, IO_TAG_L2);
             if (err) {
-                say(c, "writing L2 table 0x%" PRIx64 ": %s", l2,
+                ck_say(c, "writing L2 table 0x%" PRIx64 ": %s", l2,
                     strerror(-err));
                 res->check_errors++;
                 return;
@@ -1221,7 +876,7 @@ static int mark_clean(struct ck *c)
     if (err)
         return err;
     uint8_t be[8];
-    put_be64(be, s->h.incompatible & ~bits);
+    ck_put_be64(be, s->h.incompatible & ~bits);
     c->wrote = true;
     err = io_pwrite_tag(c->wfd, be, 8,
                         offsetof(struct qcow2_disk_header,
@@ -1250,7 +905,7 @@ static int load_reftable(struct ck *c)
         return -ENOMEM;
     int err = read_at(c, c->rt, bytes, s->h.refcount_table_offset);
     if (err) {
-        say(c, "reading the refcount table: %s", strerror(-err));
+        ck_say(c, "reading the refcount table: %s", strerror(-err));
         return err;
     }
     for (uint64_t i = 0; i < c->rt_entries; i++)
@@ -1265,7 +920,7 @@ static int rebuild_and_recount(struct ck *c)
     struct qcow2_check_result *res = c->res;
     struct qcow2_check_result old = *res;
 
-    int err = rebuild(c);
+    int err = ck_rebuild(c);
     if (err) {
         res->check_errors++;
         return err;
@@ -1286,7 +941,7 @@ static int rebuild_and_recount(struct ck *c)
     memset(res, 0, sizeof *res);
     compare(c, c->repair);
     if (c->rebuild)
-        say(c, "the rebuilt refcount structures are still broken");
+        ck_say(c, "the rebuilt refcount structures are still broken");
     struct qcow2_check_result fresh = *res;
     *res = saved;
     if (res->corruptions < old.corruptions)
@@ -1331,7 +986,7 @@ static int run_check(struct ck *c)
      * look leaked, and a repair would free them: like qemu, which
      * refuses such an image, repair nothing. */
     if (c->broken_bitmaps && c->repair) {
-        say(c, "not repairing: the bitmap directory is broken");
+        ck_say(c, "not repairing: the bitmap directory is broken");
         c->repair = 0;
     }
     struct qcow2_check_result pre = *res;
@@ -1347,13 +1002,13 @@ static int run_check(struct ck *c)
     bool untrusted = need_rebuild || c->zero_used;
     c->need_alloc = false;
     if (need_rebuild && (c->repair & QCOW2_REPAIR_ERRORS)) {
-        say(c, "rebuilding the refcount structures");
+        ck_say(c, "rebuilding the refcount structures");
         err = rebuild_and_recount(c);
         if (err)
             return err;
     } else if (c->repair) {
         if (untrusted && !(c->repair & QCOW2_REPAIR_ERRORS)) {
-            say(c, "the refcount structures need rebuilding, which only "
+            ck_say(c, "the refcount structures need rebuilding, which only "
                 "an error repair does");
             res->check_errors++;
             return -EIO;
@@ -1362,7 +1017,7 @@ static int run_check(struct ck *c)
             *res = pre;
             compare(c, c->repair);
             if (c->need_alloc)
-                say(c, "some refcounts could not be raised: their "
+                ck_say(c, "some refcounts could not be raised: their "
                     "refcount block is missing");
         }
     }
@@ -1375,7 +1030,7 @@ static int run_check(struct ck *c)
     if (c->repair && !res->check_errors && !res->corruptions) {
         err = mark_clean(c);
         if (err) {
-            say(c, "clearing the dirty bit: %s", strerror(-err));
+            ck_say(c, "clearing the dirty bit: %s", strerror(-err));
             res->check_errors++;
             return err;
         }

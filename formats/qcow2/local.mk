@@ -11,4 +11,5 @@ libdsformats_a_SOURCES += formats/qcow2/qcow2.h formats/qcow2/qcow2.c \
 	formats/qcow2/bitmap-load.c formats/qcow2/bitmap.c \
 	formats/qcow2/bitmap-store.c
 libdsformats_a_SOURCES += formats/qcow2/check.h formats/qcow2/check.c \
+	formats/qcow2/check-int.h formats/qcow2/check-rebuild.c \
 	formats/qcow2/create.h formats/qcow2/create.c
