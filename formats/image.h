@@ -201,6 +201,11 @@ struct image {
     int nowait_reads;       /* 1: data fd reads never block (tmpfs) */
     int nowait_writes;      /* 1: write() without FUA never blocks */
     bool bitmap_status_blocks;  /* bitmap_status does I/O: workers only */
+    bool map_stable;        /* the file bytes behind a range map_nowait
+                             * returned stay that guest range's for the
+                             * whole open (nothing is moved, freed or
+                             * reused): a caller may keep referring to
+                             * them after map_done, e.g. splice them */
 };
 
 /* Open an image, probing its format unless args->format names one.

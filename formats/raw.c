@@ -107,6 +107,7 @@ static int raw_open(const struct img_open_args *args, struct image **out)
     }
 
     r->img.ops = io_is_file(r->fd) ? &raw_ops : &raw_remote_ops;
+    r->img.map_stable = true;
     r->img.bitmap_status_blocks = !io_is_file(r->fd);
     r->img.read_only = args->read_only;
     r->img.multi_conn = true;

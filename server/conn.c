@@ -93,7 +93,7 @@ static void conn_free(struct conn *c)
     srv_conn_gone();
 }
 
-static void on_handle_closed(uv_handle_t *h)
+void conn_handle_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
     if (--c->open_handles == 0)
@@ -112,12 +112,13 @@ static void conn_maybe_finish(struct conn *c)
     }
     if (c->timer_open) {
         c->timer_open = false;
-        uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+        uv_close((uv_handle_t *)&c->timer, conn_handle_closed);
     }
     if (!uv_is_closing((uv_handle_t *)c->in))
-        uv_close((uv_handle_t *)c->in, on_handle_closed);
+        uv_close((uv_handle_t *)c->in, conn_handle_closed);
     if (c->out != c->in && !uv_is_closing((uv_handle_t *)c->out))
-        uv_close((uv_handle_t *)c->out, on_handle_closed);
+        uv_close((uv_handle_t *)c->out, conn_handle_closed);
+    out_direct_close(c);
 }
 
 static void unpause(struct conn *c)

@@ -11,6 +11,8 @@ diskserve_SOURCES = \
 	server/handshake.c \
 	server/request.c \
 	server/reply.c \
+	server/output.c \
+	server/splice.c \
 	server/export.c \
 	server/tls.h \
 	server/tls.c \

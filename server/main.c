@@ -47,6 +47,7 @@ static void finish(void)
     close_handle((uv_handle_t *)&drain_timer);
     srv_workers_stop();
     srv_close_exports();
+    splice_cleanup();
     tls_exit();
     srv_debug("exiting");
 }

@@ -142,6 +142,10 @@ static void flush_conn(struct conn *c)
         flush_tls(c, list);
         return;
     }
+    if (out_direct_ok(c)) {
+        out_direct_send(c, list);
+        return;
+    }
     for (struct request *r = list; r && n + r->niov <= FLUSH_IOV;
          r = r->out_next) {
         memcpy(iov + n, r->iov, r->niov * sizeof *iov);
@@ -193,6 +197,7 @@ void reply_drop_queue(struct conn *c)
     struct request *list = c->out_head;
     c->out_head = c->out_tail = NULL;
     release_list(list);
+    out_direct_drop(c);
 }
 
 void reply_kick(struct conn *c)
@@ -284,6 +289,51 @@ static void add_hole_chunk(struct request *r, size_t *used, uint64_t start,
                      PROTO_REPLY_TYPE_OFFSET_HOLE, PROTO_OFFSET_HOLE_LEN);
     n += proto_encode_hole(h + n, r->hdr.offset + start, (uint32_t)len);
     add_iov(r, h, n);
+}
+
+/* A read whose data waits in a pipe (splice.c): pieces with a NULL base
+ * stand for pipe bytes.  Ranges the image maps as zeros are hole chunks
+ * (the pipe holds no bytes for them) unless the reply must carry zeros:
+ * simple replies and DF. */
+static void build_spliced_read(struct request *r)
+{
+    struct conn *c = r->conn;
+    uint64_t len = r->hdr.length;
+    size_t used = 0;
+
+    if (!c->structured) {
+        add_iov(r, r->hdrs, proto_encode_simple_reply(r->hdrs, r->hdr.cookie,
+                                                      0));
+        add_iov(r, NULL, len);
+        return;
+    }
+    if (r->hdr.flags & PROTO_CMD_FLAG_DF) {
+        uint8_t *h = hdr_space(r, &used, PROTO_EXT_REPLY_LEN + 8);
+        size_t n = chunk(r, h, PROTO_REPLY_FLAG_DONE,
+                         PROTO_REPLY_TYPE_OFFSET_DATA,
+                         PROTO_OFFSET_DATA_PREFIX + len);
+        proto_put64(h + n, r->hdr.offset);
+        add_iov(r, h, n + 8);
+        add_iov(r, NULL, len);
+        return;
+    }
+    uint64_t start = 0;
+    for (unsigned i = 0; i < r->nmaps; i++) {
+        const struct img_map *m = &r->maps[i];
+        bool last = i + 1 == r->nmaps;
+        if (m->kind == IMG_MAP_ZERO) {
+            add_hole_chunk(r, &used, start, m->length, last);
+        } else {
+            uint8_t *h = hdr_space(r, &used, PROTO_EXT_REPLY_LEN + 8);
+            size_t n = chunk(r, h, last ? PROTO_REPLY_FLAG_DONE : 0,
+                             PROTO_REPLY_TYPE_OFFSET_DATA,
+                             PROTO_OFFSET_DATA_PREFIX + m->length);
+            proto_put64(h + n, r->hdr.offset + start);
+            add_iov(r, h, n + 8);
+            add_iov(r, NULL, m->length);
+        }
+        start += m->length;
+    }
 }
 
 /* A structured read reply: data and hole chunks, the last one DONE. */
@@ -492,6 +542,8 @@ void req_reply(struct request *r)
     }
     if (wire) {
         build_error(r, wire, err);
+    } else if (r->hdr.type == PROTO_CMD_READ && r->pipe) {
+        build_spliced_read(r);
     } else if (r->hdr.type == PROTO_CMD_READ) {
         if (!c->structured) {
             add_iov(r, r->hdrs, proto_encode_simple_reply(r->hdrs,

@@ -83,6 +83,9 @@ struct request *req_alloc(struct conn *c, size_t payload)
     r->err = 0;
     r->wire_err = 0;
     r->niov = 0;
+    r->pipe = NULL;
+    r->nmaps = 0;
+    r->splice_failed = false;
     c->inflight++;
     return r;
 }
@@ -91,6 +94,8 @@ void req_release(struct request *r)
 {
     struct conn *c = r->conn;
 
+    if (r->pipe)
+        splice_put_pipe(r, false);
     srv.buf_used -= r->buf_cap;
     c->buf_used -= r->buf_cap;
     if (r->buf_cap > POOL_BUF) {
@@ -317,6 +322,8 @@ void req_dispatch(struct conn *c, struct request *r)
         req_reply(r);
         return;
     }
+    if (r->hdr.type == PROTO_CMD_READ && splice_read(r))
+        return;
     if (r->hdr.type == PROTO_CMD_READ) {
         if (req_reserve(r, r->hdr.length) < 0) {
             r->err = -ENOMEM;

@@ -196,6 +196,14 @@ struct conn {
     size_t buf_used;        /* request buffer bytes this client holds */
     /* replies waiting for the end of this loop iteration (reply.c) */
     struct request *out_head, *out_tail;
+    /* direct output (output.c): plaintext sockets write replies with
+     * writev and splice themselves, in order, from send_head */
+    bool direct;
+    struct request *send_head, *send_tail;
+    int poll_fd;            /* a dup of the socket, polled for room */
+    bool poll_open;
+    bool polling;
+    uv_poll_t out_poll;
     bool out_queued;        /* on reply.c's pending list */
     struct conn *out_next;
     struct conn *next, *prev;
@@ -207,6 +215,8 @@ struct conn {
  * conn_new). */
 struct conn *conn_new(void);
 void conn_start(struct conn *c);
+/* Close callback of every handle a connection owns. */
+void conn_handle_closed(uv_handle_t *h);
 /* Begin closing: stop reading, close once in-flight requests end. */
 void conn_close(struct conn *c);
 /* Every reply of c is written and nothing more will be read: end the
@@ -260,6 +270,11 @@ void hs_send_greeting(struct conn *c);
  * range is answered when there are more). */
 #define SRV_MAX_EXTENTS 1024u
 
+/* Image ranges one spliced read may gather (more: the read copies). */
+#define SRV_SPLICE_MAPS 16u
+
+struct srv_pipe;
+
 struct request {
     struct srv_work work;   /* first: worker hand-off */
     struct conn *conn;
@@ -277,10 +292,17 @@ struct request {
     size_t bm_ext_cap;
     struct img_extent *ext_v;
     size_t ext_cap;
+    /* a read answered from a pipe (splice.c): the image ranges that
+     * fill it, in order; reply pieces with a NULL base are pipe bytes */
+    struct srv_pipe *pipe;
+    struct img_map maps[SRV_SPLICE_MAPS];
+    unsigned nmaps;
+    bool splice_failed;     /* the pipe could not be filled: copy */
     /* reply */
     uv_write_t wreq;
     uv_buf_t iov[2 * 64 + 4];
     unsigned niov;
+    unsigned out_i;         /* direct output: next piece to write */
     uint8_t hdrs[64 * 48 + 256];
     struct request *next_free;
     struct request *out_next;   /* connection's output queue */
@@ -298,6 +320,34 @@ void req_reply(struct request *r);
 void reply_drop_queue(struct conn *c);
 /* Output drained: send replies that waited for it (TLS, reply.c). */
 void reply_kick(struct conn *c);
+
+/* ---- spliced reads (splice.c) ------------------------------------- */
+
+/* Answer read r from a pipe the image's pages are spliced into, with no
+ * copy, when the connection, the image and the mapping allow; true when
+ * r was taken (answered now or on a worker), false to read it by copy. */
+bool splice_read(struct request *r);
+/* On a worker: fill r's pipe from r->maps; false when it could not. */
+bool splice_fill(struct request *r);
+/* The end of r's pipe the reply is spliced from. */
+int splice_pipe_fd(const struct srv_pipe *p);
+/* Return r's pipe: to the pool when emptied (clean), else closed. */
+void splice_put_pipe(struct request *r, bool clean);
+/* Close the pooled pipes (shutdown). */
+void splice_cleanup(void);
+
+/* ---- direct output (output.c) ------------------------------------- */
+
+/* Whether c's replies go through output.c (a plaintext socket). */
+bool out_direct_ok(const struct conn *c);
+/* Write the replies in list (linked by out_next), after those still
+ * waiting, as far as the socket takes them now; the rest when it has
+ * room.  Each request is released once its reply is written. */
+void out_direct_send(struct conn *c, struct request *list);
+/* Release every reply not written yet (closing). */
+void out_direct_drop(struct conn *c);
+/* Close the poll handle, if any (closing); true when one was. */
+bool out_direct_close(struct conn *c);
 
 /* ---- exports ------------------------------------------------------ */
 

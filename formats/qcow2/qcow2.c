@@ -525,6 +525,9 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
      * size as a block size, which must stay small. */
     s->img.pref_block = 4096;
     s->img.nowait_reads = all_on_tmpfs(s);
+    /* A writable image frees and reuses clusters; a backing file is
+     * always opened read-only. */
+    s->img.map_stable = read_only;
     /* On memory the driver's waits are short: the metadata lock is never
      * held across slow I/O and in-flight writes finish quickly, so the
      * server may write inline rather than hand off to a worker.  Not

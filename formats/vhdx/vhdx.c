@@ -245,6 +245,7 @@ static int vhdx_open(const struct img_open_args *args, struct image **out)
      * syncs and allocations cost a memory copy there), so the event loop
      * may write inline as it reads. */
     s->img.nowait_writes = s->writable && s->img.nowait_reads;
+    s->img.map_stable = true;   /* blocks never move (see the top) */
     s->img.read_only = !s->writable;
     s->img.fast_zero = s->writable;
     s->img.multi_conn = true;
