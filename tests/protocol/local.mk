@@ -15,6 +15,7 @@ PROTOCOL_TESTS = \
 PROTOCOL_TESTS += tests/protocol/requests-too-big-get-reply-before-close.py
 PROTOCOL_TESTS += tests/protocol/half-closed-client-gets-every-reply.py
 PROTOCOL_TESTS += tests/protocol/refused-big-write-over-tcp-loses-no-reply.py
+PROTOCOL_TESTS += tests/protocol/large-reads-carry-exact-bytes-in-every-reply-form.py
 TESTS += $(PROTOCOL_TESTS)
 EXTRA_DIST += $(PROTOCOL_TESTS)
 
