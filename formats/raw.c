@@ -184,6 +184,25 @@ static int raw_write(struct image *img, const void *buf, uint64_t len,
     return 0;
 }
 
+static int raw_write_pipe(struct image *img, int pipe_fd, uint64_t len,
+                          uint64_t off, unsigned flags)
+{
+    struct raw_image *r = to_raw(img);
+
+    if (atomic_load(&r->failed))
+        return -EIO;
+    int err = io_splice_write(r->fd, pipe_fd, len, off);
+    if (err) {
+        img_log("raw: %s: write %llu bytes at %llu: %s", img->path,
+                (unsigned long long)len, (unsigned long long)off,
+                strerror(-err));
+        return err;
+    }
+    if (flags & IMG_FUA)
+        return raw_sync(r);
+    return 0;
+}
+
 static bool is_unsupported(int err)
 {
     return err == EOPNOTSUPP || err == ENOTSUP || err == ENOSYS ||
@@ -426,6 +445,7 @@ const struct img_ops raw_ops = {
     .close = raw_close,
     .read = raw_read,
     .write = raw_write,
+    .write_pipe = raw_write_pipe,
     .write_zeroes = raw_write_zeroes,
     .trim = raw_trim,
     .flush = raw_flush,

@@ -35,39 +35,62 @@ bool out_direct_ok(const struct conn *c)
 
 static void on_writable(uv_poll_t *p, int status, int events);
 
-/* Come back when the socket has room; false when that cannot be
- * arranged (the connection is closed). */
-static bool wait_room(struct conn *c)
+bool dup_poll_start(struct conn *c, struct dup_poll *p, int events,
+                    uv_poll_cb cb)
 {
-    if (!c->poll_open) {
+    if (!p->open) {
         uv_os_fd_t fd;
-        if (uv_fileno((uv_handle_t *)c->out, &fd) != 0)
+        if (uv_fileno((uv_handle_t *)c->in, &fd) != 0)
             return false;
-        c->poll_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-        if (c->poll_fd < 0)
+        p->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (p->fd < 0)
             return false;
-        if (uv_poll_init(srv.loop, &c->out_poll, c->poll_fd) != 0) {
-            close(c->poll_fd);
+        if (uv_poll_init(srv.loop, &p->h, p->fd) != 0) {
+            close(p->fd);
             return false;
         }
-        c->out_poll.data = c;
-        c->poll_open = true;
+        p->h.data = c;
+        p->open = true;
         c->open_handles++;
     }
-    if (!c->polling) {
-        if (uv_poll_start(&c->out_poll, UV_WRITABLE, on_writable) != 0)
+    if (!p->active) {
+        if (uv_poll_start(&p->h, events, cb) != 0)
             return false;
-        c->polling = true;
+        p->active = true;
     }
     return true;
 }
 
-static void stop_waiting(struct conn *c)
+void dup_poll_stop(struct dup_poll *p)
 {
-    if (c->polling) {
-        uv_poll_stop(&c->out_poll);
-        c->polling = false;
+    if (p->active) {
+        uv_poll_stop(&p->h);
+        p->active = false;
     }
+}
+
+static void on_dup_poll_closed(uv_handle_t *h)
+{
+    struct dup_poll *p = (struct dup_poll *)h;
+
+    close(p->fd);
+    p->fd = -1;
+    conn_handle_closed(h);
+}
+
+void dup_poll_close(struct dup_poll *p)
+{
+    if (!p->open || uv_is_closing((uv_handle_t *)&p->h))
+        return;
+    p->active = false;
+    uv_close((uv_handle_t *)&p->h, on_dup_poll_closed);
+}
+
+/* Come back when the socket has room; false when that cannot be
+ * arranged. */
+static bool wait_room(struct conn *c)
+{
+    return dup_poll_start(c, &c->out_poll, UV_WRITABLE, on_writable);
 }
 
 /* Pop the head request if every piece of it is written; false when the
@@ -160,7 +183,7 @@ static void run(struct conn *c)
             done = writev(fd, iov, (int)n);
         } else {
             r = c->send_head;
-            done = splice(splice_pipe_fd(r->pipe), NULL, fd, NULL,
+            done = splice(splice_pipe_rd(r->pipe), NULL, fd, NULL,
                           r->iov[r->out_i].len,
                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
             want = r->iov[r->out_i].len;
@@ -192,7 +215,7 @@ static void run(struct conn *c)
             return;
         }
     }
-    stop_waiting(c);
+    dup_poll_stop(&c->out_poll);
 }
 
 static void on_writable(uv_poll_t *p, int status, int events)
@@ -200,7 +223,7 @@ static void on_writable(uv_poll_t *p, int status, int events)
     struct conn *c = p->data;
     (void)events;
 
-    stop_waiting(c);
+    dup_poll_stop(&c->out_poll);
     if (c->state == CONN_CLOSING)
         return;
     if (status < 0) {
@@ -223,7 +246,7 @@ void out_direct_send(struct conn *c, struct request *list)
     while (list->out_next)
         list = list->out_next;
     c->send_tail = list;
-    if (!c->polling)
+    if (!c->out_poll.active)
         run(c);
 }
 
@@ -232,7 +255,7 @@ void out_direct_drop(struct conn *c)
     struct request *r = c->send_head;
 
     c->send_head = c->send_tail = NULL;
-    stop_waiting(c);
+    dup_poll_stop(&c->out_poll);
     while (r) {
         struct request *next = r->out_next;
         if (r->pipe)
@@ -240,22 +263,4 @@ void out_direct_drop(struct conn *c)
         req_release(r);
         r = next;
     }
-}
-
-static void on_poll_closed(uv_handle_t *h)
-{
-    struct conn *c = h->data;
-
-    close(c->poll_fd);
-    c->poll_fd = -1;
-    conn_handle_closed(h);
-}
-
-bool out_direct_close(struct conn *c)
-{
-    if (!c->poll_open || uv_is_closing((uv_handle_t *)&c->out_poll))
-        return false;
-    c->polling = false;
-    uv_close((uv_handle_t *)&c->out_poll, on_poll_closed);
-    return true;
 }

@@ -30,6 +30,7 @@
 #define POOL_MAX 1024
 #define INLINE_MAX (4u * 1024 * 1024)
 #define INLINE_BS_MAX (1ull << 32)  /* 8 Mbit at 512 B granularity */
+#define WRITE_INLINE_MAX (64u * 1024)
 #define TLS_INLINE_MAX (64u * 1024)
 #define DISCARD_MAX (2ull * PROTO_MAX_PAYLOAD)
 
@@ -211,7 +212,11 @@ static void req_run(struct srv_work *w)
         r->err = ops->read(img, r->buf, len, off);
         break;
     case PROTO_CMD_WRITE:
-        r->err = ops->write(img, r->buf, len, off, write_flags(r));
+        if (r->pipe)
+            r->err = ops->write_pipe(img, splice_pipe_rd(r->pipe), len, off,
+                                     write_flags(r));
+        else
+            r->err = ops->write(img, r->buf, len, off, write_flags(r));
         break;
     case PROTO_CMD_FLUSH:
         r->err = ops->flush ? ops->flush(img) : 0;
@@ -338,8 +343,15 @@ void req_dispatch(struct conn *c, struct request *r)
             return;
         }
     }
+    if (r->hdr.type == PROTO_CMD_WRITE && r->pipe && img->nowait_writes &&
+        !(r->hdr.flags & PROTO_CMD_FLAG_FUA)) {
+        r->err = img->ops->write_pipe(img, splice_pipe_rd(r->pipe),
+                                      r->hdr.length, r->hdr.offset, 0);
+        req_reply(r);
+        return;
+    }
     if (r->hdr.type == PROTO_CMD_WRITE && img->nowait_writes &&
-        !(r->hdr.flags & PROTO_CMD_FLAG_FUA) && r->hdr.length <= INLINE_MAX) {
+        !(r->hdr.flags & PROTO_CMD_FLAG_FUA) && r->hdr.length <= WRITE_INLINE_MAX) {
         /* Memory-backed image: the copy is cheaper than a hand-off. */
         r->err = img->ops->write(img, r->buf, r->hdr.length, r->hdr.offset,
                                  0);
@@ -433,14 +445,20 @@ int req_receive_header(struct conn *c)
     if (werr)
         return refuse(c, &hdr, werr, payload);
 
-    struct request *r = req_alloc(c, (size_t)payload);
+    bool spliced = hdr.type == PROTO_CMD_WRITE && splice_write_ok(c, &hdr);
+    struct request *r = req_alloc(c, spliced ? 0 : (size_t)payload);
     if (!r)
         return refuse(c, &hdr, PROTO_ENOMEM, payload);
     r->hdr = hdr;
+    if (spliced && !splice_write_attach(r) &&
+        req_reserve(r, (size_t)payload) < 0) {
+        req_release(r);
+        return refuse(c, &hdr, PROTO_ENOMEM, payload);
+    }
     if (payload) {
         c->cur = r;
         c->state = CONN_REQ_PAYLOAD;
-        return 1;
+        return r->pipe ? conn_splice_payload(c) : 1;
     }
     req_dispatch(c, r);
     return 1;

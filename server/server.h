@@ -136,6 +136,16 @@ enum conn_state {
 struct request;
 struct tls_sess;
 
+/* A poll handle on a duplicate of a connection's socket descriptor
+ * (output.c): libuv allows one watcher per descriptor, and its stream
+ * already owns the socket's; epoll tells the duplicate apart. */
+struct dup_poll {
+    uv_poll_t h;
+    int fd;
+    bool open;
+    bool active;
+};
+
 struct conn {
     uv_stream_t *in;        /* where requests arrive */
     uv_stream_t *out;       /* where replies go (== in for sockets) */
@@ -198,12 +208,10 @@ struct conn {
     struct request *out_head, *out_tail;
     /* direct output (output.c): plaintext sockets write replies with
      * writev and splice themselves, in order, from send_head */
-    bool direct;
     struct request *send_head, *send_tail;
-    int poll_fd;            /* a dup of the socket, polled for room */
-    bool poll_open;
-    bool polling;
-    uv_poll_t out_poll;
+    struct dup_poll out_poll;   /* room in the socket */
+    struct dup_poll in_poll;    /* input for a spliced write payload */
+    bool splicing_in;           /* cur's payload goes socket -> pipe */
     bool out_queued;        /* on reply.c's pending list */
     struct conn *out_next;
     struct conn *next, *prev;
@@ -215,6 +223,11 @@ struct conn {
  * conn_new). */
 struct conn *conn_new(void);
 void conn_start(struct conn *c);
+/* c->cur is a write whose payload goes into its pipe: move what the
+ * input buffer holds, then splice the rest from the socket (reading
+ * stops meanwhile).  1: the request went on; 0: the payload is still
+ * arriving, or the connection ended; -errno: drop the connection. */
+int conn_splice_payload(struct conn *c);
 /* Close callback of every handle a connection owns. */
 void conn_handle_closed(uv_handle_t *h);
 /* Begin closing: stop reading, close once in-flight requests end. */
@@ -327,10 +340,16 @@ void reply_kick(struct conn *c);
  * copy, when the connection, the image and the mapping allow; true when
  * r was taken (answered now or on a worker), false to read it by copy. */
 bool splice_read(struct request *r);
+/* Whether the payload of write hdr should go socket -> pipe -> image;
+ * then splice_write_attach gives r a pipe for it (false: none to be
+ * had, read the payload into memory). */
+bool splice_write_ok(const struct conn *c, const struct proto_request *hdr);
+bool splice_write_attach(struct request *r);
+/* The ends of a pipe: spliced out of, spliced into. */
+int splice_pipe_rd(const struct srv_pipe *p);
+int splice_pipe_wr(const struct srv_pipe *p);
 /* On a worker: fill r's pipe from r->maps; false when it could not. */
 bool splice_fill(struct request *r);
-/* The end of r's pipe the reply is spliced from. */
-int splice_pipe_fd(const struct srv_pipe *p);
 /* Return r's pipe: to the pool when emptied (clean), else closed. */
 void splice_put_pipe(struct request *r, bool clean);
 /* Close the pooled pipes (shutdown). */
@@ -346,8 +365,13 @@ bool out_direct_ok(const struct conn *c);
 void out_direct_send(struct conn *c, struct request *list);
 /* Release every reply not written yet (closing). */
 void out_direct_drop(struct conn *c);
-/* Close the poll handle, if any (closing); true when one was. */
-bool out_direct_close(struct conn *c);
+/* Call cb when c's socket is ready for events; false when that cannot
+ * be arranged.  Stop, and close (while the connection closes; counted
+ * in its open handles). */
+bool dup_poll_start(struct conn *c, struct dup_poll *p, int events,
+                    uv_poll_cb cb);
+void dup_poll_stop(struct dup_poll *p);
+void dup_poll_close(struct dup_poll *p);
 
 /* ---- exports ------------------------------------------------------ */
 

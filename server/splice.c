@@ -53,9 +53,14 @@ static int zero_fd = -1;
 static size_t zero_size;
 static size_t cap_limit = PIPE_WANT;    /* the most one pipe holds here */
 
-int splice_pipe_fd(const struct srv_pipe *p)
+int splice_pipe_rd(const struct srv_pipe *p)
 {
     return p->rd;
+}
+
+int splice_pipe_wr(const struct srv_pipe *p)
+{
+    return p->wr;
 }
 
 static void pipe_free(struct srv_pipe *p)
@@ -265,4 +270,16 @@ bool splice_read(struct request *r)
     c->in_worker++;
     srv_workers_submit(&r->work);
     return true;
+}
+
+bool splice_write_ok(const struct conn *c, const struct proto_request *hdr)
+{
+    return hdr->length >= SPLICE_MIN && hdr->length <= cap_limit &&
+           c->exp->img->ops->write_pipe && out_direct_ok(c);
+}
+
+bool splice_write_attach(struct request *r)
+{
+    r->pipe = pipe_get(r->hdr.length);
+    return r->pipe != NULL;
 }
