@@ -169,6 +169,15 @@ struct img_ops {
      * NULL: nothing to do. */
     void (*map_done)(struct image *img);
 
+    /* For an image whose ranges are not map_stable: keep every range
+     * map_nowait returned since the last map_done from being freed and
+     * reused until map_unpin(token), so the caller may refer to those
+     * file bytes after map_done (splice them).  Called before map_done,
+     * on the same thread; map_unpin from any thread.  Neither blocks.
+     * NULL: such references are not possible. */
+    int (*map_pin)(struct image *img, uint64_t *token);
+    void (*map_unpin)(struct image *img, uint64_t token);
+
     /* Dirty bitmaps (all NULL for a format without them).  The set can
      * change while the image is open (bitmap_apply), so callers name a
      * bitmap rather than hold an index: bitmap_info copies entry i of the

@@ -87,6 +87,7 @@ struct request *req_alloc(struct conn *c, size_t payload)
     r->pipe = NULL;
     r->nmaps = 0;
     r->splice_failed = false;
+    r->pinned = false;
     c->inflight++;
     return r;
 }
@@ -97,6 +98,8 @@ void req_release(struct request *r)
 
     if (r->pipe)
         splice_put_pipe(r, false);
+    if (r->pinned)
+        splice_unpin(r);
     srv.buf_used -= r->buf_cap;
     c->buf_used -= r->buf_cap;
     if (r->buf_cap > POOL_BUF) {

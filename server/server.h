@@ -311,6 +311,8 @@ struct request {
     struct img_map maps[SRV_SPLICE_MAPS];
     unsigned nmaps;
     bool splice_failed;     /* the pipe could not be filled: copy */
+    bool pinned;            /* pin holds the mapped ranges (map_pin) */
+    uint64_t pin;
     /* reply */
     uv_write_t wreq;
     uv_buf_t iov[2 * 64 + 4];
@@ -350,6 +352,8 @@ int splice_pipe_rd(const struct srv_pipe *p);
 int splice_pipe_wr(const struct srv_pipe *p);
 /* On a worker: fill r's pipe from r->maps; false when it could not. */
 bool splice_fill(struct request *r);
+/* Let go of r's pinned ranges (r->pinned). */
+void splice_unpin(struct request *r);
 /* Return r's pipe: to the pool when emptied (clean), else closed. */
 void splice_put_pipe(struct request *r, bool clean);
 /* Close the pooled pipes (shutdown). */

@@ -4,8 +4,9 @@
  * A read of SPLICE_MIN bytes or more is mapped through the driver's
  * map_nowait into ranges of image files (and ranges that read as
  * zeros); when the driver promises those file bytes stay where they are
- * (img.map_stable: raw files, VHDX, read-only qcow2), the ranges are
- * spliced into a pipe and the reply is written from the pipe into the
+ * (img.map_stable: raw files, VHDX, read-only qcow2) or holds them for
+ * us until we let go (map_pin: writable qcow2, until the reply is
+ * written), the ranges are spliced into a pipe and the reply is written from the pipe into the
  * socket (output.c).  The server copies nothing: the page cache's pages
  * travel to the socket, and the client's read is the only copy.  A copy
  * through a buffer costs about four times the CPU (measured on tmpfs:
@@ -21,7 +22,7 @@
  * the same range before the reply is read may show through; that write
  * was concurrent with the read, and NBD gives such pairs no order.  The
  * space of a freed and reused cluster is another matter, which is why
- * only map_stable images splice.
+ * only map_stable images splice, or pinned ranges.
  *
  * Pipes are pooled; each is sized once (F_SETPIPE_SZ) to hold a whole
  * read, and the pool keeps at most POOL_MAX of them.  Zeros that must
@@ -215,9 +216,21 @@ static bool map_all(struct request *r, struct image *img)
         off += m.length;
         left -= m.length;
     }
+    if (ok && !img->map_stable) {
+        ok = img->ops->map_pin(img, &r->pin) == 0;
+        r->pinned = ok;
+    }
     if (img->ops->map_done)
         img->ops->map_done(img);
     return ok;
+}
+
+void splice_unpin(struct request *r)
+{
+    struct image *img = r->conn->exp->img;
+
+    r->pinned = false;
+    img->ops->map_unpin(img, r->pin);
 }
 
 static void fill_run(struct srv_work *w)
@@ -233,6 +246,8 @@ static void fill_done(struct srv_work *w)
     if (r->splice_failed && r->conn->state != CONN_CLOSING) {
         /* splice_failed stays set: this time it copies. */
         splice_put_pipe(r, false);
+        if (r->pinned)
+            splice_unpin(r);
         req_dispatch(r->conn, r);
         return;
     }
@@ -245,21 +260,24 @@ bool splice_read(struct request *r)
     struct image *img = c->exp->img;
 
     if (r->hdr.length < SPLICE_MIN || r->hdr.length > cap_limit ||
-        !img->map_stable ||
+        !(img->map_stable || img->ops->map_pin) ||
         !img->ops->map_nowait || !out_direct_ok(c) || r->splice_failed)
         return false;
     if (!map_all(r, img))
         return false;
     bool zeros_as_bytes = !c->structured ||
                           (r->hdr.flags & PROTO_CMD_FLAG_DF);
-    if (zeros_as_bytes && !zeros_ready(r->hdr.length))
+    if ((zeros_as_bytes && !zeros_ready(r->hdr.length)) ||
+        !(r->pipe = pipe_get(r->hdr.length))) {
+        if (r->pinned)
+            splice_unpin(r);
         return false;
-    r->pipe = pipe_get(r->hdr.length);
-    if (!r->pipe)
-        return false;
+    }
     if (img->nowait_reads) {
         if (!splice_fill(r)) {
             splice_put_pipe(r, false);
+            if (r->pinned)
+                splice_unpin(r);
             return false;
         }
         req_reply(r);

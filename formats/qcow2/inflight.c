@@ -18,12 +18,17 @@
  * and calls map_done when it is over.  Calls are counted: a free queued
  * while the last call's data range may still be read waits until that
  * call is done (nowait_done), or until a later call, which implies it.
+ * A caller that keeps referring to mapped file bytes after map_done (a
+ * spliced read: the pipe and the socket hold references to the pages)
+ * pins them first: a free queued since the first map_nowait of that
+ * read waits until the pin is gone.
  *
  * Everything here runs under the metadata lock, and calls nothing else
  * of the driver: the allocator asks it whether a free is quiet.
  */
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "qcow2.h"
 
@@ -77,6 +82,8 @@ bool qcow2_free_is_quiet(const struct qcow2_state *s,
         return false;
     if (s->reqs && s->reqs->seq <= f->seq)
         return false;
+    if (s->n_pins > 0 && qcow2_pinned_since(s, f->seq))
+        return false;
     return f->nowait_call == 0 ||
            __atomic_load_n(&s->nowait_done, __ATOMIC_ACQUIRE) >=
                f->nowait_call ||
@@ -90,6 +97,56 @@ uint64_t qcow2_nowait_guard(const struct qcow2_state *s)
             s->nowait_calls)
         return 0;
     return s->nowait_calls;
+}
+
+bool qcow2_pinned_since(const struct qcow2_state *s, uint64_t seq)
+{
+    pthread_mutex_t *l = (pthread_mutex_t *)&s->pin_lock;
+    bool pinned = false;
+
+    pthread_mutex_lock(l);
+    for (size_t i = 0; i < s->n_pins && !pinned; i++)
+        pinned = s->pins[i].seq <= seq;
+    pthread_mutex_unlock(l);
+    return pinned;
+}
+
+int qcow2_pin(struct qcow2_state *s, uint64_t *token)
+{
+    int err = 0;
+
+    pthread_mutex_lock(&s->pin_lock);
+    if (s->n_pins == s->cap_pins) {
+        size_t cap = s->cap_pins ? 2 * s->cap_pins : 16;
+        struct qcow2_pin *v = realloc(s->pins, cap * sizeof *v);
+        if (!v) {
+            err = -ENOMEM;
+            goto out;
+        }
+        s->pins = v;
+        s->cap_pins = cap;
+    }
+    *token = ++s->pin_next;
+    /* No map_nowait since map_done: nothing to hold back. */
+    s->pins[s->n_pins++] = (struct qcow2_pin){
+        .token = *token,
+        .seq = s->nowait_seq_set ? s->nowait_seq : UINT64_MAX,
+    };
+out:
+    pthread_mutex_unlock(&s->pin_lock);
+    return err;
+}
+
+void qcow2_unpin(struct qcow2_state *s, uint64_t token)
+{
+    pthread_mutex_lock(&s->pin_lock);
+    for (size_t i = 0; i < s->n_pins; i++) {
+        if (s->pins[i].token == token) {
+            s->pins[i] = s->pins[--s->n_pins];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->pin_lock);
 }
 
 void qcow2_nowait_reads_over(struct qcow2_state *s)

@@ -256,6 +256,8 @@ static void qcow2_close(struct image *img)
     free(s->img.path);
     pthread_mutex_destroy(&s->prealloc_lock);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->pin_lock);
+    free(s->pins);
     pthread_mutex_destroy(&s->flush_lock);
     pthread_mutex_destroy(&s->sync_lock);
     pthread_cond_destroy(&s->inflight_done);
@@ -445,6 +447,7 @@ static int qcow2_open(const struct img_open_args *args, struct image **out)
     s->fd = s->data_fd = -1;
     pthread_mutex_init(&s->prealloc_lock, NULL);
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->pin_lock, NULL);
     pthread_mutex_init(&s->flush_lock, NULL);
     pthread_mutex_init(&s->sync_lock, NULL);
     pthread_cond_init(&s->inflight_done, NULL);
@@ -886,6 +889,10 @@ static int qcow2_map_nowait_op(struct image *img, uint64_t len,
         return -EAGAIN;
     __atomic_store_n(&s->nowait_calls, s->nowait_calls + 1,
                      __ATOMIC_RELAXED);
+    if (!s->nowait_seq_set) {
+        s->nowait_seq = s->req_seq;
+        s->nowait_seq_set = true;
+    }
     int err = map_nowait(s, len, off, m);
     if (err == 0 && m->kind == IMG_MAP_DATA && m->fd == s->data_fd)
         s->nowait_data_call = s->nowait_calls;
@@ -897,10 +904,28 @@ static void qcow2_map_done_op(struct image *img)
 {
     struct qcow2_state *s = qcow2_from_img(img);
 
-    if (s->writable)
+    if (s->writable) {
         qcow2_nowait_reads_over(s);
+        s->nowait_seq_set = false;
+    }
     if (s->backing && s->backing->ops->map_done)
         s->backing->ops->map_done(s->backing);
+}
+
+static int qcow2_map_pin_op(struct image *img, uint64_t *token)
+{
+    struct qcow2_state *s = qcow2_from_img(img);
+
+    *token = 0;
+    return s->writable ? qcow2_pin(s, token) : 0;
+}
+
+static void qcow2_map_unpin_op(struct image *img, uint64_t token)
+{
+    struct qcow2_state *s = qcow2_from_img(img);
+
+    if (s->writable)
+        qcow2_unpin(s, token);
 }
 
 static int qcow2_cache_op(struct image *img, uint64_t len, uint64_t off)
@@ -946,6 +971,8 @@ const struct img_ops qcow2_ops = {
     .cache = qcow2_cache_op,
     .block_status = qcow2_block_status,
     .map_nowait = qcow2_map_nowait_op,
+    .map_pin = qcow2_map_pin_op,
+    .map_unpin = qcow2_map_unpin_op,
     .map_done = qcow2_map_done_op,
     .bitmap_count = qcow2_bitmap_count_op,
     .bitmap_info = qcow2_bitmap_info_op,

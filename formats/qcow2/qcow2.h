@@ -355,6 +355,11 @@ enum qcow2_free_wait {
 /* A queued refcount decrement of every host cluster that bytes
  * [offset, offset + len) touch (one cluster, or a compressed cluster's
  * sectors). */
+struct qcow2_pin {
+    uint64_t token;
+    uint64_t seq;                   /* req_seq when its ranges were mapped */
+};
+
 struct qcow2_free {
     uint64_t offset;
     uint64_t len;
@@ -444,6 +449,16 @@ struct qcow2_state {
     uint64_t nowait_done;           /* atomic: calls whose reads are over
                                      * (map_done) */
     uint64_t nowait_data_call;      /* the last one that mapped data */
+    uint64_t nowait_seq;            /* req_seq at the first map_nowait
+                                     * since map_done (loop thread) */
+    bool nowait_seq_set;
+    /* Pinned mappings (map_pin): frees queued at or after a pin's seq
+     * wait for its map_unpin.  pin_lock is taken after lock, or alone;
+     * never held across anything else. */
+    pthread_mutex_t pin_lock;
+    struct qcow2_pin *pins;
+    size_t n_pins, cap_pins;
+    uint64_t pin_next;
 
     unsigned breaks;                /* QCOW2_BREAK_* (tests only) */
     bool corrupt;                   /* marked corrupt: write nothing */
@@ -866,6 +881,12 @@ uint64_t qcow2_nowait_guard(const struct qcow2_state *s);
 /* The map_done op: every range map_nowait returned is read.  Called on
  * the map_nowait thread without the lock. */
 void qcow2_nowait_reads_over(struct qcow2_state *s);
+
+/* The map_pin and map_unpin ops (pin_lock only), and whether a pin taken
+ * at or before request counter seq is held. */
+int qcow2_pin(struct qcow2_state *s, uint64_t *token);
+void qcow2_unpin(struct qcow2_state *s, uint64_t token);
+bool qcow2_pinned_since(const struct qcow2_state *s, uint64_t seq);
 
 /* Whether an in-flight record overlaps guest clusters [first, end). */
 bool qcow2_inflight_busy(const struct qcow2_state *s, uint64_t first,

@@ -16,6 +16,7 @@ PROTOCOL_TESTS += tests/protocol/requests-too-big-get-reply-before-close.py
 PROTOCOL_TESTS += tests/protocol/half-closed-client-gets-every-reply.py
 PROTOCOL_TESTS += tests/protocol/refused-big-write-over-tcp-loses-no-reply.py
 PROTOCOL_TESTS += tests/protocol/large-reads-carry-exact-bytes-in-every-reply-form.py
+PROTOCOL_TESTS += tests/protocol/spliced-qcow2-reads-never-show-reused-clusters.py
 PROTOCOL_TESTS += tests/protocol/large-writes-land-exactly-from-fast-slow-and-vanishing-writers.py
 TESTS += $(PROTOCOL_TESTS)
 EXTRA_DIST += $(PROTOCOL_TESTS)
