@@ -1357,8 +1357,8 @@ class Bench:
                 vals = [fmt % m[key] if key in m else '-' for m in runs]
                 if any(v != '-' for v in vals):
                     self.emit('  %-*s %-20s %s'
-                              % (max(12, w - 2), label, what,
-                                 ' '.join(vals)))
+                              % (max([12] + [len(x) for x in res]), label,
+                                 what, ' '.join(vals)))
         self.emit_syscalls(servers, summ)
         self.emit_failures(res)
         for s in servers:
