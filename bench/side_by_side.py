@@ -9,8 +9,9 @@ servers run interleaved, round by round (A B C A B C ...), so that drift on a
 shared machine hits all of them alike.  For each run the script records
 fio's IOPS and bandwidth and the CPU time the server (all its threads and
 children) and fio spent per request, read from /proc/PID/stat at the end of
-fio's ramp and at the end of the run.  It prints a table per job and one
-machine-readable RESULT line per server and job.
+fio's ramp and at the end of the run, and, with --syscalls, the system
+calls the server made in the same window (perf stat).  It prints a table
+per job and one machine-readable RESULT line per server and job.
 
 Run through bench/run.sh; bench/README.md explains how to read the output.
 """
@@ -36,6 +37,11 @@ KiB = 1 << 10
 MiB = 1 << 20
 GiB = 1 << 30
 REFERENCE = 'diskserve'
+# --baseline: these rows are run a second time from the other binary, under
+# their label with this suffix.
+BASELINE_OF = ('diskserve', 'diskserve-qcow2')
+BASELINE_SUFFIX = '-base'
+DEFAULT_RUNTIME = 20
 TMP_PREFIX = 'diskserve-bench.'
 
 
@@ -50,7 +56,10 @@ class Job:
         self.iodepth = iodepth
         self.numjobs = numjobs
         self.limit = limit      # 'data' restricts fio to the allocated part
-        self.base = base        # qcow2-write: which fresh image to copy
+        # Which fresh image to copy for each run: for every server in a
+        # fresh_per_run scenario, else for the servers whose format is in
+        # the scenario's fresh_formats.
+        self.base = base
         self.desc = desc
         # qcow2-flush: a second fio job in the same run, on its own
         # connection, writes 4k at random offsets in the same range with a
@@ -69,12 +78,19 @@ class Job:
 class Server:
     """One server process kind in a scenario, with the image it serves."""
 
-    def __init__(self, label, program, fmt, image_kind, args=()):
+    def __init__(self, label, program, fmt, image_kind, args=(),
+                 baseline=False):
         self.label = label      # name in the tables
         self.program = program  # diskserve, nbdkit-file, nbdkit-null, ...
         self.fmt = fmt          # raw or qcow2 (None for nbdkit-null)
         self.image_kind = image_kind  # key into the scenario's images
         self.args = list(args)  # extra command line arguments
+        self.baseline = baseline  # runs the --baseline diskserve binary
+
+    def as_baseline(self):
+        """The same server run from the --baseline binary."""
+        return Server(self.label + BASELINE_SUFFIX, self.program, self.fmt,
+                      self.image_kind, self.args, baseline=True)
 
     @property
     def is_diskserve(self):
@@ -84,7 +100,7 @@ class Server:
 class Scenario:
     def __init__(self, name, desc, servers, jobs, fresh_per_run=False,
                  check=False, read_only=False, on_disk=False,
-                 interleave_jobs=False):
+                 interleave_jobs=False, fresh_formats=(), runtime=None):
         self.name = name
         self.read_only = read_only  # every server exports read-only
         self.desc = desc
@@ -97,6 +113,16 @@ class Scenario:
         # Rounds outermost: every job of every server runs in each round,
         # so that jobs compared with each other see the same drift.
         self.interleave_jobs = interleave_jobs
+        # A fresh copy of the job's base image per run, for the servers of
+        # these formats only (the others keep their copy all along).
+        self.fresh_formats = fresh_formats
+        # Seconds per run when -t is not given (None: the global default).
+        self.runtime = runtime
+
+    def fresh(self, job, srv):
+        """Whether srv gets a fresh copy of an image for each run of job."""
+        return self.fresh_per_run or (job.base is not None and
+                                      srv.fmt in self.fresh_formats)
 
 
 SCENARIOS = [
@@ -112,6 +138,24 @@ SCENARIOS = [
              desc='4k random write, QD32'),
          Job('seqread', 'read', '1M', 8,
              desc='1M sequential read, QD8')]),
+    Scenario(
+        'throughput', 'large sequential and small random requests on raw '
+        'and on a fully allocated qcow2 holding the same bytes (seqwrite: '
+        'an empty qcow2, a fresh copy per run)',
+        [Server('diskserve', 'diskserve', 'raw', 'raw'),
+         Server('diskserve-qcow2', 'diskserve', 'qcow2', 'qcow2'),
+         Server('nbdkit-file', 'nbdkit-file', 'raw', 'raw'),
+         Server('nbdkit-null', 'nbdkit-null', None, None),
+         Server('qemu-nbd', 'qemu-nbd', 'raw', 'raw')],
+        [Job('seqread', 'read', '1M', 8,
+             desc='1M sequential read, QD8'),
+         Job('seqwrite', 'write', '1M', 8, base='empty',
+             desc='1M sequential write, QD8 (qcow2: empty image)'),
+         Job('randread', 'randread', '4k', 32,
+             desc='4k random read, QD32'),
+         Job('randwrite', 'randwrite', '4k', 32,
+             desc='4k random write, QD32')],
+        fresh_formats=('qcow2',), runtime=12),
     Scenario(
         'qcow2-read', 'qcow2 with its first part allocated, exported '
         'read-only; reads restricted to the allocated part',
@@ -342,6 +386,174 @@ def tool_version(argv):
         return 'missing'
 
 
+def fio_job_connected(fio_pid):
+    """Whether one of fio's job processes (its children) holds a socket:
+    the job has connected to the server, and its ramp time starts.  fio
+    sizes the export from its main process before it forks the jobs, and a
+    job connects a few hundred milliseconds after fio starts (longer on a
+    busy machine).  None when the kernel lists no children in /proc."""
+    try:
+        with open('/proc/%d/task/%d/children' % (fio_pid, fio_pid)) as f:
+            kids = f.read().split()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return False
+    for kid in kids:
+        try:
+            fds = os.listdir('/proc/%s/fd' % kid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink('/proc/%s/fd/%s' % (kid, fd)).startswith(
+                        'socket:'):
+                    return True
+            except OSError:
+                pass
+    return False
+
+
+# System calls counted one by one with --syscalls, on top of the total
+# (raw_syscalls:sys_enter): the ones an NBD server makes per request, or
+# waits in.  Every event is switched with the server's threads at each
+# context switch, so the list is short; the rest is counted as "other".
+SYSCALLS = ('read', 'readv', 'recvfrom', 'recvmsg', 'pread64', 'preadv',
+            'preadv2', 'pwrite64', 'pwritev', 'pwritev2', 'write', 'writev',
+            'sendto', 'sendmsg', 'splice', 'vmsplice', 'sendfile64',
+            'io_uring_enter', 'epoll_wait', 'epoll_pwait', 'poll', 'ppoll',
+            'futex', 'fsync', 'fdatasync', 'fallocate', 'lseek', 'madvise',
+            'sched_yield')
+TOTAL_EVENT = 'raw_syscalls:sys_enter'
+
+
+def syscall_events():
+    """The perf events --syscalls counts, or (None, why) when perf cannot
+    count system calls here."""
+    if not shutil.which('perf'):
+        return None, 'perf not installed'
+    try:
+        r = subprocess.run(['perf', 'stat', '-x', ',', '-e', TOTAL_EVENT,
+                            '--', 'true'], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, 'perf stat failed: %s' % e
+    if r.returncode != 0 or TOTAL_EVENT not in r.stderr or \
+            '<not' in r.stderr:
+        return None, 'perf stat -e %s failed: %s' % (
+            TOTAL_EVENT, (r.stderr.strip().splitlines() or ['?'])[-1][:160])
+    # perf mounted tracefs if it was not; the syscall events it has:
+    have = None
+    for d in ('/sys/kernel/tracing/events/syscalls',
+              '/sys/kernel/debug/tracing/events/syscalls'):
+        try:
+            have = set(os.listdir(d))
+            break
+        except OSError:
+            pass
+    events = [TOTAL_EVENT]
+    if have:
+        events += ['syscalls:sys_enter_' + n for n in SYSCALLS
+                   if 'sys_enter_' + n in have]
+    return events, None
+
+
+class SyscallCount:
+    """perf stat attached to a server process (all threads, and threads
+    started later), counting only between enable() and disable(): started
+    with its events disabled (-D -1) and switched through a control FIFO,
+    so that the window is the CPU time's, not perf's start-up."""
+
+    def __init__(self, bench, pid, events):
+        self.bench = bench
+        self.out = bench.path('perf.out')
+        self.logpath = bench.path('perf.log')
+        ctl, ack = bench.path('perf.ctl'), bench.path('perf.ack')
+        for f in (self.out, ctl, ack):
+            if os.path.exists(f):
+                os.unlink(f)
+        os.mkfifo(ctl, 0o600)
+        os.mkfifo(ack, 0o600)
+        # O_RDWR: opening a FIFO so never blocks, and perf's own opens of
+        # the other ends do not wait for us.
+        self.ctl = os.open(ctl, os.O_RDWR)
+        self.ack = os.open(ack, os.O_RDWR | os.O_NONBLOCK)
+        self.proc = None
+        try:
+            self.proc = bench.spawn(
+                ['perf', 'stat', '-x', ',', '-o', self.out, '-D', '-1',
+                 '--control', 'fifo:%s,%s' % (ctl, ack), '-p', str(pid),
+                 '-e', ','.join(events)], self.logpath)
+            self.wait_log('Events disabled', 30)
+        except BaseException:
+            self.close()
+            raise
+
+    def wait_log(self, text, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.logpath, errors='replace') as f:
+                if text in f.read():
+                    return
+            if self.proc.poll() is not None:
+                raise RunError('perf stat exited (status %s): %s'
+                               % (self.proc.returncode,
+                                  self.bench.tail(self.logpath)))
+            time.sleep(0.01)
+        raise RunError('perf stat not ready after %d s' % timeout)
+
+    def command(self, cmd):
+        os.write(self.ctl, cmd.encode() + b'\n')
+        got, deadline = b'', time.monotonic() + 5
+        while b'ack' not in got:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RunError('perf stat did not acknowledge %s' % cmd)
+            try:
+                got += os.read(self.ack, 64)
+            except BlockingIOError:
+                time.sleep(0.001)
+
+    def enable(self):
+        self.command('enable')
+
+    def disable(self):
+        self.command('disable')
+
+    def finish(self):
+        """Stop perf; returns {event: count}."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            raise RunError('perf stat did not exit')
+        finally:
+            self.close()
+        counts = {}
+        with open(self.out) as f:
+            for line in f:
+                v = line.strip().split(',')
+                if len(v) < 3 or line.startswith('#'):
+                    continue
+                try:
+                    counts[v[2]] = int(float(v[0]))
+                except ValueError:
+                    pass        # <not counted>, <not supported>
+        if TOTAL_EVENT not in counts:
+            raise RunError('perf stat counted no system calls: %s'
+                           % self.bench.tail(self.logpath))
+        return counts
+
+    def close(self):
+        if self.proc is not None:
+            self.bench.stop(self.proc, timeout=5)
+        for fd in (self.ctl, self.ack):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.ctl = self.ack = -1
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -352,6 +564,8 @@ class Bench:
         self.results = {}
         self.images = {}
         self.random_sources = {}
+        self.runtime = args.runtime     # of the scenario being run
+        self.syscall_events = None      # perf events, with --syscalls
 
     # ---- output ---------------------------------------------------------
 
@@ -488,6 +702,23 @@ class Bench:
         a = self.args
         if scen.name == 'raw':
             return {'raw': self.random_source(a.raw_size)}
+        if scen.name == 'throughput':
+            src = self.random_source(a.raw_size)
+            bases = {'raw': src}
+            servers = self.servers_of(scen)
+            if any(s.fmt == 'qcow2' for s in servers):
+                q = self.path('throughput-filled.qcow2')
+                log('creating a %s qcow2, all allocated, from the raw image'
+                    % fmt_size(a.raw_size))
+                self.run_tool(['qemu-img', 'convert', '-f', 'raw', '-O',
+                               'qcow2', src, q])
+                bases['qcow2'] = q
+                if any(j.base == 'empty' for j in self.jobs_of(scen)):
+                    e = self.path('throughput-empty.qcow2')
+                    self.run_tool(['qemu-img', 'create', '-q', '-f', 'qcow2',
+                                   e, str(a.raw_size)])
+                    bases['empty'] = e
+            return bases
         if scen.name == 'qcow2-read':
             src = self.random_source(a.qcow2_data)
             q = self.path('qcow2-read-base.qcow2')
@@ -585,8 +816,9 @@ class Bench:
     def server_missing(self, srv):
         """Why srv cannot run here, or None."""
         if srv.program == 'diskserve':
-            if not os.access(self.args.diskserve, os.X_OK):
-                return 'no diskserve binary at %s' % self.args.diskserve
+            binary = self.diskserve_binary(srv)
+            if not os.access(binary, os.X_OK):
+                return 'no diskserve binary at %s' % binary
             return None
         prog = {'nbdkit-file': 'nbdkit', 'nbdkit-null': 'nbdkit',
                 'qemu-nbd': 'qemu-nbd'}[srv.program]
@@ -594,11 +826,15 @@ class Bench:
             return '%s not installed' % prog
         return None
 
+    def diskserve_binary(self, srv):
+        return self.args.baseline if srv.baseline else self.args.diskserve
+
     def server_argv(self, srv, image, sock, read_only):
         a = self.args
         ro = ['-r'] if read_only else []
         if srv.program == 'diskserve':
-            argv = [a.diskserve, '-k', sock, '-f', srv.fmt] + ro
+            argv = [self.diskserve_binary(srv), '-k', sock, '-f',
+                    srv.fmt] + ro
             if a.threads:
                 argv += ['--threads', str(a.threads)]
             return (argv + srv.args + shlex.split(a.diskserve_args) +
@@ -702,7 +938,7 @@ class Bench:
                 '--rw=' + job.rw, '--bs=' + job.bs,
                 '--iodepth=%d' % job.iodepth,
                 '--numjobs=%d' % job.numjobs, '--group_reporting',
-                '--time_based', '--runtime=%g' % a.runtime,
+                '--time_based', '--runtime=%g' % self.runtime,
                 '--ramp_time=%g' % a.ramp,
                 '--norandommap', '--randrepeat=0',
                 '--output-format=json', '--output=' + json_path]
@@ -718,24 +954,43 @@ class Bench:
                      '--uri=nbd+unix:///?socket=' + sock,
                      '--rw=randwrite', '--bs=4k', '--iodepth=1',
                      '--fsync=1', '--size=%d' % a.qcow2_data,
-                     '--time_based', '--runtime=%g' % a.runtime,
+                     '--time_based', '--runtime=%g' % self.runtime,
                      '--ramp_time=%g' % a.ramp,
                      '--norandommap', '--randrepeat=0']
         return argv
 
     def run_fio(self, job, sock, server, tag):
         """Run fio against sock; returns the measurement dict."""
-        a = self.args
         json_path = self.path('fio.json')
         if os.path.exists(json_path):
             os.unlink(json_path)
         fio_log = self.path('fio.log')
         with open(fio_log, 'w'):
             pass
+        counter = None
+        if self.syscall_events:
+            # A failure of perf costs this run its system call count only.
+            try:
+                counter = SyscallCount(self, server.pid, self.syscall_events)
+            except RunError as e:
+                log('warning: no system call count for %s: %s' % (tag, e))
+        try:
+            return self.run_fio_window(job, sock, server, tag, json_path,
+                                       fio_log, counter)
+        finally:
+            if counter:
+                counter.close()
+
+    def run_fio_window(self, job, sock, server, tag, json_path, fio_log,
+                       counter):
+        a = self.args
         fio = self.spawn(self.fio_argv(job, sock, json_path), fio_log)
         t0 = time.monotonic()
+        # fio's ramp starts when its job has connected, not when fio
+        # starts: until then the window's start is a guess.
         ramp_end = t0 + a.ramp
-        deadline = ramp_end + a.runtime + 120
+        started = False
+        deadline = ramp_end + self.runtime + 120
         srv0 = fio0 = None
         timed_out = False
         # Poll rather than block so that the CPU window can start when
@@ -745,19 +1000,44 @@ class Bench:
             if pid:
                 break
             now = time.monotonic()
+            if not started and srv0 is None:
+                started = fio_job_connected(fio.pid)
+                if started:
+                    ramp_end = now + a.ramp
+                    deadline = ramp_end + self.runtime + 120
+                elif started is None:
+                    started = True      # no way to tell: keep the guess
             if srv0 is None and now >= ramp_end:
                 srv0 = proc_tree_ticks(server.pid)
                 fio0 = proc_tree_ticks(fio.pid)
                 mach0, win0 = machine_busy_ticks(), now
+                if counter:
+                    try:
+                        counter.enable()
+                    except RunError as e:
+                        log('warning: no system call count for %s: %s'
+                            % (tag, e))
+                        counter = None
             if now > deadline and not timed_out:
                 timed_out = True
                 fio.kill()
-            time.sleep(min(0.05, max(0.001, ramp_end - now))
-                       if srv0 is None else 0.05)
+            if srv0 is not None:
+                time.sleep(0.05)
+            elif not started:
+                time.sleep(0.002)
+            else:
+                time.sleep(min(0.05, max(0.001, ramp_end - now)))
         srv1 = proc_tree_ticks(server.pid)
         mach1, win1 = machine_busy_ticks(), time.monotonic()
         fio.returncode = os.waitstatus_to_exitcode(status)
         self.live.discard(fio)
+        counts = None
+        if counter and srv0 is not None:
+            try:
+                counter.disable()
+                counts = counter.finish()
+            except (RunError, OSError) as e:
+                log('warning: no system call count for %s: %s' % (tag, e))
         if timed_out:
             raise RunError('fio did not finish within %g s; killed'
                            % (deadline - t0))
@@ -817,6 +1097,14 @@ class Bench:
             # on the machine, which takes CPU from both.
             others = (mach1 - mach0) / CLK_TCK - srv_cpu - max(0.0, fio_cpu)
             m['others'] = max(0.0, others) / max(1e-3, win1 - win0)
+        if counts:
+            total = counts.pop(TOTAL_EVENT)
+            m['sys'] = total / ios
+            per = {e.split('sys_enter_', 1)[1]: n / ios
+                   for e, n in counts.items() if 'sys_enter_' in e}
+            if per:
+                per['other'] = max(0, total - sum(counts.values())) / ios
+            m['sys_by'] = per
         return m
 
     def check_image(self, img, fmt='qcow2'):
@@ -857,13 +1145,26 @@ class Bench:
         return [j for j in scen.jobs if not want or j.name in want]
 
     def servers_of(self, scen):
+        """The scenario's servers (with --baseline, each of BASELINE_OF
+        followed by its baseline twin), less those -s leaves out."""
         want = self.args.servers
-        return [s for s in scen.servers if not want or s.label in want]
+        out = []
+        for s in scen.servers:
+            out.append(s)
+            if self.args.baseline and s.label in BASELINE_OF:
+                out.append(s.as_baseline())
+        return [s for s in out if not want or s.label in want]
+
+    def runtime_of(self, scen):
+        if self.args.runtime_given or not scen.runtime:
+            return self.args.runtime
+        return scen.runtime
 
     def run_scenario(self, scen):
         jobs, servers = self.jobs_of(scen), self.servers_of(scen)
         if not jobs or not servers:
             return
+        self.runtime = self.runtime_of(scen)
         self.emit('## scenario %s: %s' % (scen.name, scen.desc))
         if scen.on_disk:
             self.emit('# images in %s (%s)'
@@ -913,11 +1214,15 @@ class Bench:
                 if s.label in na:
                     continue
                 warm = page = None
-                if scen.fresh_per_run:
+                fresh = scen.fresh(job, s)
+                if fresh:
                     image = self.copy(bases[job.base or s.image_kind],
                                       self.path('run.%s' % s.fmt))
                     if not self.args.no_warm:
-                        warm = warm_memory(self.args.qcow2_size)
+                        # what the image can grow to
+                        warm = warm_memory(self.args.raw_size
+                                           if scen.name == 'throughput'
+                                           else self.args.qcow2_size)
                     page = fresh_page_us(self.tmp)
                 else:
                     image = copies.get(s.label, '')
@@ -933,6 +1238,8 @@ class Bench:
                           % (what, m['iops'], m['mibs'], m['srv_us'])
                     if 'others' in m:
                         msg += ', other load %.2f CPUs' % m['others']
+                    if 'sys' in m:
+                        msg += ', %.2f syscalls/req' % m['sys']
                     if page is not None:
                         m['page_us'] = page
                         msg += ', fresh page %.1f us' % page
@@ -947,7 +1254,7 @@ class Bench:
                         msg += ', qemu-img check: %s' % m['check_text']
                     log(msg)
                 finally:
-                    if scen.fresh_per_run and os.path.exists(image):
+                    if fresh and os.path.exists(image):
                         os.unlink(image)
                 res[s.label].append(m)
             if rnd == self.args.rounds:
@@ -976,6 +1283,13 @@ class Bench:
         p99 = [m['p99'] for m in ok if 'p99' in m]
         if p99:
             s['p99'] = statistics.median(p99)
+        sys_ = [m['sys'] for m in ok if 'sys' in m]
+        if sys_:
+            s['sys'] = statistics.median(sys_)
+            by = [m['sys_by'] for m in ok if m.get('sys_by')]
+            if by:
+                s['sys_by'] = {n: statistics.median(b.get(n, 0) for b in by)
+                               for n in by[0]}
         w = [m['w_iops'] for m in ok if 'w_iops' in m]
         if w:
             s['w_iops'] = statistics.median(w)
@@ -993,20 +1307,24 @@ class Bench:
         conns = '' if job.numjobs > 1 else ', 1 connection'
         self.emit()
         self.emit('### %s / %s: %s%s, %g s (+%g s ramp) x %d rounds'
-                  % (scen.name, job.name, job.desc, conns, a.runtime, a.ramp,
-                     a.rounds))
+                  % (scen.name, job.name, job.desc, conns, self.runtime,
+                     a.ramp, a.rounds))
         summ = {label: self.summarize(runs) for label, runs in res.items()}
         ref = summ.get(REFERENCE)
         rounds = ['round %d' % (i + 1) for i in range(a.rounds)]
-        head = '%-14s' % 'server' + ''.join('%10s' % r for r in rounds)
+        # the label column fits the longest label (diskserve-qcow2-base)
+        w = max([14] + [len(s.label) + 1 for s in servers])
+        head = '%-*s' % (w, 'server') + ''.join('%10s' % r for r in rounds)
         head += '%10s%9s%13s%12s%12s' % ('median', 'MiB/s', 'diskserve/x',
                                          'srv us/req', 'fio us/req')
+        if self.syscall_events:
+            head += '%9s' % 'sys/req'
         if scen.check:
             head += '  qemu-img check'
         self.emit(head)
         for s in servers:
             label = s.label
-            line = '%-14s' % label
+            line = '%-*s' % (w, label)
             if label in na:
                 self.emit(line + 'n/a: ' + na[label])
                 continue
@@ -1024,6 +1342,8 @@ class Bench:
                 '%.2f' % ratio if ratio is not None else 'n/a',
                 su['srv_us'],
                 '%.2f' % su['fio_us'] if 'fio_us' in su else '-')
+            if self.syscall_events:
+                line += '%9s' % ('%.2f' % su['sys'] if 'sys' in su else '-')
             if 'check' in su:
                 line += '  %s (%s ok)' % (su['check'], su['check_n'])
             self.emit(line)
@@ -1036,14 +1356,38 @@ class Bench:
             for label, runs in res.items():
                 vals = [fmt % m[key] if key in m else '-' for m in runs]
                 if any(v != '-' for v in vals):
-                    self.emit('  %-12s %-20s %s'
-                              % (label, what, ' '.join(vals)))
+                    self.emit('  %-*s %-20s %s'
+                              % (max([12] + [len(x) for x in res]), label,
+                                 what, ' '.join(vals)))
+        self.emit_syscalls(servers, summ)
         self.emit_failures(res)
         for s in servers:
             self.emit(self.result_line(scen, job, s.label, res.get(s.label),
                                        summ.get(s.label), ref,
                                        na.get(s.label)))
         self.results.setdefault(scen.name, {})[job.name] = summ
+
+    @staticmethod
+    def top_syscalls(su, n=3):
+        """The n system calls made most often per request (medians over the
+        rounds), then the rest of the total as 'other'."""
+        by = dict(su.get('sys_by') or {})
+        by.pop('other', None)
+        top = sorted(by.items(), key=lambda kv: -kv[1])[:n]
+        top = [(k, v) for k, v in top if v >= 0.005]
+        rest = su['sys'] - sum(v for _, v in top)
+        if rest >= 0.005:
+            top.append(('other', rest))
+        return top
+
+    def emit_syscalls(self, servers, summ):
+        """Under the table: diskserve's most frequent system calls."""
+        for s in servers:
+            su = summ.get(s.label)
+            if not s.is_diskserve or not su or not su.get('sys_by'):
+                continue
+            self.emit('  %s: %s per request' % (s.label, ', '.join(
+                '%.2f %s' % (v, k) for k, v in self.top_syscalls(su))))
 
     def result_line(self, scen, job, label, runs, su, ref, why, extra=()):
         fields = [('scenario', scen.name), ('job', job.name),
@@ -1072,6 +1416,12 @@ class Bench:
                 if any(key in m for m in runs):
                     fields.append((name, ','.join(
                         fmt % m[key] if key in m else '-' for m in runs)))
+            if self.syscall_events:
+                fields.append(('syscalls_per_req', '%.3f' % su['sys']
+                               if 'sys' in su else 'n/a'))
+                if su.get('sys_by'):
+                    fields.append(('syscalls_top', ','.join(
+                        '%s:%.3f' % kv for kv in self.top_syscalls(su))))
             fields += list(extra)
             if 'check' in su:
                 fields.append(('check', su['check']))
@@ -1084,19 +1434,20 @@ class Bench:
         a = self.args
         self.emit()
         self.emit('### %s / %s: %s, %g s (+%g s ramp) x %d rounds'
-                  % (scen.name, job.name, job.desc, a.runtime, a.ramp,
+                  % (scen.name, job.name, job.desc, self.runtime, a.ramp,
                      a.rounds))
         summ = {label: self.summarize(runs) for label, runs in res.items()}
         ref = summ.get(REFERENCE)
         rounds = ''.join('%10s' % ('round %d' % (i + 1))
                          for i in range(a.rounds))
+        w = max([14] + [len(s.label) + 1 for s in servers])
 
         def section(title, key, fmt, tail_head, tail):
-            self.emit('%-14s' % title + rounds + '%10s' % 'median'
+            self.emit('%-*s' % (w, title) + rounds + '%10s' % 'median'
                       + tail_head)
             for s in servers:
                 label = s.label
-                line = '%-14s' % label
+                line = '%-*s' % (w, label)
                 if label in na:
                     self.emit(line + 'n/a: ' + na[label])
                     continue
@@ -1115,12 +1466,20 @@ class Bench:
         def ratio(su):
             return '%.2f' % (ref['iops'] / su['iops']) if ref else 'n/a'
 
+        sys_head = '%9s' % 'sys/req' if self.syscall_events else ''
+
+        def sys_col(su):
+            if not self.syscall_events:
+                return ''
+            return '%9s' % ('%.2f' % su['sys'] if 'sys' in su else '-')
+
         section('reader IOPS', 'iops', '%.0f',
                 '%9s%13s%12s%12s' % ('MiB/s', 'diskserve/x', 'srv us/req',
-                                     'fio us/req'),
+                                     'fio us/req') + sys_head,
                 lambda su: '%9.1f%13s%12.2f%12s' % (
                     su['mibs'], ratio(su), su['srv_us'],
-                    '%.2f' % su['fio_us'] if 'fio_us' in su else '-'))
+                    '%.2f' % su['fio_us'] if 'fio_us' in su else '-')
+                + sys_col(su))
         section('reader p99 us', 'p99', '%.0f', '', lambda su: '')
         if job.writer:
             section('writer IOPS', 'w_iops', '%.0f',
@@ -1129,6 +1488,7 @@ class Bench:
                         su['w_writes'], su['w_flushes'],
                         '%s (%s ok)' % (su['check'], su['check_n'])
                         if 'check' in su else '-'))
+        self.emit_syscalls(servers, summ)
         self.emit_failures(res)
         for s in servers:
             su, runs = summ.get(s.label), res.get(s.label) or []
@@ -1235,22 +1595,35 @@ class Bench:
                 ('cpus', os.cpu_count()), ('load', load),
                 ('runtime', '%g' % a.runtime), ('ramp', '%g' % a.ramp),
                 ('rounds', a.rounds), ('diskserve', a.diskserve),
-                ('source', rev), ('fio', tool_version(['fio', '--version'])),
+                ('source', rev),
+                ('syscalls', 'perf' if self.syscall_events else 'off'),
+                ('fio', tool_version(['fio', '--version'])),
                 ('nbdkit', tool_version(['nbdkit', '--version'])),
                 ('qemu_nbd', tool_version(['qemu-nbd', '--version']))]
+        if a.baseline:
+            info.insert(info.index(('source', rev)),
+                        ('baseline', a.baseline))
         if self.disk_tmp:
-            info.insert(7, ('disk_tmpdir', '%s(%s)' % (
-                a.disk_tmpdir, fs_type(self.disk_tmp))))
+            info.insert(info.index(('diskserve', a.diskserve)),
+                        ('disk_tmpdir', '%s(%s)' % (
+                            a.disk_tmpdir, fs_type(self.disk_tmp))))
+        if not a.runtime_given:
+            # scenarios with a shorter run of their own
+            for s in SCENARIOS:
+                if s.name in a.selected and s.runtime:
+                    info.insert(5, ('runtime_%s' % s.name, '%g' % s.runtime))
         self.emit('# diskserve side-by-side benchmark')
         self.emit('RUN ' + ' '.join('%s=%s' % (k, shlex.quote(str(v)))
                                     for k, v in info))
 
     def estimate(self, scens):
-        runs = 0
+        runs = secs = 0
         for scen in scens:
-            runs += len(self.jobs_of(scen)) * len(self.servers_of(scen))
-        runs *= self.args.rounds
-        secs = runs * (self.args.runtime + self.args.ramp + 1)
+            n = len(self.jobs_of(scen)) * len(self.servers_of(scen)) * \
+                self.args.rounds
+            runs += n
+            secs += n * (self.runtime_of(scen) + self.args.ramp + 1)
+        secs = int(secs)
         log('%d runs, at least %d min %02d s' % (runs, secs // 60, secs % 60))
 
     def main(self):
@@ -1271,6 +1644,10 @@ class Bench:
                 log('warning: --disk-tmpdir %s is on %s: a flush costs '
                     'nothing there, which hides what qcow2-flush measures'
                     % (a.disk_tmpdir, kind))
+        if a.syscalls:
+            self.syscall_events, why = syscall_events()
+            if why:
+                log('warning: --syscalls: %s; no system call counts' % why)
         if a.output:
             self.out_file = open(a.output, 'w')
         if a.save:
@@ -1296,8 +1673,9 @@ def parse_args(argv):
     p.add_argument('targets', nargs='*', metavar='[BUILDDIR] [SCENARIO]',
                    help='a build directory holding diskserve (default: the '
                    'current directory), then scenarios (default: all)')
-    p.add_argument('-t', '--runtime', type=float, default=20,
-                   help='measured seconds per fio run (default 20)')
+    p.add_argument('-t', '--runtime', type=float,
+                   help='measured seconds per fio run (default %d; '
+                   'throughput: 12)' % DEFAULT_RUNTIME)
     p.add_argument('--ramp', type=float, default=2,
                    help='unmeasured seconds before each run (default 2)')
     p.add_argument('-r', '--rounds', type=int, default=2,
@@ -1320,6 +1698,13 @@ def parse_args(argv):
                    help='diskserve --threads N (default: its own)')
     p.add_argument('--diskserve-args', default='',
                    help='extra diskserve options, shell-quoted')
+    p.add_argument('--baseline', metavar='PATH',
+                   help='another diskserve binary (an older build) run with '
+                   'the same arguments as rows diskserve-base and '
+                   'diskserve-qcow2-base, interleaved with the others')
+    p.add_argument('--syscalls', action='store_true',
+                   help='count the system calls each server makes per '
+                   'request (perf stat; costs the server some CPU)')
     p.add_argument('--tmpdir', default='/dev/shm',
                    help='where images and sockets go (default /dev/shm)')
     p.add_argument('--disk-tmpdir', default='/var/tmp',
@@ -1332,12 +1717,17 @@ def parse_args(argv):
                    help='list scenarios, jobs and servers, then exit')
     p.add_argument('-v', '--verbose', action='store_true',
                    help='print every command run')
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
+    a.runtime_given = a.runtime is not None
+    if not a.runtime_given:
+        a.runtime = DEFAULT_RUNTIME
 
     if a.list:
         for s in SCENARIOS:
             print('%s: %s' % (s.name, s.desc))
             print('  servers: %s' % ', '.join(x.label for x in s.servers))
+            if s.runtime:
+                print('  runs of %g s unless -t is given' % s.runtime)
             for j in s.jobs:
                 print('  %-28s %s' % (j.name, j.desc))
         sys.exit(0)
@@ -1362,9 +1752,15 @@ def parse_args(argv):
     a.diskserve = os.environ.get('DISKSERVE') or \
         os.path.join(builddir, 'diskserve')
     a.diskserve = os.path.abspath(a.diskserve)
+    if a.baseline:
+        a.baseline = os.path.abspath(a.baseline)
+        if not os.access(a.baseline, os.X_OK):
+            p.error('--baseline %s: not an executable' % a.baseline)
     if a.servers:
         a.servers = set(a.servers.split(','))
         known = {x.label for s in SCENARIOS for x in s.servers}
+        if a.baseline:
+            known |= {x + BASELINE_SUFFIX for x in BASELINE_OF}
         if a.servers - known:
             p.error('unknown server %s (have: %s)'
                     % (', '.join(sorted(a.servers - known)),
