@@ -585,6 +585,19 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 
 static void on_payload_readable(uv_poll_t *p, int status, int events);
 
+/* The pipes ran out of page slots (the client sent the payload in many
+ * small pieces): the rest is read into memory as for any write. */
+static void spill_payload(struct conn *c, struct request *r)
+{
+    dup_poll_stop(&c->in_poll);
+    c->splicing_in = false;
+    if (req_reserve(r, r->hdr.length) < 0 || splice_spill(r, r->buf) < 0) {
+        conn_close(c);
+        return;
+    }
+    start_reading(c);
+}
+
 static void splice_payload(struct conn *c)
 {
     struct request *r = c->cur;
@@ -595,30 +608,32 @@ static void splice_payload(struct conn *c)
         return;
     }
     while (r->have < r->hdr.length) {
-        ssize_t n = splice(fd, NULL, splice_pipe_wr(r->pipe), NULL,
-                           r->hdr.length - r->have,
-                           SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        int n = splice_recv(r, fd, NULL,
+                            (size_t)(r->hdr.length - r->have));
         if (n > 0) {
             r->have += (uint64_t)n;
-        } else if (n < 0 && errno == EINTR) {
             continue;
-        } else if (n < 0 && errno == EAGAIN) {
+        }
+        if (n == -EAGAIN) {
             if (!dup_poll_start(c, &c->in_poll, UV_READABLE,
                                 on_payload_readable))
                 conn_close(c);
             return;
-        } else {
-            if (n < 0)
-                srv_debug("client %llu: read: %s", (unsigned long long)c->id,
-                          strerror(errno));
-            dup_poll_stop(&c->in_poll);
-            c->splicing_in = false;
-            if (n == 0)
-                half_closed(c);
-            else
-                conn_close(c);
+        }
+        if (n == -ENOSPC) {
+            spill_payload(c, r);
             return;
         }
+        if (n < 0)
+            srv_debug("client %llu: read: %s", (unsigned long long)c->id,
+                      strerror(-n));
+        dup_poll_stop(&c->in_poll);
+        c->splicing_in = false;
+        if (n == 0)
+            half_closed(c);
+        else
+            conn_close(c);
+        return;
     }
     dup_poll_stop(&c->in_poll);
     c->splicing_in = false;
@@ -650,11 +665,9 @@ int conn_splice_payload(struct conn *c)
 
     /* What arrived with the header goes in first (a small copy). */
     while (n > 0) {
-        ssize_t w = write(splice_pipe_wr(r->pipe), conn_in_data(c), n);
-        if (w < 0 && errno == EINTR)
-            continue;
+        int w = splice_recv(r, -1, conn_in_data(c), n);
         if (w <= 0)
-            return -EIO;    /* cannot be: the pipe holds the payload */
+            return -EIO;    /* cannot be: the pipes hold the payload */
         conn_consume(c, (size_t)w);
         r->have += (uint64_t)w;
         n -= (size_t)w;

@@ -21,6 +21,8 @@
 
 #include "server.h"
 
+#define SNDBUF (2 * 1024 * 1024)
+
 #define MAX_LISTENERS 16
 
 struct listener {
@@ -194,6 +196,12 @@ static void accept_one(struct listener *l)
     }
     if (!l->is_unix)
         uv_tcp_nodelay(&c->h_in.tcp, 1);
+    /* Room for a few large replies at once: a spliced reply waits for
+     * the socket less often (the kernel caps this at wmem_max). */
+    int sndbuf = SNDBUF;
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)c->in, &fd) == 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
     conn_start(c);
 }
 

@@ -183,16 +183,19 @@ static void run(struct conn *c)
             done = writev(fd, iov, (int)n);
         } else {
             r = c->send_head;
-            done = splice(splice_pipe_rd(r->pipe), NULL, fd, NULL,
-                          r->iov[r->out_i].len,
-                          SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-            want = r->iov[r->out_i].len;
+            want = splice_take(r, r->iov[r->out_i].len);
+            done = want == 0 ? 0
+                             : splice(splice_pipe_rd(r->pipe), NULL, fd,
+                                      NULL, want,
+                                      SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
             if (done == 0) {
                 srv_log("client %llu: read reply pipe ran dry",
                         (unsigned long long)c->id);
                 conn_close(c);
                 return;
             }
+            if (done > 0)
+                splice_took(r, (size_t)done);
         }
         if (done < 0) {
             if (errno == EINTR)
@@ -223,9 +226,12 @@ static void on_writable(uv_poll_t *p, int status, int events)
     struct conn *c = p->data;
     (void)events;
 
-    dup_poll_stop(&c->out_poll);
-    if (c->state == CONN_CLOSING)
+    /* The poll stays on until the queue is empty: stopping and starting
+     * it costs two epoll_ctl calls every time the socket fills. */
+    if (c->state == CONN_CLOSING) {
+        dup_poll_stop(&c->out_poll);
         return;
+    }
     if (status < 0) {
         conn_close(c);
         return;

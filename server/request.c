@@ -37,8 +37,7 @@
 static struct request *free_list;
 static unsigned n_free;
 
-/* Make r->buf hold at least n bytes; 0 or -ENOMEM. */
-static int req_reserve(struct request *r, size_t n)
+int req_reserve(struct request *r, size_t n)
 {
     if (r->buf_cap >= n)
         return 0;
@@ -216,8 +215,7 @@ static void req_run(struct srv_work *w)
         break;
     case PROTO_CMD_WRITE:
         if (r->pipe)
-            r->err = ops->write_pipe(img, splice_pipe_rd(r->pipe), len, off,
-                                     write_flags(r));
+            r->err = splice_write(r, img, write_flags(r));
         else
             r->err = ops->write(img, r->buf, len, off, write_flags(r));
         break;
@@ -348,8 +346,7 @@ void req_dispatch(struct conn *c, struct request *r)
     }
     if (r->hdr.type == PROTO_CMD_WRITE && r->pipe && img->nowait_writes &&
         !(r->hdr.flags & PROTO_CMD_FLAG_FUA)) {
-        r->err = img->ops->write_pipe(img, splice_pipe_rd(r->pipe),
-                                      r->hdr.length, r->hdr.offset, 0);
+        r->err = splice_write(r, img, 0);
         req_reply(r);
         return;
     }

@@ -308,6 +308,7 @@ struct request {
     /* a read answered from a pipe (splice.c): the image ranges that
      * fill it, in order; reply pieces with a NULL base are pipe bytes */
     struct srv_pipe *pipe;
+    struct srv_pipe *pipe_at;   /* the pipe a payload is going into */
     struct img_map maps[SRV_SPLICE_MAPS];
     unsigned nmaps;
     bool splice_failed;     /* the pipe could not be filled: copy */
@@ -329,6 +330,8 @@ int req_receive_header(struct conn *c);
 void req_dispatch(struct conn *c, struct request *r);
 void req_release(struct request *r);
 struct request *req_alloc(struct conn *c, size_t payload);
+/* Make r->buf hold n bytes (loop thread); 0 or -ENOMEM. */
+int req_reserve(struct request *r, size_t n);
 /* Finish a request on the loop thread: build and send its reply. */
 void req_reply(struct request *r);
 /* Release the replies a closing connection had not written yet. */
@@ -347,9 +350,23 @@ bool splice_read(struct request *r);
  * had, read the payload into memory). */
 bool splice_write_ok(const struct conn *c, const struct proto_request *hdr);
 bool splice_write_attach(struct request *r);
-/* The ends of a pipe: spliced out of, spliced into. */
+/* Move up to len payload bytes of r into its pipes: from head (bytes
+ * that arrived with the request header) or, head NULL, spliced from
+ * the socket sock.  Bytes moved, 0 at the end of the stream, -EAGAIN
+ * when the socket holds nothing now, -ENOSPC when the pipes are out of
+ * page slots (splice_spill then), or -errno. */
+int splice_recv(struct request *r, int sock, const void *head, size_t len);
+/* Move what r's pipes hold into buf (r->have bytes) and let go of the
+ * pipes: the rest of the payload is read into memory. */
+int splice_spill(struct request *r, uint8_t *buf);
+/* Write r's payload from its pipes into img; 0 or -errno. */
+int splice_write(struct request *r, struct image *img, unsigned flags);
+/* Bytes of the reply's data that r's first pipe can give now (at most
+ * want), and: n of them went out. */
+size_t splice_take(struct request *r, size_t want);
+void splice_took(struct request *r, size_t n);
+/* The end of a pipe data is spliced out of. */
 int splice_pipe_rd(const struct srv_pipe *p);
-int splice_pipe_wr(const struct srv_pipe *p);
 /* On a worker: fill r's pipe from r->maps; false when it could not. */
 bool splice_fill(struct request *r);
 /* Let go of r's pinned ranges (r->pinned). */

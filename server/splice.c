@@ -32,6 +32,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -40,11 +41,15 @@
 #define SPLICE_MIN (64u * 1024)
 #define PIPE_WANT (4u * 1024 * 1024)   /* needs CAP_SYS_RESOURCE */
 #define PIPE_FALLBACK (1u * 1024 * 1024)   /* /proc/sys/fs/pipe-max-size */
+#define CHAIN_MAX 8u    /* pipes one read may fill */
 #define POOL_MAX 64u
 
+/* A pipe; while it belongs to a request, next links the request's
+ * chain (filled in order, written out in order); in the pool, the pool. */
 struct srv_pipe {
     int rd, wr;
     size_t cap;
+    size_t fill;            /* bytes in it now */
     struct srv_pipe *next;
 };
 
@@ -59,11 +64,6 @@ int splice_pipe_rd(const struct srv_pipe *p)
     return p->rd;
 }
 
-int splice_pipe_wr(const struct srv_pipe *p)
-{
-    return p->wr;
-}
-
 static void pipe_free(struct srv_pipe *p)
 {
     close(p->rd);
@@ -71,13 +71,15 @@ static void pipe_free(struct srv_pipe *p)
     free(p);
 }
 
-static struct srv_pipe *pipe_get(size_t len)
+/* A pipe from the pool or a new one holding cap_limit bytes. */
+static struct srv_pipe *pipe_get(void)
 {
     struct srv_pipe *p = pool;
 
-    if (p && p->cap >= len) {
+    if (p) {
         pool = p->next;
         pool_n--;
+        p->next = NULL;
         return p;
     }
     int fds[2];
@@ -91,19 +93,47 @@ static struct srv_pipe *pipe_get(size_t len)
     }
     p->rd = fds[0];
     p->wr = fds[1];
-    int cap = fcntl(p->wr, F_SETPIPE_SZ, PIPE_WANT);
-    if (cap < 0)
+    int cap = fcntl(p->wr, F_SETPIPE_SZ, (int)cap_limit);
+    if (cap < 0 && cap_limit > PIPE_FALLBACK)
         cap = fcntl(p->wr, F_SETPIPE_SZ, PIPE_FALLBACK);
-    if (cap < 0)
-        cap = fcntl(p->wr, F_GETPIPE_SZ);
-    p->cap = cap > 0 ? (size_t)cap : 0;
-    if (p->cap < PIPE_WANT && p->cap > 0)
-        cap_limit = p->cap;
-    if (p->cap < len) {
+    if (cap > 0 && (size_t)cap < cap_limit)
+        cap_limit = (size_t)cap;    /* what this process may have */
+    if (cap <= 0 || (size_t)cap < cap_limit) {
         pipe_free(p);
         return NULL;
     }
+    p->cap = (size_t)cap;
     return p;
+}
+
+static void pipe_put(struct srv_pipe *p, bool clean)
+{
+    if (!clean || pool_n >= POOL_MAX || p->cap < cap_limit) {
+        pipe_free(p);
+        return;
+    }
+    p->fill = 0;
+    p->next = pool;
+    pool = p;
+    pool_n++;
+}
+
+/* Give r a chain of pipes holding len bytes; false when none can be had. */
+static bool chain_get(struct request *r, uint64_t len)
+{
+    struct srv_pipe **tail = &r->pipe;
+
+    for (uint64_t have = 0; have < len;) {
+        struct srv_pipe *p = pipe_get();
+        if (!p) {
+            splice_put_pipe(r, true);   /* all still empty */
+            return false;
+        }
+        *tail = p;
+        tail = &p->next;
+        have += p->cap;
+    }
+    return true;
 }
 
 void splice_put_pipe(struct request *r, bool clean)
@@ -111,15 +141,28 @@ void splice_put_pipe(struct request *r, bool clean)
     struct srv_pipe *p = r->pipe;
 
     r->pipe = NULL;
-    if (!p)
-        return;
-    if (!clean || pool_n >= POOL_MAX) {
-        pipe_free(p);
-        return;
+    while (p) {
+        struct srv_pipe *next = p->next;
+        pipe_put(p, clean);
+        p = next;
     }
-    p->next = pool;
-    pool = p;
-    pool_n++;
+}
+
+size_t splice_take(struct request *r, size_t want)
+{
+    struct srv_pipe *p = r->pipe;
+    return p->fill < want ? p->fill : want;
+}
+
+void splice_took(struct request *r, size_t n)
+{
+    struct srv_pipe *p = r->pipe;
+
+    p->fill -= n;
+    if (p->fill == 0 && p->next) {
+        r->pipe = p->next;
+        pipe_put(p, true);
+    }
 }
 
 void splice_cleanup(void)
@@ -135,33 +178,48 @@ void splice_cleanup(void)
     zero_fd = -1;
 }
 
-/* A file of len zeros to splice from; false when none can be had. */
-static bool zeros_ready(size_t len)
+/* A file of zeros to splice from; false when none can be had. */
+static bool zeros_ready(void)
 {
-    if (zero_fd >= 0 && zero_size >= len)
+    if (zero_size > 0)
         return true;
-    if (zero_fd < 0) {
+    if (zero_fd < 0)
         zero_fd = memfd_create("diskserve-zeros", MFD_CLOEXEC);
-        if (zero_fd < 0)
-            return false;
-    }
-    if (ftruncate(zero_fd, (off_t)PIPE_WANT) < 0)
+    if (zero_fd < 0 || ftruncate(zero_fd, (off_t)PIPE_WANT) < 0)
         return false;
     zero_size = PIPE_WANT;
-    return zero_size >= len;
+    return true;
 }
 
-/* Splice len bytes of fd at off into the pipe; false on anything short. */
-static bool splice_in(int fd, uint64_t off, uint64_t len, int pipe_wr)
+/* Splice len bytes of fd at off into r's pipes, from *at on; false on
+ * anything short. */
+static bool splice_in(struct srv_pipe **at, int fd, uint64_t off,
+                      uint64_t len)
 {
     loff_t pos = (loff_t)off;
 
     while (len > 0) {
-        ssize_t n = splice(fd, &pos, pipe_wr, NULL, len, SPLICE_F_MOVE);
+        struct srv_pipe *p = *at;
+        if (!p)
+            return false;
+        size_t room = p->cap - p->fill;
+        if (room == 0) {
+            *at = p->next;
+            continue;
+        }
+        ssize_t n = splice(fd, &pos, p->wr, NULL,
+                           len < room ? (size_t)len : room, SPLICE_F_MOVE);
         if (n < 0 && errno == EINTR)
             continue;
+        if (n < 0 && errno == EAGAIN && p->fill > 0) {
+            /* Out of page slots before bytes (ranges that start
+             * inside a page take one more): on to the next pipe. */
+            *at = p->next;
+            continue;
+        }
         if (n <= 0)
             return false;
+        p->fill += (size_t)n;
         len -= (uint64_t)n;
     }
     return true;
@@ -172,15 +230,18 @@ bool splice_fill(struct request *r)
     struct conn *c = r->conn;
     bool zeros_as_bytes = !c->structured ||
                           (r->hdr.flags & PROTO_CMD_FLAG_DF);
+    struct srv_pipe *at = r->pipe;
 
     for (unsigned i = 0; i < r->nmaps; i++) {
         const struct img_map *m = &r->maps[i];
         if (m->kind == IMG_MAP_ZERO) {
-            if (zeros_as_bytes &&
-                !splice_in(zero_fd, 0, m->length, r->pipe->wr))
-                return false;
-        } else if (!splice_in(m->fd, m->host_offset, m->length,
-                              r->pipe->wr)) {
+            for (uint64_t left = zeros_as_bytes ? m->length : 0; left;) {
+                uint64_t n = left < zero_size ? left : zero_size;
+                if (!splice_in(&at, zero_fd, 0, n))
+                    return false;
+                left -= n;
+            }
+        } else if (!splice_in(&at, m->fd, m->host_offset, m->length)) {
             return false;
         }
     }
@@ -259,7 +320,7 @@ bool splice_read(struct request *r)
     struct conn *c = r->conn;
     struct image *img = c->exp->img;
 
-    if (r->hdr.length < SPLICE_MIN || r->hdr.length > cap_limit ||
+    if (r->hdr.length < SPLICE_MIN || r->hdr.length > CHAIN_MAX * cap_limit ||
         !(img->map_stable || img->ops->map_pin) ||
         !img->ops->map_nowait || !out_direct_ok(c) || r->splice_failed)
         return false;
@@ -267,8 +328,9 @@ bool splice_read(struct request *r)
         return false;
     bool zeros_as_bytes = !c->structured ||
                           (r->hdr.flags & PROTO_CMD_FLAG_DF);
-    if ((zeros_as_bytes && !zeros_ready(r->hdr.length)) ||
-        !(r->pipe = pipe_get(r->hdr.length))) {
+    /* A range that starts inside a page takes a page slot more. */
+    if ((zeros_as_bytes && !zeros_ready()) ||
+        !chain_get(r, r->hdr.length + (uint64_t)(r->nmaps + 1) * 4096)) {
         if (r->pinned)
             splice_unpin(r);
         return false;
@@ -298,6 +360,72 @@ bool splice_write_ok(const struct conn *c, const struct proto_request *hdr)
 
 bool splice_write_attach(struct request *r)
 {
-    r->pipe = pipe_get(r->hdr.length);
-    return r->pipe != NULL;
+    /* Socket buffers come in pieces that take a page slot each, full or
+     * not: half a pipe more than the bytes. */
+    r->pipe_at = NULL;
+    return chain_get(r, r->hdr.length + cap_limit / 2);
+}
+
+int splice_recv(struct request *r, int sock, const void *head, size_t len)
+{
+    struct srv_pipe *p = r->pipe_at ? r->pipe_at : r->pipe;
+
+    for (;;) {
+        ssize_t n = head ? write(p->wr, head, len)
+                         : splice(sock, NULL, p->wr, NULL, len,
+                                  SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+        if (n > 0) {
+            p->fill += (size_t)n;
+            r->pipe_at = p;
+            return (int)n;
+        }
+        if (n == 0)
+            return 0;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN)
+            return -errno;
+        int avail = 0;
+        if (!head && (ioctl(sock, FIONREAD, &avail) < 0 || avail == 0))
+            return -EAGAIN;
+        /* Input waits but the pipe is out of page slots. */
+        if (!p->next)
+            return -ENOSPC;
+        p = p->next;
+    }
+}
+
+int splice_spill(struct request *r, uint8_t *buf)
+{
+    size_t at = 0;
+
+    for (struct srv_pipe *p = r->pipe; p; p = p->next) {
+        while (p->fill > 0) {
+            ssize_t n = read(p->rd, buf + at, p->fill);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0)
+                return n < 0 ? -errno : -EIO;
+            at += (size_t)n;
+            p->fill -= (size_t)n;
+        }
+    }
+    splice_put_pipe(r, true);
+    return 0;
+}
+
+int splice_write(struct request *r, struct image *img, unsigned flags)
+{
+    uint64_t off = r->hdr.offset;
+
+    for (struct srv_pipe *p = r->pipe; p && p->fill; p = p->next) {
+        bool last = !p->next || !p->next->fill;
+        int err = img->ops->write_pipe(img, p->rd, p->fill, off,
+                                       last ? flags : flags & ~IMG_FUA);
+        if (err)
+            return err;
+        off += p->fill;
+        p->fill = 0;
+    }
+    return 0;
 }

@@ -4,7 +4,9 @@ socket into the file) land exactly: pipelined 16 deep at random offsets
 and lengths from 64 KiB to 2 MiB, some with FUA, in compact and extended
 requests; from a client that sends each payload in small pieces with
 pauses; and a client that leaves in the middle of a payload changes
-nothing past what it had acknowledged and disturbs nobody.  The file
+nothing past what it had acknowledged and disturbs nobody; a payload
+sent in 1 KiB pieces (more socket buffers than the pipes have slots)
+lands too.  The file
 itself is compared with a shadow copy after the server stops."""
 
 import os
@@ -89,6 +91,27 @@ def trickled_payloads_land():
     c.close()
 
 
+def payloads_in_tiny_pieces_land():
+    # Each send is a socket buffer of its own, and each takes a pipe
+    # slot: a 1 MiB payload in 1 KiB pieces needs more slots than the
+    # pipes have, and the server must fall back to memory midway.
+    c = connect("simple")
+    for i in range(3):
+        length = MIB
+        off = rng.randrange(0, SIZE - length)
+        data = os.urandom(length)
+        ck = c.send_request(CMD_WRITE, off, length, 0, b"")
+        for pos in range(0, length, 1024):
+            c.send(data[pos:pos + 1024])
+        res = c.reply(ck)
+        check(res.error == 0, "tiny-piece write %d: error %d" %
+              (i, res.error))
+        shadow[off:off + length] = data
+        res = c.read(off, length)
+        check(res.data == data, "tiny-piece write %d reads back wrong" % i)
+    c.close()
+
+
 def vanishing_writer_changes_only_what_it_sent():
     c = connect("structured")
     off = 4 * MIB
@@ -123,4 +146,5 @@ def file_matches_shadow():
 
 
 run(pipelined_writes_land, trickled_payloads_land,
+    payloads_in_tiny_pieces_land,
     vanishing_writer_changes_only_what_it_sent, file_matches_shadow)
