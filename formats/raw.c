@@ -343,15 +343,38 @@ static int raw_block_status(struct image *img, uint64_t len, uint64_t off,
     return 0;
 }
 
+/* Ranges this long are checked for holes: two lseek calls are worth it
+ * when the caller then sends a hole instead of bytes (spliced reads);
+ * small reads are cheaper copied as they are. */
+#define HOLE_PROBE_MIN (64u * 1024)
+
 static int raw_map_nowait(struct image *img, uint64_t len, uint64_t off,
                           struct img_map *m)
 {
-    if (!io_is_file(to_raw(img)->fd))
+    int fd = to_raw(img)->fd;
+
+    if (!io_is_file(fd))
         return -EAGAIN;     /* only a file can be read on the loop */
     m->kind = IMG_MAP_DATA;
-    m->fd = to_raw(img)->fd;
+    m->fd = fd;
     m->host_offset = off;
     m->length = len;
+    if (len < HOLE_PROBE_MIN || to_raw(img)->is_block)
+        return 0;
+    /* Errors (a block device, a file system without SEEK_DATA) leave
+     * the range data. */
+    off_t data = io_lseek(fd, (off_t)off, SEEK_DATA);
+    if (data < 0 && errno == ENXIO) {
+        m->kind = IMG_MAP_ZERO;             /* a hole to the end */
+    } else if (data > (off_t)off) {
+        m->kind = IMG_MAP_ZERO;
+        if ((uint64_t)data - off < len)
+            m->length = (uint64_t)data - off;
+    } else if (data == (off_t)off) {
+        off_t hole = io_lseek(fd, (off_t)off, SEEK_HOLE);
+        if (hole > (off_t)off && (uint64_t)hole - off < len)
+            m->length = (uint64_t)hole - off;
+    }
     return 0;
 }
 
