@@ -59,6 +59,10 @@ struct img_map {
     int fd;
     uint64_t host_offset;
     uint64_t length;        /* may be shorter than asked */
+    const void *mem;        /* DATA on memory (tmpfs) the driver maps:
+                             * the bytes are here too, read them with a
+                             * copy rather than a system call; NULL
+                             * (the caller's) when not */
 };
 
 /* The default bound on PBKDF2 iterations per LUKS open: qemu-img and

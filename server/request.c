@@ -253,12 +253,14 @@ static bool read_mapped(struct image *img, uint8_t *p, uint64_t left,
                         uint64_t off)
 {
     while (left > 0) {
-        struct img_map m;
+        struct img_map m = { .mem = NULL };
         if (img->ops->map_nowait(img, left, off, &m) < 0 ||
             m.length == 0 || m.length > left)
             return false;
         if (m.kind == IMG_MAP_ZERO) {
             memset(p, 0, m.length);
+        } else if (m.mem) {
+            memcpy(p, m.mem, m.length);
         } else {
             ssize_t n;
             if (img->nowait_reads) {

@@ -257,7 +257,7 @@ static bool map_all(struct request *r, struct image *img)
 
     r->nmaps = 0;
     while (left > 0) {
-        struct img_map m;
+        struct img_map m = { .mem = NULL };
         if (img->ops->map_nowait(img, left, off, &m) < 0 ||
             m.length == 0 || m.length > left) {
             ok = false;

@@ -3,9 +3,10 @@
 socket) return exactly the image's bytes in every reply form: simple,
 structured with and without DF, extended; pipelined 16 deep at random
 offsets and lengths from 64 KiB to 10 MiB (one pipe or several, or
-copied when more than the pipes hold), on a raw image written while
-it is read, on a read-only qcow2 with data, zero, compressed and
-backing-file clusters, and on a VHDX.  Zero ranges of a structured reply
+copied when more than the pipes hold), on a raw image written and
+trimmed while it is read (on disk and on tmpfs, with small reads too),
+on a read-only qcow2 with data, zero, compressed and backing-file
+clusters, and on a VHDX.  Zero ranges of a structured reply
 come as hole chunks.  A client that reads its replies slowly still gets
 every byte, one that leaves mid-reply disturbs nobody, and the server
 holds no more descriptors afterwards than its pipe pool allows.
@@ -43,11 +44,13 @@ def as_raw(path, fmt):
 def connect(server, mode):
     c = server.connect()
     c.connect_export(structured=mode == "structured",
-                     extended=mode == "extended")
+                     extended=mode == "extended",
+                     meta=() if mode == "simple" else ("base:allocation",))
     return c
 
 
-def random_reads(c, expect, n, label, max_len=10 * MIB, align=1):
+def random_reads(c, expect, n, label, max_len=10 * MIB, align=1,
+                 min_len=64 * 1024):
     """n reads, 16 in flight, each checked against expect."""
     size = len(expect)
     pending = {}
@@ -55,8 +58,8 @@ def random_reads(c, expect, n, label, max_len=10 * MIB, align=1):
     holes = 0
     while done < n:
         while len(pending) < 16 and done + len(pending) < n:
-            length = rng.randrange(64 * 1024, max_len + 1)
-            if rng.random() < 0.5:
+            length = rng.randrange(min_len, max_len + 1)
+            if rng.random() < 0.5 and length >= 4096:
                 length -= length % 4096
             length -= length % align
             off = rng.randrange(0, size - length + 1)
@@ -82,14 +85,18 @@ def random_reads(c, expect, n, label, max_len=10 * MIB, align=1):
     return holes
 
 
-def raw_read_while_written():
+def raw_read_while_written(directory, name):
     data = bytes(rng.getrandbits(8) for _ in range(MIB)) * (SIZE // MIB)
-    img = make_image("disk.raw", SIZE, data)
-    s = Server(img, "-f", "raw", name="raw")
+    img = os.path.join(directory, "ds-%d-%s.raw" % (os.getpid(), name))
+    with open(img, "wb") as f:
+        f.write(data)
+    s = Server(img, "-f", "raw", name=name)
     expect = bytearray(data)
     for mode in MODES:
         c = connect(s, mode)
         random_reads(c, bytes(expect), 40, "raw " + mode)
+        random_reads(c, bytes(expect), 40, "raw small " + mode,
+                     max_len=64 * 1024, min_len=1)
         # A write acknowledged before a read is sent is in that read.
         for i in range(8):
             off = rng.randrange(0, SIZE - 2 * MIB) & ~4095
@@ -102,7 +109,27 @@ def raw_read_while_written():
             check(res.data == bytes(expect[start:start + len(res.data)]),
                   "raw %s: read after write %d returned old bytes" %
                   (mode, i))
+        # Trimmed ranges read as zeros, in small and large reads.
+        off = rng.randrange(0, SIZE - MIB) & ~4095
+        check(c.request(CMD_TRIM, off, MIB).error == 0, "raw trim")
+        expect[off:off + MIB] = bytes(MIB)
+        for length in (4096, 65536, MIB):
+            res = c.read(off, length)
+            check(res.data == bytes(length),
+                  "raw %s: %d bytes after a trim are not zeros" %
+                  (mode, length))
+        random_reads(c, bytes(expect), 20, "raw trimmed " + mode,
+                     max_len=2 * MIB, min_len=1)
+        if mode != "simple":
+            # Reading a hole leaves it a hole.
+            res = c.request(CMD_BLOCK_STATUS, off, MIB)
+            ext = res.extents[c.contexts["base:allocation"]]
+            check(ext[0][0] >= 4096 and ext[0][1] & STATE_HOLE,
+                  "raw %s: the trimmed range reads back as %r after reads"
+                  % (mode, ext[:3]))
         c.close()
+    if directory != scratch():
+        state.setdefault("unlink", []).append(img)
     return s, bytes(expect)
 
 
@@ -200,8 +227,16 @@ def slow_and_vanishing_readers(s, expect):
 state = {}
 
 
-def raw_reads_match_while_written():
-    state["raw"], state["expect"] = raw_read_while_written()
+def raw_reads_match_while_written_on_disk_and_in_memory():
+    # On tmpfs the server fills pipes on the loop thread and copies small
+    # reads from a mapping of the file; elsewhere workers fill the pipes.
+    try:
+        raw_read_while_written("/dev/shm", "raw-shm")
+    finally:
+        for p in state.get("unlink", []):
+            os.unlink(p)
+    state["raw"], state["expect"] = raw_read_while_written(scratch(),
+                                                           "raw")
 
 
 def read_only_qcow2_reads_match_with_holes_and_backing():
@@ -216,7 +251,7 @@ def slow_reader_gets_every_byte_and_vanishing_ones_harm_nothing():
     slow_and_vanishing_readers(state["raw"], state["expect"])
 
 
-run(raw_reads_match_while_written,
+run(raw_reads_match_while_written_on_disk_and_in_memory,
     read_only_qcow2_reads_match_with_holes_and_backing,
     read_only_vhdx_reads_match,
     slow_reader_gets_every_byte_and_vanishing_ones_harm_nothing)
