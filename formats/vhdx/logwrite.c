@@ -5,7 +5,9 @@
  * BAT entries change in memory when a block is allocated or zeroed
  * (write.c), each change marking its 4 KB BAT sector dirty.  A commit
  * (vhdx_commit: FLUSH, FUA, close) takes every dirty sector at once, so
- * the allocations of many writers travel in one log entry, and then:
+ * the allocations of many writers travel in one log entry (and the
+ * FLUSH and FUA requests that arrive while one commit runs share the
+ * next), and then:
  *
  *   1. syncs the file: every data write that completed before the commit
  *      took the sectors is durable before a log entry can name its block
@@ -263,9 +265,19 @@ int vhdx_commit(struct vhdx_state *s, enum io_tag tag)
     int err = 0;
 
     pthread_mutex_lock(&s->lock);
-    while (s->committing)
+    /* Group commit: any commit that starts after this call takes every
+     * BAT change and syncs every data write completed before it, so the
+     * callers that came while one commit ran share the next one. */
+    uint64_t want = s->commits_started + 1;
+    while (s->committing && s->commits_done < want)
         pthread_cond_wait(&s->cond, &s->lock);
+    if (s->commits_done >= want) {
+        err = s->commit_err;
+        pthread_mutex_unlock(&s->lock);
+        return err;
+    }
     s->committing = true;
+    s->commits_started++;
     if (s->dirty_count || s->sb_dirty_count) {
         b.off = malloc((size_t)max * sizeof *b.off);
         b.id = malloc((size_t)max * sizeof *b.id);
@@ -294,6 +306,8 @@ int vhdx_commit(struct vhdx_state *s, enum io_tag tag)
             untake(s, &b);
     } while (!err && b.n == max && (s->dirty_count || s->sb_dirty_count));
     s->committing = false;
+    s->commits_done = s->commits_started;
+    s->commit_err = err;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->lock);
     free(b.off);

@@ -36,7 +36,8 @@
  * allocating write drops it while its data goes to the file.  It is
  * held across the header writes before the first change of an open
  * (once).  Commits run one at a time (s->committing, waited for on
- * s->cond) and drop the lock for their syncs and log and BAT writes.
+ * s->cond; callers that come while one runs share the next) and drop
+ * the lock for their syncs and log and BAT writes.
  * Blocks are never moved or reused once placed, so a reader that looked
  * up a block without the lock reads a place that still holds that
  * block's data (or zeros, after a zero write raced with it).  The export

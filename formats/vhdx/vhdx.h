@@ -274,6 +274,9 @@ struct vhdx_state {
                                  * memory since the last commit took it */
     uint64_t dirty_count;
     bool committing;            /* a commit runs (one at a time) */
+    uint64_t commits_started;   /* commits begun, and ended: a caller */
+    uint64_t commits_done;      /* shares one begun after it came */
+    int commit_err;             /* how the last commit ended */
     struct vhdx_guid session_log_guid;
 
     /* diffwrite.c: sector bitmap pages (4 KB) of a writable differencing

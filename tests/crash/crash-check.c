@@ -86,6 +86,7 @@ struct opts {
     size_t max_states, max_reported;
     unsigned jobs;
     uint64_t seed;
+    uint64_t align;             /* sectors: post-crash writes' granule */
     bool no_cache, lose_write, verbose, no_qemu;
 };
 
@@ -641,13 +642,15 @@ static bool check_data(struct checker *ck, const char *spec)
     return bad == 0;
 }
 
-/* Write POST_SECTORS scattered sectors and one run crossing clusters,
- * flush, and read everything back. */
+/* Write POST_SECTORS scattered granules of --align sectors and one run
+ * crossing clusters, flush, and read everything back. */
 static bool write_and_verify(struct checker *ck, struct nbd_handle *h,
                              const uint64_t key[2], const char *spec)
 {
     uint64_t rng = key[0] ^ ck->o.seed;
-    uint64_t run_at = crash_rand(&rng) % ck->nsec, runlen = 17;
+    uint64_t a = ck->o.align;
+    uint64_t run_at = crash_rand(&rng) % ck->nsec;
+    uint64_t runlen = (17 + a - 1) / a * a;
     const char *what = NULL;
 
     memcpy(ck->pbuf, ck->rbuf, ck->size);
@@ -655,7 +658,8 @@ static bool write_and_verify(struct checker *ck, struct nbd_handle *h,
         run_at = ck->nsec > runlen ? ck->nsec - runlen : 0;
     for (unsigned i = 0; i < POST_SECTORS + 1 && !what; i++) {
         uint64_t s = i < POST_SECTORS ? crash_rand(&rng) % ck->nsec : run_at;
-        uint64_t n = i < POST_SECTORS ? 1 : runlen;
+        uint64_t n = i < POST_SECTORS ? a : runlen;
+        s -= s % a;
         if (s + n > ck->nsec)
             n = ck->nsec - s;
         for (uint64_t j = 0; j < n; j++)
@@ -869,7 +873,7 @@ static void usage(void)
 "         [--image NAME] [--initial-content RAW] [--qemu-img PATH]\n"
 "         [--states N] [--seed S] [--only SPEC] [--keep DIR]\n"
 "         [--no-cache] [--lose-covered-write] [--jobs N] [--report N]\n"
-"         [--no-qemu-check] [--verbose]\n");
+"         [--no-qemu-check] [--align SECTORS] [--verbose]\n");
     exit(2);
 }
 
@@ -895,6 +899,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
         { "verbose", no_argument, NULL, 'v' },
         { "jobs", required_argument, NULL, 'j' },
         { "report", required_argument, NULL, 'r' },
+        { "align", required_argument, NULL, 'a' },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -904,6 +909,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
     o->max_states = SIZE_MAX;
     o->max_reported = 20;
     o->seed = 1;
+    o->align = 1;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
         case 'l': o->log = optarg; break;
@@ -929,11 +935,13 @@ static void parse_opts(int argc, char **argv, struct opts *o)
         case 'v': o->verbose = true; break;
         case 'j': o->jobs = (unsigned)strtoul(optarg, NULL, 0); break;
         case 'r': o->max_reported = strtoull(optarg, NULL, 0); break;
+        case 'a': o->align = strtoull(optarg, NULL, 0); break;
         default: usage();
         }
     }
     if (optind != argc || !o->log || !o->workload || !o->format ||
-        !o->dir || !o->diskserve || !o->ninitial || o->jobs > 64)
+        !o->dir || !o->diskserve || !o->ninitial || o->jobs > 64 ||
+        o->align == 0)
         usage();
 }
 

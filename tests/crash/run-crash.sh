@@ -24,6 +24,9 @@
 #   --no-qemu             QEMU cannot open the image (a differencing VHDX
 #                         file): starting contents through diskserve -r,
 #                         and no qemu-img check of the states
+#   --align N             requests of the workload and of crash-check are
+#                         whole multiples of N 512-byte sectors (a file
+#                         with 4096-byte logical sectors: 8)
 #
 # CRASH_JOBS sets how many states are checked at once (2).
 #
@@ -54,6 +57,10 @@ while [ $# -gt 0 ]; do
     --expect-failure) expect_failure=1; shift ;;
     --expect-all-fail) expect_failure=1; expect_all=1; shift ;;
     --no-qemu) no_qemu=1; check_args="$check_args --no-qemu-check"; shift ;;
+    --align)
+        workload_args="$workload_args --align=$2"
+        check_args="$check_args --align $2"
+        shift 2 ;;
     --) shift; break ;;
     -*) fail "run-crash.sh: unknown option $1" ;;
     *) break ;;

@@ -92,7 +92,8 @@ def main():
                     help="probability of aiming at the hot window")
     ap.add_argument("--hot-bytes", type=int, default=64 * 1024)
     ap.add_argument("--align", type=int, default=1,
-                    help="offsets are multiples of this many sectors")
+                    help="offsets and lengths are multiples of this many "
+                    "sectors (a file's logical sector size)")
     ap.add_argument("--seq", type=float, default=0.0,
                     help="probability that a write, zero or trim goes to "
                     "the sequential cursor")
@@ -157,6 +158,7 @@ def main():
             else:
                 count = rng.randint(1, args.max_sectors)
             span = hot if rng.random() < args.hot else nsec
+            count = -(-count // args.align) * args.align
             count = min(count, span)
             sector = rng.randrange(0, span - count + 1)
             sector -= sector % args.align
