@@ -193,6 +193,20 @@ static int raw_sync(struct raw_image *r)
     return 0;
 }
 
+/* After a write of len bytes at off ended with err: log a failure, sync
+ * for FUA. */
+static int raw_write_done(struct raw_image *r, int err, uint64_t len,
+                          uint64_t off, unsigned flags)
+{
+    if (err) {
+        img_log("raw: %s: write %llu bytes at %llu: %s", r->img.path,
+                (unsigned long long)len, (unsigned long long)off,
+                strerror(-err));
+        return err;
+    }
+    return flags & IMG_FUA ? raw_sync(r) : 0;
+}
+
 static int raw_write(struct image *img, const void *buf, uint64_t len,
                      uint64_t off, unsigned flags)
 {
@@ -200,16 +214,8 @@ static int raw_write(struct image *img, const void *buf, uint64_t len,
 
     if (atomic_load(&r->failed))
         return -EIO;
-    int err = io_pwrite_full(r->fd, buf, len, off);
-    if (err) {
-        img_log("raw: %s: write %llu bytes at %llu: %s", img->path,
-                (unsigned long long)len, (unsigned long long)off,
-                strerror(-err));
-        return err;
-    }
-    if (flags & IMG_FUA)
-        return raw_sync(r);
-    return 0;
+    return raw_write_done(r, io_pwrite_full(r->fd, buf, len, off), len, off,
+                          flags);
 }
 
 static int raw_write_pipe(struct image *img, int pipe_fd, uint64_t len,
@@ -219,16 +225,8 @@ static int raw_write_pipe(struct image *img, int pipe_fd, uint64_t len,
 
     if (atomic_load(&r->failed))
         return -EIO;
-    int err = io_splice_write(r->fd, pipe_fd, len, off);
-    if (err) {
-        img_log("raw: %s: write %llu bytes at %llu: %s", img->path,
-                (unsigned long long)len, (unsigned long long)off,
-                strerror(-err));
-        return err;
-    }
-    if (flags & IMG_FUA)
-        return raw_sync(r);
-    return 0;
+    return raw_write_done(r, io_splice_write(r->fd, pipe_fd, len, off), len,
+                          off, flags);
 }
 
 static bool is_unsupported(int err)

@@ -28,7 +28,7 @@ from nbdraw import *  # noqa: E402,F401,F403
 
 SIZE = 32 * MIB
 CHUNK = MIB
-ROUNDS = 120
+ROUNDS = 60
 seed = int(os.environ.get("SEED", random.randrange(1 << 30)))
 rng = random.Random(seed)
 print("seed %d" % seed)
