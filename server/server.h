@@ -298,6 +298,10 @@ void req_reply(struct request *r);
 void reply_drop_queue(struct conn *c);
 /* Output drained: send replies that waited for it (TLS, reply.c). */
 void reply_kick(struct conn *c);
+/* Run r on the loop thread through the remote backend's aio when c's
+ * export is raw over RBD (rbd-direct.c): true if r was taken (it is
+ * answered later, or already was). */
+bool srv_rbd_direct(struct conn *c, struct request *r);
 
 /* ---- exports ------------------------------------------------------ */
 
