@@ -18,8 +18,8 @@
  * unknown).  The raw driver never writes such an export meanwhile: every
  * write takes this path.
  *
- * Ownership: an export's state is made on the loop thread at its first
- * request and lives as long as the process.  A struct direct_op belongs
+ * Ownership: an export's state (export.direct) is made on the loop
+ * thread at its first request and lives as long as the process.  A struct direct_op belongs
  * to the loop thread except between its submission and its completion
  * callback, when the backend has it; ops are pooled, so steady state
  * allocates nothing.  A request in flight here is counted in the
@@ -38,7 +38,6 @@ struct direct_export {
     struct export *exp;
     int handle;                 /* io_aio_handle's, or < 0: workers */
     bool failed;                /* a flush failed: refuse writes */
-    struct direct_export *next;
 };
 
 struct direct_op {
@@ -50,7 +49,6 @@ struct direct_op {
     struct direct_op *next;     /* done list, or the free pool */
 };
 
-static struct direct_export *exports;   /* loop thread only */
 static struct direct_op *pool;          /* loop thread only */
 static _Atomic(struct direct_op *) done_list;
 static uv_async_t wake;
@@ -59,11 +57,10 @@ static bool wake_ready;
 /* The export's state, made at its first request; NULL without memory. */
 static struct direct_export *export_state(struct export *e)
 {
-    struct direct_export *de;
+    struct direct_export *de = e->direct;
 
-    for (de = exports; de; de = de->next)
-        if (de->exp == e)
-            return de;
+    if (de)
+        return de;
     de = calloc(1, sizeof *de);
     if (!de)
         return NULL;
@@ -75,8 +72,7 @@ static struct direct_export *export_state(struct export *e)
     if (de->handle >= 0)
         srv_debug("%s: raw requests go to the backend from the loop",
                   e->img->path);
-    de->next = exports;
-    exports = de;
+    e->direct = de;
     return de;
 }
 

@@ -37,6 +37,8 @@ struct export {
     char *tls_authz_file;   /* client certificate DNs allowed, one a line */
     char **tls_dns;         /* ... as read at startup (NULL: any) */
     char **tls_psk_users;   /* PSK usernames allowed (NULL: any) */
+    struct direct_export *direct;   /* rbd-direct.c's, from the first
+                                     * request on (loop thread) */
     struct export *next;
 };
 
