@@ -555,6 +555,12 @@ static int connect_cluster(struct rbd_dev *d, const struct rbd_name *n)
      * start, as qemu's cache=writeback has it do. */
     rados_conf_set(d->cluster, "rbd_cache_writethrough_until_flush",
                    "false");
+    /* Every caller keeps its buffer until the write completes (a worker
+     * waits for it, the server's loop path holds the request), so
+     * librbd may send from it instead of copying it first: the copy, a
+     * fresh allocation per write, cost sequential 1 MiB writes from the
+     * loop thread about 15% of their throughput. */
+    rados_conf_set(d->cluster, "rbd_disable_zero_copy_writes", "false");
     err = rados_connect(d->cluster);
     if (err < 0) {
         img_log("rbd: %s: cannot connect to the cluster as %s (conf %s): %s",
