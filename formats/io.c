@@ -140,6 +140,8 @@ struct remote {
     _Atomic int fd;             /* the handle, or -1: slot free */
     const struct io_backend_ops *ops;
     void *dev;
+    char *name;                 /* as io_open had it, for io_aio_handle */
+    bool writable;
 };
 
 static struct remote remotes[MAX_REMOTES] = {
@@ -179,11 +181,16 @@ bool io_is_snapshot_name(const char *name)
 }
 
 /* Give a remote device a handle; the handle or -errno (dev closed). */
-static int remote_add(const struct io_backend_ops *ops, void *dev)
+static int remote_add(const struct io_backend_ops *ops, void *dev,
+                      const char *name, bool writable)
 {
     int fd = eventfd(0, EFD_CLOEXEC);
-    if (fd < 0) {
-        int err = -errno;
+    char *copy = strdup(name);
+    if (fd < 0 || !copy) {
+        int err = fd < 0 ? -errno : -ENOMEM;
+        if (fd >= 0)
+            close(fd);
+        free(copy);
         ops->close(dev);
         return err;
     }
@@ -192,6 +199,8 @@ static int remote_add(const struct io_backend_ops *ops, void *dev)
         if (atomic_load(&remotes[i].fd) < 0) {
             remotes[i].ops = ops;
             remotes[i].dev = dev;
+            remotes[i].name = copy;
+            remotes[i].writable = writable;
             atomic_fetch_add(&n_remotes, 1);
             atomic_store_explicit(&remotes[i].fd, fd, memory_order_release);
             pthread_mutex_unlock(&remotes_lock);
@@ -199,6 +208,7 @@ static int remote_add(const struct io_backend_ops *ops, void *dev)
         }
     pthread_mutex_unlock(&remotes_lock);
     close(fd);
+    free(copy);
     ops->close(dev);
     return -EMFILE;
 }
@@ -217,7 +227,7 @@ int io_open(const char *name, bool writable)
             return -ENOTSUP;
         }
         int err = io_rbd_open(name + 4, writable, &ops, &dev);
-        return err < 0 ? err : remote_add(ops, dev);
+        return err < 0 ? err : remote_add(ops, dev, name, writable);
     }
     int fd = open(name, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (fd < 0)
@@ -236,8 +246,11 @@ int io_close(int fd)
         atomic_fetch_sub(&n_remotes, 1);
         const struct io_backend_ops *ops = r->ops;
         void *dev = r->dev;
+        char *name = r->name;
+        r->name = NULL;
         pthread_mutex_unlock(&remotes_lock);
         ops->close(dev);
+        free(name);
     }
     return close(fd) < 0 ? -errno : 0;
 }
@@ -313,6 +326,28 @@ int io_advise(int fd, uint64_t off, uint64_t len, int advice)
     if (remote_of(fd))
         return 0;
     return -posix_fadvise(fd, (off_t)off, (off_t)len, advice);
+}
+
+int io_aio_handle(const char *name, bool writable)
+{
+    int fd = -ENOENT;
+
+    pthread_mutex_lock(&remotes_lock);
+    for (unsigned i = 0; i < MAX_REMOTES && fd == -ENOENT; i++)
+        if (atomic_load(&remotes[i].fd) >= 0 && remotes[i].name &&
+            strcmp(remotes[i].name, name) == 0 &&
+            remotes[i].writable == writable)
+            fd = remotes[i].ops->aio && !hooks_on
+                 ? atomic_load(&remotes[i].fd) : -ENOTSUP;
+    pthread_mutex_unlock(&remotes_lock);
+    return fd;
+}
+
+int io_aio_submit(int handle, struct io_aio *a)
+{
+    struct remote *r = remote_of(handle);
+
+    return r && r->ops->aio ? r->ops->aio(r->dev, a) : -ENOTSUP;
 }
 
 /* A backend's byte count or -errno as a system call's -1 and errno. */

@@ -5,6 +5,9 @@
  * image has its own cluster connection.  Calls come from worker threads
  * and block: every I/O is a librbd aio submitted and waited for, so a
  * pool of workers keeps as many requests in flight at the cluster.
+ * rbd_dev_aio is the exception: it submits and returns, and librbd's
+ * completion callback (on a librbd thread) reports the result, so an
+ * event loop can keep requests in flight without any thread of its own.
  *
  * A writable image with the exclusive-lock feature has its lock taken
  * explicitly at open.  librbd then refuses to hand it over when another
@@ -227,6 +230,64 @@ static int rbd_dev_zero(void *dev, uint64_t off, uint64_t len)
     if (err < 0)
         img_log("rbd: %s: write zeroes %" PRIu64 " bytes at %" PRIu64
                 ": %s", d->label, len, off, strerror(-err));
+    return err < 0 ? err : 0;
+}
+
+/* librbd's completion callback for rbd_dev_aio: on a librbd thread. */
+static void aio_complete(rbd_completion_t c, void *arg)
+{
+    struct io_aio *a = arg;
+    struct rbd_dev *d = a->priv;
+    ssize_t ret = rbd_aio_get_return_value(c);
+    static const char *const what[] = {
+        [IO_AIO_READ] = "read", [IO_AIO_WRITE] = "write",
+        [IO_AIO_FLUSH] = "flush", [IO_AIO_DISCARD] = "discard",
+        [IO_AIO_ZERO] = "write zeroes",
+    };
+
+    rbd_aio_release(c);
+    if (ret < 0) {
+        img_log("rbd: %s: %s %" PRIu64 " bytes at %" PRIu64 ": %s",
+                d->label, what[a->op], a->len, a->off, strerror((int)-ret));
+    } else if (a->op == IO_AIO_READ && (uint64_t)ret < a->len) {
+        /* The image shrank under us: what is gone reads as zeros. */
+        memset((uint8_t *)a->buf + ret, 0, a->len - (uint64_t)ret);
+    }
+    a->done(a, ret < 0 ? (int)ret : 0);
+}
+
+static int rbd_dev_aio(void *dev, struct io_aio *a)
+{
+    struct rbd_dev *d = dev;
+    rbd_completion_t c;
+    int err = rbd_aio_create_completion(a, aio_complete, &c);
+
+    if (err < 0)
+        return err;
+    a->priv = d;
+    switch (a->op) {
+    case IO_AIO_READ:
+        err = rbd_aio_read(d->image, a->off, a->len, a->buf, c);
+        break;
+    case IO_AIO_WRITE:
+        err = (int)rbd_aio_write(d->image, a->off, a->len, a->buf, c);
+        break;
+    case IO_AIO_FLUSH:
+        err = rbd_aio_flush(d->image, c);
+        break;
+    case IO_AIO_DISCARD:
+        err = rbd_aio_discard(d->image, a->off, a->len, c);
+        break;
+    case IO_AIO_ZERO:
+        err = rbd_aio_write_zeroes(d->image, a->off, a->len, c,
+                                   RBD_WRITE_ZEROES_FLAG_THICK_PROVISION, 0);
+        break;
+    default:
+        err = -EINVAL;
+        break;
+    }
+    if (err < 0)
+        rbd_aio_release(c);
     return err < 0 ? err : 0;
 }
 
@@ -461,6 +522,7 @@ static const struct io_backend_ops rbd_backend_ops = {
     .seek = rbd_dev_seek,
     .snapshots = rbd_dev_snapshots,
     .diff = rbd_dev_diff,
+    .aio = rbd_dev_aio,
     .close = rbd_dev_close,
 };
 
@@ -493,6 +555,12 @@ static int connect_cluster(struct rbd_dev *d, const struct rbd_name *n)
      * start, as qemu's cache=writeback has it do. */
     rados_conf_set(d->cluster, "rbd_cache_writethrough_until_flush",
                    "false");
+    /* Every caller keeps its buffer until the write completes (a worker
+     * waits for it, the server's loop path holds the request), so
+     * librbd may send from it instead of copying it first: the copy, a
+     * fresh allocation per write, cost sequential 1 MiB writes from the
+     * loop thread about 15% of their throughput. */
+    rados_conf_set(d->cluster, "rbd_disable_zero_copy_writes", "false");
     err = rados_connect(d->cluster);
     if (err < 0) {
         img_log("rbd: %s: cannot connect to the cluster as %s (conf %s): %s",

@@ -18,7 +18,8 @@ diskserve_SOURCES = \
 	server/tls.c \
 	server/control.h \
 	server/control.c \
-	server/qmp.c
+	server/qmp.c \
+	server/rbd-direct.c
 diskserve_CFLAGS = $(AM_CFLAGS) $(UV_CFLAGS) $(INIH_CFLAGS) $(JSONC_CFLAGS) \
 	$(GNUTLS_CFLAGS)
 diskserve_LDADD = libdsproto.a $(FORMATS_LIBS) $(UV_LIBS) $(INIH_LIBS) \

@@ -360,6 +360,8 @@ void req_dispatch(struct conn *c, struct request *r)
         req_reply(r);
         return;
     }
+    if (srv_rbd_direct(c, r))
+        return;
     r->work.run = req_run;
     r->work.done = req_done;
     c->in_worker++;

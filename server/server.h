@@ -37,6 +37,8 @@ struct export {
     char *tls_authz_file;   /* client certificate DNs allowed, one a line */
     char **tls_dns;         /* ... as read at startup (NULL: any) */
     char **tls_psk_users;   /* PSK usernames allowed (NULL: any) */
+    struct direct_export *direct;   /* rbd-direct.c's, from the first
+                                     * request on (loop thread) */
     struct export *next;
 };
 
@@ -338,6 +340,10 @@ void req_reply(struct request *r);
 void reply_drop_queue(struct conn *c);
 /* Output drained: send replies that waited for it (TLS, reply.c). */
 void reply_kick(struct conn *c);
+/* Run r on the loop thread through the remote backend's aio when c's
+ * export is raw over RBD (rbd-direct.c): true if r was taken (it is
+ * answered later, or already was). */
+bool srv_rbd_direct(struct conn *c, struct request *r);
 
 /* ---- spliced reads (splice.c) ------------------------------------- */
 

@@ -4,6 +4,7 @@ EXTRA_DIST += tests/rbd/micro-ceph.sh tests/rbd/rbd-functions.sh
 
 RBD_TESTS = \
 	tests/rbd/raw-over-rbd-matches-shadow-and-rbd-diff.sh \
+	tests/rbd/raw-over-rbd-loop-path-serves-many-connections-and-requests.sh \
 	tests/rbd/qcow2-and-vhdx-in-rbd-images-pass-check-after-concurrent-writes.sh \
 	tests/rbd/rbd-snapshot-exports-old-data-read-only.sh \
 	tests/rbd/rbd-second-writer-and-bad-names-fail-with-one-line.sh \
