@@ -142,12 +142,6 @@ struct img_ops {
     int (*read)(struct image *img, void *buf, uint64_t len, uint64_t off);
     int (*write)(struct image *img, const void *buf, uint64_t len,
                  uint64_t off, unsigned flags);
-    /* As write, with the len bytes waiting in the pipe pipe_fd instead
-     * of in memory: they are spliced into the image, never copied
-     * through user memory.  Whatever the outcome, the caller discards
-     * what the pipe still holds.  NULL: write only. */
-    int (*write_pipe)(struct image *img, int pipe_fd, uint64_t len,
-                      uint64_t off, unsigned flags);
     int (*write_zeroes)(struct image *img, uint64_t len, uint64_t off,
                         unsigned flags);
     int (*trim)(struct image *img, uint64_t len, uint64_t off,

@@ -812,40 +812,6 @@ int io_pwrite_full(int fd, const void *buf, uint64_t len, uint64_t off)
     return io_pwrite_tag(fd, buf, len, off, IO_TAG_DATA);
 }
 
-int io_splice_write(int fd, int pipe_fd, uint64_t len, uint64_t off)
-{
-    if (__builtin_expect(hooks_on, 0)) {
-        /* The log records bytes: take them out of the pipe. */
-        uint8_t *buf = malloc(len ? len : 1);
-        if (!buf)
-            return -ENOMEM;
-        uint64_t have = 0;
-        while (have < len) {
-            ssize_t n = read(pipe_fd, buf + have, len - have);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0) {
-                free(buf);
-                return n < 0 ? -errno : -EIO;
-            }
-            have += (uint64_t)n;
-        }
-        int err = hooked_pwrite(fd, buf, len, off, IO_TAG_DATA);
-        free(buf);
-        return err;
-    }
-    loff_t pos = (loff_t)off;
-    while (len > 0) {
-        ssize_t n = splice(pipe_fd, NULL, fd, &pos, len, SPLICE_F_MOVE);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return n < 0 ? -errno : -EIO;
-        len -= (uint64_t)n;
-    }
-    return 0;
-}
-
 static int hooked_pwritev(int fd, struct iovec *iov, int iovcnt,
                           uint64_t off, enum io_tag tag)
 {

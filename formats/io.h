@@ -101,9 +101,6 @@ int io_pread_full(int fd, void *buf, uint64_t len, uint64_t off);
 
 /* Write exactly len bytes at off, tagged DATA; 0 or -errno. */
 int io_pwrite_full(int fd, const void *buf, uint64_t len, uint64_t off);
-/* Write len bytes taken from the pipe pipe_fd at off (a DATA write):
- * spliced, not copied through user memory.  fd must be a file. */
-int io_splice_write(int fd, int pipe_fd, uint64_t len, uint64_t off);
 
 /* Vectored full write tagged DATA; iov is modified.  0 or -errno. */
 int io_pwritev_full(int fd, struct iovec *iov, int iovcnt, uint64_t off);

@@ -193,20 +193,6 @@ static int raw_sync(struct raw_image *r)
     return 0;
 }
 
-/* After a write of len bytes at off ended with err: log a failure, sync
- * for FUA. */
-static int raw_write_done(struct raw_image *r, int err, uint64_t len,
-                          uint64_t off, unsigned flags)
-{
-    if (err) {
-        img_log("raw: %s: write %llu bytes at %llu: %s", r->img.path,
-                (unsigned long long)len, (unsigned long long)off,
-                strerror(-err));
-        return err;
-    }
-    return flags & IMG_FUA ? raw_sync(r) : 0;
-}
-
 static int raw_write(struct image *img, const void *buf, uint64_t len,
                      uint64_t off, unsigned flags)
 {
@@ -214,19 +200,16 @@ static int raw_write(struct image *img, const void *buf, uint64_t len,
 
     if (atomic_load(&r->failed))
         return -EIO;
-    return raw_write_done(r, io_pwrite_full(r->fd, buf, len, off), len, off,
-                          flags);
-}
-
-static int raw_write_pipe(struct image *img, int pipe_fd, uint64_t len,
-                          uint64_t off, unsigned flags)
-{
-    struct raw_image *r = to_raw(img);
-
-    if (atomic_load(&r->failed))
-        return -EIO;
-    return raw_write_done(r, io_splice_write(r->fd, pipe_fd, len, off), len,
-                          off, flags);
+    int err = io_pwrite_full(r->fd, buf, len, off);
+    if (err) {
+        img_log("raw: %s: write %llu bytes at %llu: %s", img->path,
+                (unsigned long long)len, (unsigned long long)off,
+                strerror(-err));
+        return err;
+    }
+    if (flags & IMG_FUA)
+        return raw_sync(r);
+    return 0;
 }
 
 static bool is_unsupported(int err)
@@ -381,7 +364,10 @@ static int raw_block_status(struct image *img, uint64_t len, uint64_t off,
 static int raw_map_nowait(struct image *img, uint64_t len, uint64_t off,
                           struct img_map *m)
 {
-    int fd = to_raw(img)->fd;
+    struct raw_image *r = to_raw(img);
+    int fd = r->fd;
+    bool mapped = r->map && off + len <= r->map_len &&
+                  !atomic_load_explicit(&r->map_off, memory_order_relaxed);
 
     if (!io_is_file(fd))
         return -EAGAIN;     /* only a file can be read on the loop */
@@ -390,12 +376,19 @@ static int raw_map_nowait(struct image *img, uint64_t len, uint64_t off,
     m->host_offset = off;
     m->length = len;
     m->mem = NULL;
-    if (len < HOLE_PROBE_MIN && to_raw(img)->map &&
-        off + len <= to_raw(img)->map_len &&
-        !atomic_load_explicit(&to_raw(img)->map_off, memory_order_relaxed))
-        m->mem = to_raw(img)->map + off;
-    if (len < HOLE_PROBE_MIN || to_raw(img)->is_block)
+    if (len < HOLE_PROBE_MIN) {
+        if (mapped)
+            m->mem = r->map + off;
         return 0;
+    }
+    /* A mapped file has no holes.  Otherwise tmpfs finds a hole by
+     * walking every page before it (SEEK_HOLE in a 1 GiB file took
+     * 3 ms): a large read there goes to the driver, whose reader finds
+     * zeros by looking at them. */
+    if (r->is_block || mapped)
+        return 0;
+    if (img->nowait_reads)
+        return -EAGAIN;
     /* Errors (a block device, a file system without SEEK_DATA) leave
      * the range data. */
     off_t data = io_lseek(fd, (off_t)off, SEEK_DATA);
@@ -503,7 +496,6 @@ const struct img_ops raw_ops = {
     .close = raw_close,
     .read = raw_read,
     .write = raw_write,
-    .write_pipe = raw_write_pipe,
     .write_zeroes = raw_write_zeroes,
     .trim = raw_trim,
     .flush = raw_flush,

@@ -19,10 +19,8 @@
  * replies the kernel had not sent yet.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "server.h"
 #include "tls.h"
@@ -121,7 +119,6 @@ static void conn_maybe_finish(struct conn *c)
     if (c->out != c->in && !uv_is_closing((uv_handle_t *)c->out))
         uv_close((uv_handle_t *)c->out, conn_handle_closed);
     dup_poll_close(&c->out_poll);
-    dup_poll_close(&c->in_poll);
 }
 
 static void unpause(struct conn *c)
@@ -144,8 +141,6 @@ void conn_close(struct conn *c)
     if (c->reading && c->in && !uv_is_closing((uv_handle_t *)c->in))
         uv_read_stop(c->in);
     c->reading = false;
-    dup_poll_stop(&c->in_poll);
-    c->splicing_in = false;
     if (c->negotiating) {
         c->negotiating = false;
         n_negotiating--;
@@ -238,7 +233,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 static void start_reading(struct conn *c)
 {
     if (c->reading || c->state == CONN_CLOSING || c->paused ||
-        srv.shutting_down || c->disc || c->splicing_in)
+        srv.shutting_down || c->disc)
         return;
     if (uv_read_start(c->in, on_alloc, on_read) == 0)
         c->reading = true;
@@ -334,9 +329,6 @@ static int handle_payload(struct conn *c)
     struct request *r = c->cur;
     uint64_t want = r->hdr.length - r->have;
     size_t n = c->ibuf_len < want ? c->ibuf_len : (size_t)want;
-
-    if (r->pipe)
-        return 0;   /* spliced: conn_splice_payload moves it */
 
     memcpy(r->buf + r->have, conn_in_data(c), n);
     conn_consume(c, n);
@@ -574,119 +566,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
-/* ---- write payloads spliced from the socket ------------------------
- *
- * A large write to an image that takes data from a pipe (write_pipe)
- * skips user memory: its payload is spliced from the socket into a pipe
- * (the kernel hands over the socket buffer's pages) and from the pipe
- * into the image, one copy in all where reading into a buffer and
- * writing it out makes two.  libuv stops reading meanwhile; a duplicate
- * of the socket is polled for more input (output.c). */
-
-static void on_payload_readable(uv_poll_t *p, int status, int events);
-
-/* The pipes ran out of page slots (the client sent the payload in many
- * small pieces): the rest is read into memory as for any write. */
-static void spill_payload(struct conn *c, struct request *r)
-{
-    dup_poll_stop(&c->in_poll);
-    c->splicing_in = false;
-    if (req_reserve(r, r->hdr.length) < 0 || splice_spill(r, r->buf) < 0) {
-        conn_close(c);
-        return;
-    }
-    start_reading(c);
-}
-
-static void splice_payload(struct conn *c)
-{
-    struct request *r = c->cur;
-    uv_os_fd_t fd;
-
-    if (uv_fileno((uv_handle_t *)c->in, &fd) != 0) {
-        conn_close(c);
-        return;
-    }
-    while (r->have < r->hdr.length) {
-        int n = splice_recv(r, fd, NULL,
-                            (size_t)(r->hdr.length - r->have));
-        if (n > 0) {
-            r->have += (uint64_t)n;
-            continue;
-        }
-        if (n == -EAGAIN) {
-            if (!dup_poll_start(c, &c->in_poll, UV_READABLE,
-                                on_payload_readable))
-                conn_close(c);
-            return;
-        }
-        if (n == -ENOSPC) {
-            spill_payload(c, r);
-            return;
-        }
-        if (n < 0)
-            srv_debug("client %llu: read: %s", (unsigned long long)c->id,
-                      strerror(-n));
-        dup_poll_stop(&c->in_poll);
-        c->splicing_in = false;
-        if (n == 0)
-            half_closed(c);
-        else
-            conn_close(c);
-        return;
-    }
-    dup_poll_stop(&c->in_poll);
-    c->splicing_in = false;
-    c->cur = NULL;
-    c->state = CONN_REQ_HEADER;
-    req_dispatch(c, r);
-    start_reading(c);
-}
-
-static void on_payload_readable(uv_poll_t *p, int status, int events)
-{
-    struct conn *c = p->data;
-    (void)events;
-
-    if (c->state == CONN_CLOSING || !c->splicing_in || !c->cur)
-        return;
-    if (status < 0) {
-        conn_close(c);
-        return;
-    }
-    splice_payload(c);
-}
-
-int conn_splice_payload(struct conn *c)
-{
-    struct request *r = c->cur;
-    size_t n = c->ibuf_len < r->hdr.length ? c->ibuf_len
-                                            : (size_t)r->hdr.length;
-
-    /* What arrived with the header goes in first (a small copy). */
-    while (n > 0) {
-        int w = splice_recv(r, -1, conn_in_data(c), n);
-        if (w <= 0)
-            return -EIO;    /* cannot be: the pipes hold the payload */
-        conn_consume(c, (size_t)w);
-        r->have += (uint64_t)w;
-        n -= (size_t)w;
-    }
-    if (r->have == r->hdr.length) {
-        c->cur = NULL;
-        c->state = CONN_REQ_HEADER;
-        req_dispatch(c, r);
-        return 1;
-    }
-    if (c->reading) {
-        uv_read_stop(c->in);
-        c->reading = false;
-    }
-    c->splicing_in = true;
-    splice_payload(c);
-    return 0;
-}
-
 void conn_request_done(struct conn *c)
 {
     if (c->state == CONN_CLOSING) {
@@ -876,8 +755,6 @@ void conn_shutdown_all(void)
             /* A request still arriving was never acknowledged: drop it. */
             struct request *r = c->cur;
             c->cur = NULL;
-            dup_poll_stop(&c->in_poll);
-            c->splicing_in = false;
             req_release(r);
         }
         if (c->negotiating || (c->inflight == 0 && tls_backlog(c) == 0)) {

@@ -37,7 +37,8 @@
 static struct request *free_list;
 static unsigned n_free;
 
-int req_reserve(struct request *r, size_t n)
+/* Make r->buf hold at least n bytes; 0 or -ENOMEM. */
+static int req_reserve(struct request *r, size_t n)
 {
     if (r->buf_cap >= n)
         return 0;
@@ -214,10 +215,7 @@ static void req_run(struct srv_work *w)
         r->err = ops->read(img, r->buf, len, off);
         break;
     case PROTO_CMD_WRITE:
-        if (r->pipe)
-            r->err = splice_write(r, img, write_flags(r));
-        else
-            r->err = ops->write(img, r->buf, len, off, write_flags(r));
+        r->err = ops->write(img, r->buf, len, off, write_flags(r));
         break;
     case PROTO_CMD_FLUSH:
         r->err = ops->flush ? ops->flush(img) : 0;
@@ -346,12 +344,6 @@ void req_dispatch(struct conn *c, struct request *r)
             return;
         }
     }
-    if (r->hdr.type == PROTO_CMD_WRITE && r->pipe && img->nowait_writes &&
-        !(r->hdr.flags & PROTO_CMD_FLAG_FUA)) {
-        r->err = splice_write(r, img, 0);
-        req_reply(r);
-        return;
-    }
     if (r->hdr.type == PROTO_CMD_WRITE && img->nowait_writes &&
         !(r->hdr.flags & PROTO_CMD_FLAG_FUA) && r->hdr.length <= WRITE_INLINE_MAX) {
         /* Memory-backed image: the copy is cheaper than a hand-off. */
@@ -449,20 +441,14 @@ int req_receive_header(struct conn *c)
     if (werr)
         return refuse(c, &hdr, werr, payload);
 
-    bool spliced = hdr.type == PROTO_CMD_WRITE && splice_write_ok(c, &hdr);
-    struct request *r = req_alloc(c, spliced ? 0 : (size_t)payload);
+    struct request *r = req_alloc(c, (size_t)payload);
     if (!r)
         return refuse(c, &hdr, PROTO_ENOMEM, payload);
     r->hdr = hdr;
-    if (spliced && !splice_write_attach(r) &&
-        req_reserve(r, (size_t)payload) < 0) {
-        req_release(r);
-        return refuse(c, &hdr, PROTO_ENOMEM, payload);
-    }
     if (payload) {
         c->cur = r;
         c->state = CONN_REQ_PAYLOAD;
-        return r->pipe ? conn_splice_payload(c) : 1;
+        return 1;
     }
     req_dispatch(c, r);
     return 1;

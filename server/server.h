@@ -212,8 +212,6 @@ struct conn {
      * writev and splice themselves, in order, from send_head */
     struct request *send_head, *send_tail;
     struct dup_poll out_poll;   /* room in the socket */
-    struct dup_poll in_poll;    /* input for a spliced write payload */
-    bool splicing_in;           /* cur's payload goes socket -> pipe */
     bool out_queued;        /* on reply.c's pending list */
     struct conn *out_next;
     struct conn *next, *prev;
@@ -225,11 +223,6 @@ struct conn {
  * conn_new). */
 struct conn *conn_new(void);
 void conn_start(struct conn *c);
-/* c->cur is a write whose payload goes into its pipe: move what the
- * input buffer holds, then splice the rest from the socket (reading
- * stops meanwhile).  1: the request went on; 0: the payload is still
- * arriving, or the connection ended; -errno: drop the connection. */
-int conn_splice_payload(struct conn *c);
 /* Close callback of every handle a connection owns. */
 void conn_handle_closed(uv_handle_t *h);
 /* Begin closing: stop reading, close once in-flight requests end. */
@@ -310,7 +303,6 @@ struct request {
     /* a read answered from a pipe (splice.c): the image ranges that
      * fill it, in order; reply pieces with a NULL base are pipe bytes */
     struct srv_pipe *pipe;
-    struct srv_pipe *pipe_at;   /* the pipe a payload is going into */
     struct img_map maps[SRV_SPLICE_MAPS];
     unsigned nmaps;
     bool splice_failed;     /* the pipe could not be filled: copy */
@@ -332,8 +324,6 @@ int req_receive_header(struct conn *c);
 void req_dispatch(struct conn *c, struct request *r);
 void req_release(struct request *r);
 struct request *req_alloc(struct conn *c, size_t payload);
-/* Make r->buf hold n bytes (loop thread); 0 or -ENOMEM. */
-int req_reserve(struct request *r, size_t n);
 /* Finish a request on the loop thread: build and send its reply. */
 void req_reply(struct request *r);
 /* Release the replies a closing connection had not written yet. */
@@ -351,22 +341,6 @@ bool srv_rbd_direct(struct conn *c, struct request *r);
  * copy, when the connection, the image and the mapping allow; true when
  * r was taken (answered now or on a worker), false to read it by copy. */
 bool splice_read(struct request *r);
-/* Whether the payload of write hdr should go socket -> pipe -> image;
- * then splice_write_attach gives r a pipe for it (false: none to be
- * had, read the payload into memory). */
-bool splice_write_ok(const struct conn *c, const struct proto_request *hdr);
-bool splice_write_attach(struct request *r);
-/* Move up to len payload bytes of r into its pipes: from head (bytes
- * that arrived with the request header) or, head NULL, spliced from
- * the socket sock.  Bytes moved, 0 at the end of the stream, -EAGAIN
- * when the socket holds nothing now, -ENOSPC when the pipes are out of
- * page slots (splice_spill then), or -errno. */
-int splice_recv(struct request *r, int sock, const void *head, size_t len);
-/* Move what r's pipes hold into buf (r->have bytes) and let go of the
- * pipes: the rest of the payload is read into memory. */
-int splice_spill(struct request *r, uint8_t *buf);
-/* Write r's payload from its pipes into img; 0 or -errno. */
-int splice_write(struct request *r, struct image *img, unsigned flags);
 /* Bytes of the reply's data that r's first pipe can give now (at most
  * want), and: n of them went out. */
 size_t splice_take(struct request *r, size_t want);

@@ -32,7 +32,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
-#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -350,82 +349,4 @@ bool splice_read(struct request *r)
     c->in_worker++;
     srv_workers_submit(&r->work);
     return true;
-}
-
-bool splice_write_ok(const struct conn *c, const struct proto_request *hdr)
-{
-    return hdr->length >= SPLICE_MIN && hdr->length <= cap_limit &&
-           c->exp->img->ops->write_pipe && out_direct_ok(c);
-}
-
-bool splice_write_attach(struct request *r)
-{
-    /* Socket buffers come in pieces that take a page slot each, full or
-     * not: half a pipe more than the bytes. */
-    r->pipe_at = NULL;
-    return chain_get(r, r->hdr.length + cap_limit / 2);
-}
-
-int splice_recv(struct request *r, int sock, const void *head, size_t len)
-{
-    struct srv_pipe *p = r->pipe_at ? r->pipe_at : r->pipe;
-
-    for (;;) {
-        ssize_t n = head ? write(p->wr, head, len)
-                         : splice(sock, NULL, p->wr, NULL, len,
-                                  SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n > 0) {
-            p->fill += (size_t)n;
-            r->pipe_at = p;
-            return (int)n;
-        }
-        if (n == 0)
-            return 0;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN)
-            return -errno;
-        int avail = 0;
-        if (!head && (ioctl(sock, FIONREAD, &avail) < 0 || avail == 0))
-            return -EAGAIN;
-        /* Input waits but the pipe is out of page slots. */
-        if (!p->next)
-            return -ENOSPC;
-        p = p->next;
-    }
-}
-
-int splice_spill(struct request *r, uint8_t *buf)
-{
-    size_t at = 0;
-
-    for (struct srv_pipe *p = r->pipe; p; p = p->next) {
-        while (p->fill > 0) {
-            ssize_t n = read(p->rd, buf + at, p->fill);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                return n < 0 ? -errno : -EIO;
-            at += (size_t)n;
-            p->fill -= (size_t)n;
-        }
-    }
-    splice_put_pipe(r, true);
-    return 0;
-}
-
-int splice_write(struct request *r, struct image *img, unsigned flags)
-{
-    uint64_t off = r->hdr.offset;
-
-    for (struct srv_pipe *p = r->pipe; p && p->fill; p = p->next) {
-        bool last = !p->next || !p->next->fill;
-        int err = img->ops->write_pipe(img, p->rd, p->fill, off,
-                                       last ? flags : flags & ~IMG_FUA);
-        if (err)
-            return err;
-        off += p->fill;
-        p->fill = 0;
-    }
-    return 0;
 }

@@ -1,13 +1,11 @@
 #!/usr/bin/python3
-"""Large writes to a raw image (the ones the server splices from the
-socket into the file) land exactly: pipelined 16 deep at random offsets
-and lengths from 64 KiB to 2 MiB, some with FUA, in compact and extended
-requests; from a client that sends each payload in small pieces with
-pauses; and a client that leaves in the middle of a payload changes
-nothing past what it had acknowledged and disturbs nobody; a payload
-sent in 1 KiB pieces (more socket buffers than the pipes have slots)
-lands too.  The file
-itself is compared with a shadow copy after the server stops."""
+"""Large writes to a raw image land exactly: pipelined 16 deep at random
+offsets and lengths from 64 KiB to 2 MiB, some with FUA, in compact and
+extended requests; from a client that sends each payload in small
+pieces with pauses, or in 1 KiB pieces back to back; and a client that
+leaves in the middle of a payload changes nothing past what it had
+acknowledged and disturbs nobody.  The file itself is compared with a
+shadow copy after the server stops."""
 
 import os
 import random
@@ -92,9 +90,8 @@ def trickled_payloads_land():
 
 
 def payloads_in_tiny_pieces_land():
-    # Each send is a socket buffer of its own, and each takes a pipe
-    # slot: a 1 MiB payload in 1 KiB pieces needs more slots than the
-    # pipes have, and the server must fall back to memory midway.
+    # Each send is a socket buffer of its own: a thousand of them make
+    # one payload.
     c = connect("simple")
     for i in range(3):
         length = MIB
