@@ -6,8 +6,8 @@
  * zeros); when the driver promises those file bytes stay where they are
  * (img.map_stable: raw files, VHDX, read-only qcow2) or holds them for
  * us until we let go (map_pin: writable qcow2, until the reply is
- * written), the ranges are spliced into a pipe and the reply is written from the pipe into the
- * socket (output.c).  The server copies nothing: the page cache's pages
+ * written), the ranges are spliced into a chain of pipes and the reply
+ * is written from the pipes into the socket (output.c).  The server copies nothing: the page cache's pages
  * travel to the socket, and the client's read is the only copy.  A copy
  * through a buffer costs about four times the CPU (measured on tmpfs:
  * 181 us per MiB for pread and write, 46 us for the two splices).
@@ -24,8 +24,9 @@
  * space of a freed and reused cluster is another matter, which is why
  * only map_stable images splice, or pinned ranges.
  *
- * Pipes are pooled; each is sized once (F_SETPIPE_SZ) to hold a whole
- * read, and the pool keeps at most POOL_MAX of them.  Zeros that must
+ * Pipes are pooled; each is sized once (F_SETPIPE_SZ, as large as this
+ * process may have), a read takes up to CHAIN_MAX of them, and the pool
+ * keeps at most POOL_MAX.  Zeros that must
  * travel as bytes (simple replies, DF) come from a memory file that is
  * never written: its pages are shared zero pages.
  */
