@@ -268,6 +268,8 @@ static bool block_is_zero(const uint8_t *p, size_t n)
     return p[0] == 0 && memcmp(p, p + 1, n - 1) == 0;
 }
 
+/* An OFFSET_DATA chunk for [start, start + len) of the read, its bytes
+ * at r->buf + start, or in r's pipes when the reply is spliced. */
 static void add_data_chunk(struct request *r, size_t *used, uint64_t start,
                            uint64_t len, bool last)
 {
@@ -277,7 +279,7 @@ static void add_data_chunk(struct request *r, size_t *used, uint64_t start,
                      PROTO_OFFSET_DATA_PREFIX + len);
     proto_put64(h + n, r->hdr.offset + start);
     add_iov(r, h, n + 8);
-    add_iov(r, r->buf + start, len);
+    add_iov(r, r->pipe ? NULL : r->buf + start, len);
 }
 
 static void add_hole_chunk(struct request *r, size_t *used, uint64_t start,
@@ -308,13 +310,7 @@ static void build_spliced_read(struct request *r)
         return;
     }
     if (r->hdr.flags & PROTO_CMD_FLAG_DF) {
-        uint8_t *h = hdr_space(r, &used, PROTO_EXT_REPLY_LEN + 8);
-        size_t n = chunk(r, h, PROTO_REPLY_FLAG_DONE,
-                         PROTO_REPLY_TYPE_OFFSET_DATA,
-                         PROTO_OFFSET_DATA_PREFIX + len);
-        proto_put64(h + n, r->hdr.offset);
-        add_iov(r, h, n + 8);
-        add_iov(r, NULL, len);
+        add_data_chunk(r, &used, 0, len, true);
         return;
     }
     uint64_t start = 0;
@@ -324,13 +320,7 @@ static void build_spliced_read(struct request *r)
         if (m->kind == IMG_MAP_ZERO) {
             add_hole_chunk(r, &used, start, m->length, last);
         } else {
-            uint8_t *h = hdr_space(r, &used, PROTO_EXT_REPLY_LEN + 8);
-            size_t n = chunk(r, h, last ? PROTO_REPLY_FLAG_DONE : 0,
-                             PROTO_REPLY_TYPE_OFFSET_DATA,
-                             PROTO_OFFSET_DATA_PREFIX + m->length);
-            proto_put64(h + n, r->hdr.offset + start);
-            add_iov(r, h, n + 8);
-            add_iov(r, NULL, m->length);
+            add_data_chunk(r, &used, start, m->length, last);
         }
         start += m->length;
     }

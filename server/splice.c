@@ -300,15 +300,21 @@ static void fill_run(struct srv_work *w)
     r->splice_failed = !splice_fill(r);
 }
 
+/* r will be read by copy after all: drop its pipes and pins. */
+static void give_up(struct request *r)
+{
+    splice_put_pipe(r, false);
+    if (r->pinned)
+        splice_unpin(r);
+}
+
 static void fill_done(struct srv_work *w)
 {
     struct request *r = (struct request *)w;
     r->conn->in_worker--;
     if (r->splice_failed && r->conn->state != CONN_CLOSING) {
         /* splice_failed stays set: this time it copies. */
-        splice_put_pipe(r, false);
-        if (r->pinned)
-            splice_unpin(r);
+        give_up(r);
         req_dispatch(r->conn, r);
         return;
     }
@@ -331,15 +337,12 @@ bool splice_read(struct request *r)
     /* A range that starts inside a page takes a page slot more. */
     if ((zeros_as_bytes && !zeros_ready()) ||
         !chain_get(r, r->hdr.length + (uint64_t)(r->nmaps + 1) * 4096)) {
-        if (r->pinned)
-            splice_unpin(r);
+        give_up(r);
         return false;
     }
     if (img->nowait_reads) {
         if (!splice_fill(r)) {
-            splice_put_pipe(r, false);
-            if (r->pinned)
-                splice_unpin(r);
+            give_up(r);
             return false;
         }
         req_reply(r);
