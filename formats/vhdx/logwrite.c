@@ -294,9 +294,8 @@ int vhdx_commit(struct vhdx_state *s, enum io_tag tag)
         pthread_mutex_unlock(&s->lock);
         if (!err && __atomic_load_n(&s->failed, __ATOMIC_ACQUIRE))
             err = -EIO;
-        if (!err && !(s->breaks & VHDX_BREAK_LOG_REUSE))
-            err = commit_sync(s, tag);
-        else if (!err && !b.n)
+        if (!err && (!b.n || !(s->breaks & (VHDX_BREAK_LOG_REUSE |
+                                             VHDX_BREAK_BAT_BEFORE_DATA))))
             err = commit_sync(s, tag);
         if (!err && b.n)
             err = log_and_apply(s, &b, size / VHDX_MB * VHDX_MB,

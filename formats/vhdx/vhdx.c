@@ -54,6 +54,9 @@
  *   log-reuse               every entry written at the start of the log,
  *                           without the sync that makes the previous
  *                           entry's in-place writes durable first
+ *   bat-before-data         a commit that carries BAT changes writes its
+ *                           log entry without first syncing the data
+ *                           writes those changes map
  *
  * DISKSERVE_VHDX_CRASH=after-log-flush (tests only) kills the process
  * with SIGKILL after the first log entry is durable, before it is
@@ -147,6 +150,7 @@ static int parse_test_switches(struct vhdx_state *s)
     } rules[] = {
         { "apply-before-log-flush", VHDX_BREAK_APPLY_BEFORE_LOG_FLUSH },
         { "log-reuse", VHDX_BREAK_LOG_REUSE },
+        { "bat-before-data", VHDX_BREAK_BAT_BEFORE_DATA },
     };
     const char *env = getenv("DISKSERVE_VHDX_BREAK");
     const char *crash = getenv("DISKSERVE_VHDX_CRASH");

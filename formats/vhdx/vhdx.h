@@ -207,6 +207,7 @@ struct vhdx_sb_page {
 /* Ordering rules DISKSERVE_VHDX_BREAK breaks on purpose (tests only). */
 #define VHDX_BREAK_APPLY_BEFORE_LOG_FLUSH (1u << 0)
 #define VHDX_BREAK_LOG_REUSE              (1u << 1)
+#define VHDX_BREAK_BAT_BEFORE_DATA        (1u << 2)
 
 /* The open image.  Read-only opens: everything read at open, immutable
  * afterwards.  Writable opens: see the locking rules in vhdx.c. */
