@@ -109,9 +109,10 @@ static int raw_open(const struct img_open_args *args, struct image **out)
     struct statfs sfs;
     if (fstatfs(r->fd, &sfs) == 0 && sfs.f_type == TMPFS_MAGIC) {
         /* Memory-backed: reads and plain writes are copies.  A small
-         * read copies from a mapping of the file, without the system
-         * call and page cache lookup of pread (the size never changes
-         * while we serve it, so the mapping stays whole).  The mapping
+         * read is sent to the socket straight from a mapping of the
+         * file, its only copy, without pread's system call, page cache
+         * lookup and copy into a buffer (the size never changes while
+         * we serve it, so the mapping stays whole).  The mapping
          * is filled in at once: a page fault on the loop thread costs
          * more than the pread it saves, and page tables for MAP_MAX
          * cost 1/512 of it.  Only a file without holes: touching a

@@ -268,8 +268,15 @@ static bool block_is_zero(const uint8_t *p, size_t n)
     return p[0] == 0 && memcmp(p, p + 1, n - 1) == 0;
 }
 
+/* Where read r's data is: in its buffer or, read in place, in memory
+ * the image holds (r->data). */
+static const uint8_t *read_data(const struct request *r)
+{
+    return r->data ? r->data : r->buf;
+}
+
 /* An OFFSET_DATA chunk for [start, start + len) of the read, its bytes
- * at r->buf + start, or in r's pipes when the reply is spliced. */
+ * at read_data(r) + start, or in r's pipes when the reply is spliced. */
 static void add_data_chunk(struct request *r, size_t *used, uint64_t start,
                            uint64_t len, bool last)
 {
@@ -279,7 +286,7 @@ static void add_data_chunk(struct request *r, size_t *used, uint64_t start,
                      PROTO_OFFSET_DATA_PREFIX + len);
     proto_put64(h + n, r->hdr.offset + start);
     add_iov(r, h, n + 8);
-    add_iov(r, r->pipe ? NULL : r->buf + start, len);
+    add_iov(r, r->pipe ? NULL : read_data(r) + start, len);
 }
 
 static void add_hole_chunk(struct request *r, size_t *used, uint64_t start,
@@ -332,7 +339,10 @@ static void build_read(struct request *r)
     uint64_t len = r->hdr.length;
     size_t used = 0;
 
-    if (r->hdr.flags & PROTO_CMD_FLAG_DF) {
+    /* Data read in place comes from a file without holes (raw on
+     * tmpfs): one data chunk, as a hole-aware reader of the file would
+     * send, and its cold pages are touched only by the socket's copy. */
+    if ((r->hdr.flags & PROTO_CMD_FLAG_DF) || r->data) {
         add_data_chunk(r, &used, 0, len, true);
         return;
     }
@@ -342,7 +352,7 @@ static void build_read(struct request *r)
     unsigned chunks = 0;
     for (uint64_t pos = 0; pos < len;) {
         uint64_t n = len - pos < HOLE_GRAIN ? len - pos : HOLE_GRAIN;
-        bool z = chunks + 2 < MAX_CHUNKS && block_is_zero(r->buf + pos, n);
+        bool z = chunks + 2 < MAX_CHUNKS && block_is_zero(read_data(r) + pos, n);
         if (pos == 0) {
             run_zero = z;
         } else if (z != run_zero) {
@@ -539,7 +549,7 @@ void req_reply(struct request *r)
             add_iov(r, r->hdrs, proto_encode_simple_reply(r->hdrs,
                                                           r->hdr.cookie, 0));
             if (r->hdr.length)
-                add_iov(r, r->buf, r->hdr.length);
+                add_iov(r, read_data(r), r->hdr.length);
         } else if (r->hdr.length == 0) {
             add_iov(r, r->hdrs, chunk(r, r->hdrs, PROTO_REPLY_FLAG_DONE,
                                       PROTO_REPLY_TYPE_NONE, 0));

@@ -85,6 +85,7 @@ struct request *req_alloc(struct conn *c, size_t payload)
     r->wire_err = 0;
     r->niov = 0;
     r->pipe = NULL;
+    r->data = NULL;
     r->nmaps = 0;
     r->splice_failed = false;
     r->pinned = false;
@@ -285,7 +286,16 @@ static bool read_inline(struct request *r, struct image *img)
 {
     if (!img->ops->map_nowait || r->hdr.length > INLINE_MAX)
         return false;
-    bool done = read_mapped(img, r->buf, r->hdr.length, r->hdr.offset);
+    /* Data the image has in memory in one piece is sent from there:
+     * the socket write is then its only copy. */
+    struct img_map m = { .mem = NULL };
+    bool done = img->ops->map_nowait(img, r->hdr.length, r->hdr.offset,
+                                     &m) == 0 && m.mem &&
+                m.kind == IMG_MAP_DATA && m.length == r->hdr.length;
+    if (done)
+        r->data = m.mem;
+    else
+        done = read_mapped(img, r->buf, r->hdr.length, r->hdr.offset);
     if (img->ops->map_done)
         img->ops->map_done(img);
     if (done)

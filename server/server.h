@@ -288,6 +288,8 @@ struct request {
     struct conn *conn;
     struct proto_request hdr;
     uint8_t *buf;           /* payload or read data */
+    const uint8_t *data;    /* a read's data in place of buf: the image
+                               file's mapping (raw on tmpfs) */
     size_t buf_cap;
     bool buf_pooled;
     uint64_t have;          /* payload bytes received */
