@@ -7,11 +7,21 @@
 #                             success, leaves DIR/ceph.conf and DIR/pids
 #   micro-ceph.sh stop DIR    SIGKILLs the daemons in DIR/pids (memstore
 #                             has nothing worth saving) and removes DIR
+#   micro-ceph.sh kill-osd DIR    SIGKILLs the OSD, waits until it is
+#                                 gone and has the monitor mark it down
+#                                 (with no peer to report it, the monitor
+#                                 would take minutes to notice)
+#   micro-ceph.sh start-osd DIR   starts the OSD again (bluestore only:
+#                                 memstore lost everything with it)
+#
+# MICRO_CEPH_STORE=bluestore gives the OSD a BlueStore on a sparse 2 GiB
+# file in DIR instead of memstore, for tests that kill the OSD and need
+# its data afterwards (slower to start, and data reaches the file).
 #
 # Tests source tests/rbd/rbd-functions.sh rather than calling this.
 set -euo pipefail
 
-usage() { echo "usage: $0 start|stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start|stop|kill-osd|start-osd DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 dir=$(realpath -m "$2")
 
@@ -36,6 +46,31 @@ stop()
     rm -rf "$dir"
 }
 
+# The OSD's pid is the last line of DIR/pids.
+start_osd()
+{
+    ceph-osd -i "$(cat "$dir/osd-id")" -f >>"$dir/log/osd.out" 2>&1 &
+    echo $! >>"$dir/pids"
+}
+
+kill_osd()
+{
+    local pid
+    pid=$(tail -n 1 "$dir/pids")
+    kill -9 "$pid"
+    for _ in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null ||
+           [ "$(awk '{ print $3 }' "/proc/$pid/stat" 2>/dev/null)" = Z ]; then
+            CEPH_CONF=$dir/ceph.conf ceph osd down "$(cat "$dir/osd-id")" \
+                >/dev/null 2>&1
+            return
+        fi
+        sleep 0.1
+    done
+    echo "the OSD (pid $pid) did not die" >&2
+    exit 1
+}
+
 start()
 {
     [ -e "$dir" ] && { echo "$dir exists" >&2; exit 1; }
@@ -48,6 +83,23 @@ start()
     fsid=$(uuidgen)
     osd_uuid=$(uuidgen)
     export CEPH_CONF=$dir/ceph.conf
+    local store_conf
+    case ${MICRO_CEPH_STORE:-memstore} in
+    memstore)
+        store_conf="osd objectstore = memstore
+memstore device bytes = 2147483648
+memstore page set = true" ;;
+    bluestore)
+        store_conf="osd objectstore = bluestore
+bluestore block create = true
+bluestore block size = 2147483648
+bluestore fsck on mkfs = false
+bluestore fsck on mount = false
+bluestore cache autotune = false
+bluestore cache size = 268435456
+osd memory target = 1073741824" ;;
+    *) echo "MICRO_CEPH_STORE: memstore or bluestore" >&2; exit 2 ;;
+    esac
     # memstore page sets: by default memstore keeps an object as one
     # buffer list that every small write splits further, so a 4k write
     # into a 4 MiB object costs the OSD more CPU the more the object was
@@ -69,9 +121,7 @@ auth allow insecure global id reclaim = false
 mon data = $dir/\$name
 mgr data = $dir/\$name
 osd data = $dir/\$name
-osd objectstore = memstore
-memstore device bytes = 2147483648
-memstore page set = true
+$store_conf
 osd pool default size = 1
 osd pool default min size = 1
 osd pool default pg autoscale mode = off
@@ -108,8 +158,8 @@ EOF
     osd_id=$(ceph osd new "$osd_uuid")
     ceph-osd -i "$osd_id" --mkfs --osd-uuid "$osd_uuid" \
         >"$dir/log/osd-mkfs.out" 2>&1
-    ceph-osd -i "$osd_id" -f >"$dir/log/osd.out" 2>&1 &
-    echo $! >>"$dir/pids"
+    echo "$osd_id" >"$dir/osd-id"
+    start_osd
     ceph osd pool create rbd 8 >/dev/null 2>&1
     # Returns once the placement groups are active.
     timeout 120 rbd pool init rbd
@@ -118,5 +168,7 @@ EOF
 case $1 in
 start) start ;;
 stop) stop ;;
+kill-osd) kill_osd ;;
+start-osd) export CEPH_CONF=$dir/ceph.conf; start_osd ;;
 *) usage ;;
 esac
