@@ -246,7 +246,9 @@ static void aio_complete(rbd_completion_t c, void *arg)
     };
 
     rbd_aio_release(c);
-    if (ret < 0) {
+    if (ret < 0 && a->op == IO_AIO_FLUSH) {
+        img_log("rbd: %s: flush: %s", d->label, strerror((int)-ret));
+    } else if (ret < 0) {
         img_log("rbd: %s: %s %" PRIu64 " bytes at %" PRIu64 ": %s",
                 d->label, what[a->op], a->len, a->off, strerror((int)-ret));
     } else if (a->op == IO_AIO_READ && (uint64_t)ret < a->len) {

@@ -374,6 +374,18 @@ uint32_t proto_errno_to_wire(int err)
     case EROFS:
         return PROTO_EPERM;
     case EIO:
+    /* The storage behind the image failed or did not answer (a
+     * network backend's timeout, a dropped connection, corrupt data):
+     * an I/O error to the client, not an invalid request. */
+    case ETIMEDOUT:
+    case ECONNRESET:
+    case ECONNABORTED:
+    case ECONNREFUSED:
+    case ENOTCONN:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+    case EBADMSG:
+    case EUCLEAN:
         return PROTO_EIO;
     case ENOMEM:
         return PROTO_ENOMEM;

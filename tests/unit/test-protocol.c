@@ -1287,6 +1287,8 @@ static void test_errno_to_wire(void)
         { 0, 0 },
         { EPERM, PROTO_EPERM }, { EROFS, PROTO_EPERM },
         { EIO, PROTO_EIO },
+        { ETIMEDOUT, PROTO_EIO }, { ECONNRESET, PROTO_EIO },
+        { ENOTCONN, PROTO_EIO }, { EBADMSG, PROTO_EIO },
         { ENOMEM, PROTO_ENOMEM },
         { EINVAL, PROTO_EINVAL },
         { ENOSPC, PROTO_ENOSPC }, { EDQUOT, PROTO_ENOSPC },
