@@ -9,7 +9,9 @@
 # shadow holds (read back through the export, and by `rbd export`).
 # The OSD keeps its data on a BlueStore file here (memstore would lose
 # everything with the process), so acknowledged writes must survive it.
-# Two outages, at seeded moments.
+# Two outages, at seeded moments.  Then, with rados_osd_op_timeout set
+# in the conf, a read the dead OSD never answers fails with EIO instead
+# of waiting, and reads work again once the OSD is back.
 . "$abs_top_srcdir/tests/functions.sh"
 MICRO_CEPH_STORE=bluestore
 export MICRO_CEPH_STORE
@@ -67,4 +69,23 @@ wait $wpid || { cat "$T/w.out" >&2; fail "the workload failed"; }
 cat "$T/w.out"
 ds_stop "$DS_PID" || fail "diskserve exited with an error"
 same_as_shadow w rbd/disk "$T/shadow"
+
+# With rados_osd_op_timeout in the conf, a read the OSD does not answer
+# fails with EIO after it, and the export serves again once it is back.
+cp "$CEPH_CONF" "$T/timeout.conf"
+printf '[client]\nrados osd op timeout = 2\n' >>"$T/timeout.conf"
+ds_start short -r -f raw "rbd:rbd/disk:conf=$T/timeout.conf"
+"$MICRO_CEPH" kill-osd "$CEPH_DIR" || fail "kill-osd"
+rc=0
+timeout 30 qemu-io -r -f raw -c "read 1M 64k" "$DS_URI" >"$T/eio.out" 2>&1 ||
+    rc=$?
+cat "$T/eio.out"
+[ $rc != 124 ] || fail "a read with an OSD op timeout of 2 s waited 30 s"
+grep -q "read failed: Input/output error" "$T/eio.out" ||
+    fail "a timed-out read did not fail with EIO"
+"$MICRO_CEPH" start-osd "$CEPH_DIR" || fail "start-osd"
+timeout 90 rbd info rbd/disk >/dev/null || fail "the OSD did not come back"
+qemu-io -r -f raw -c "read 1M 64k" "$DS_URI" >/dev/null ||
+    fail "the export did not serve again after the OSD came back"
+ds_stop "$DS_PID" || fail "the read-only server exited with an error"
 echo ok
