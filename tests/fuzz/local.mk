@@ -85,25 +85,17 @@ fuzz: $(FUZZ_FORMAT_TARGETS) fuzz/fuzz-handshake
 
 # Each target for FUZZ_TIME seconds, from the seed corpus (generated
 # into fuzz/corpus-TARGET, where libFuzzer also keeps what it finds) with
-# its dictionary; one line "fuzz-smoke: TARGET: PASS|FAIL" each, and a
-# crash leaves its input in fuzz/ as crash-* and fails the rule after
-# the last target.
+# its dictionary, two targets at a time (tests/fuzz/smoke-one.sh); one
+# line "fuzz-smoke: TARGET: PASS|FAIL" each, and a crash leaves its input
+# in fuzz/ as crash-* and fails the rule after the last target.
 FUZZ_SMOKE = qcow2-open:qcow2 qcow2-check:qcow2 vhdx:vhdx luks:qcow2 \
 	requests:nbd handshake:nbd
-EXTRA_DIST += tests/fuzz/qcow2.dict tests/fuzz/vhdx.dict tests/fuzz/nbd.dict
+EXTRA_DIST += tests/fuzz/qcow2.dict tests/fuzz/vhdx.dict tests/fuzz/nbd.dict \
+	tests/fuzz/smoke-one.sh
 fuzz-smoke: fuzz
-	@bad=0; for td in $(FUZZ_SMOKE); do \
-	  t=$${td%%:*}; d=$(srcdir)/tests/fuzz/$${td#*:}.dict; \
-	  if $(SHELL) $(srcdir)/tests/fuzz/make-corpus.sh $$t fuzz/corpus-$$t \
-	     && fuzz/fuzz-$$t $(FUZZ_RUN_FLAGS) -dict=$$d \
-	       -artifact_prefix=fuzz/ fuzz/corpus-$$t 2>fuzz/fuzz-$$t.log; then \
-	    grep -E '^#[0-9]+[[:space:]]+DONE' fuzz/fuzz-$$t.log | tail -n 1; \
-	    echo "fuzz-smoke: fuzz-$$t: PASS"; \
-	  else \
-	    tail -n 60 fuzz/fuzz-$$t.log; \
-	    echo "fuzz-smoke: fuzz-$$t: FAIL"; bad=1; \
-	  fi; \
-	done; exit $$bad
+	@printf '%s\n' $(FUZZ_SMOKE) | xargs -P 2 -I '{}' \
+	  $(SHELL) $(srcdir)/tests/fuzz/smoke-one.sh '{}' $(srcdir) \
+	  $(FUZZ_RUN_FLAGS)
 
 clean-local: clean-fuzz
 clean-fuzz:
