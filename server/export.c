@@ -115,9 +115,39 @@ static int check_bitmap_options(struct export *e)
     return 0;
 }
 
+/* -l SNAP (snapshot = SNAP) on an RBD image names an RBD snapshot,
+ * unless the export is qcow2 (then it is one of the qcow2 file's own):
+ * e->image_path becomes rbd:POOL/IMAGE@SNAP[:OPTIONS].  0 or -errno. */
+static int rbd_snapshot_path(struct export *e)
+{
+    if (!e->snapshot || !io_is_remote_name(e->image_path) ||
+        (e->format && strcmp(e->format, "qcow2") == 0))
+        return 0;
+    const char *path = e->image_path;
+    size_t head = strcspn(path + 4, ":") + 4;   /* after "rbd:" */
+    if (memchr(path, '@', head)) {
+        fprintf(stderr, "diskserve: %s: a snapshot in the name and -l %s: "
+                "give one\n", path, e->snapshot);
+        return -EINVAL;
+    }
+    size_t len = strlen(path) + strlen(e->snapshot) + 2;
+    char *p = malloc(len);
+    if (!p)
+        return -ENOMEM;
+    snprintf(p, len, "%.*s@%s%s", (int)head, path, e->snapshot, path + head);
+    free(e->image_path);
+    e->image_path = p;
+    free(e->snapshot);
+    e->snapshot = NULL;
+    return 0;
+}
+
 int srv_open_exports(struct srv_options *o)
 {
     for (struct export *e = o->exports; e; e = e->next) {
+        int err = rbd_snapshot_path(e);
+        if (err)
+            return err;
         struct img_open_args args = {
             .path = e->image_path,
             .format = e->format,
@@ -128,7 +158,7 @@ int srv_open_exports(struct srv_options *o)
             .luks_max_iter = o->luks_max_iter,
             .bitmaps_crash_safe = o->bitmaps_crash_safe,
         };
-        int err = img_open(&args, &e->img);
+        err = img_open(&args, &e->img);
         if (err && io_is_remote_name(e->image_path)) {
             return err;         /* the backend or driver said why */
         } else if (err) {

@@ -4,7 +4,7 @@
 # image did when the snapshot was taken although the image was written
 # since, it is advertised read-only and refuses writes, its block status
 # matches `rbd diff` of the snapshot, and the live export beside it reads
-# the new data.
+# the new data.  `-l SNAP` with the image's name does the same.
 . "$abs_top_srcdir/tests/functions.sh"
 . "$abs_top_srcdir/tests/rbd/rbd-functions.sh"
 
@@ -80,4 +80,22 @@ assert got == merged, (got, merged)
 print("snapshot data extents:", got)
 PY
 ds_stop "$pid" || fail "the config-file server exited with an error"
+
+# -l SNAP on the command line names the same snapshot (qemu-nbd's
+# option for it), read-only; with a snapshot in the name as well it is
+# refused with one line.
+ds_start lsnap -f raw -l before "rbd:rbd/img:conf=$CEPH_CONF"
+qemu-img compare -f raw -F raw "$DS_URI" "$T/old.raw" ||
+    fail "-l before reads otherwise than the image before"
+nbdinfo "$DS_URI" | grep -q "is_read_only: true" ||
+    fail "the -l export is not advertised read-only"
+ds_stop "$DS_PID" || fail "the -l server exited with an error"
+rc=0
+"$DISKSERVE" -k "$T/twice.sock" -l before rbd:rbd/img@before \
+    >"$T/twice.log" 2>&1 || rc=$?
+[ $rc = 1 ] && [ "$(wc -l <"$T/twice.log")" = 1 ] &&
+    grep -q "a snapshot in the name and -l before" "$T/twice.log" || {
+    cat "$T/twice.log" >&2
+    fail "a snapshot named twice: exit $rc"
+}
 echo ok
