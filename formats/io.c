@@ -180,6 +180,48 @@ bool io_is_snapshot_name(const char *name)
     return at && (!colon || at < colon);
 }
 
+/* Where a remote name's options (":conf=...") start: its end if none. */
+static const char *remote_options(const char *name)
+{
+    return name + 4 + strcspn(name + 4, ":");
+}
+
+char *io_link_name(const char *image, const char *name)
+{
+    const char *opts = io_is_remote_name(image) ? remote_options(image)
+                                                 : "";
+    char *p;
+
+    errno = 0;
+    if (io_is_remote_name(name)) {
+        if (*remote_options(name))
+            opts = "";
+        if (asprintf(&p, "%s%s", name, opts) < 0)
+            goto nomem;
+        return p;
+    }
+    if (!io_is_remote_name(image))
+        return NULL;
+    if (name[0] == '/') {
+        errno = ENOENT;
+        return NULL;
+    }
+    size_t pool = strcspn(image + 4, "/:");
+    if (asprintf(&p, "rbd:%.*s/%s%s", (int)pool, image + 4, name, opts) < 0)
+        goto nomem;
+    return p;
+nomem:
+    errno = ENOMEM;
+    return NULL;
+}
+
+bool io_same_remote(const char *a, const char *b)
+{
+    size_t n = (size_t)(remote_options(a) - a);
+    return io_is_remote_name(a) && io_is_remote_name(b) &&
+           n == (size_t)(remote_options(b) - b) && memcmp(a, b, n) == 0;
+}
+
 /* Give a remote device a handle; the handle or -errno (dev closed). */
 static int remote_add(const struct io_backend_ops *ops, void *dev,
                       const char *name, bool writable)

@@ -69,6 +69,19 @@ bool io_is_remote_name(const char *name);
  * can only be opened read-only. */
 bool io_is_snapshot_name(const char *name);
 
+/* The name a chain link (a qcow2 backing file, a VHDX parent) called
+ * NAME in IMAGE opens by, when either is remote: NAME if it is an rbd:
+ * name, taking IMAGE's :conf= and :id= options when it has none of its
+ * own; for a relative NAME ('/' separators) in an rbd: IMAGE, the image
+ * of that name in IMAGE's pool, with IMAGE's options (as qemu combines
+ * them).  NULL with errno 0 when neither is remote (a local path: the
+ * caller resolves it), NULL with errno ENOMEM, or NULL with errno
+ * ENOENT for an absolute local path named by a remote image. */
+char *io_link_name(const char *image, const char *name);
+
+/* Whether two remote names open the same image (options aside). */
+bool io_same_remote(const char *a, const char *b);
+
 /* The size in bytes of a file, block device or remote image; 0 or
  * -errno. */
 int io_size(int fd, uint64_t *size);

@@ -2,7 +2,10 @@
  * header names, open them, and refuse chains that are too deep or loop.
  *
  * A relative name is resolved against the directory of the image that
- * names it, as qemu does for backing files; a relative data file name
+ * names it, as qemu does for backing files (for an image in RBD: an
+ * image of that name in the same pool, formats/io.c io_link_name; an
+ * rbd: name is opened as it is, and remote links are told apart by
+ * name); a relative data file name
  * that is not there is tried in the working directory, where qemu 7.2
  * looks for it.  The backing image is opened through img_open
  * (read-only, one level deeper), so it can be qcow2 or raw, with the
@@ -24,6 +27,7 @@
 struct chain_link {
     dev_t dev;
     ino_t ino;
+    const char *remote;     /* an rbd: image's name: no device or inode */
 };
 
 static __thread struct chain_link chain[QCOW2_MAX_CHAIN_DEPTH + 1];
@@ -66,12 +70,14 @@ int qcow2_open_backing(struct qcow2_state *s,
     struct stat st;
     int err;
 
-    if (fstat(s->fd, &st) < 0)
+    bool remote = io_is_remote_name(path);
+
+    if (!remote && fstat(s->fd, &st) < 0)
         return -errno;
-    if (args->depth <= QCOW2_MAX_CHAIN_DEPTH) {
-        chain[args->depth].dev = st.st_dev;
-        chain[args->depth].ino = st.st_ino;
-    }
+    if (args->depth <= QCOW2_MAX_CHAIN_DEPTH)
+        chain[args->depth] = remote ? (struct chain_link){ .remote = path }
+                                    : (struct chain_link){ st.st_dev,
+                                                           st.st_ino, NULL };
     if (!name)
         return 0;
     if (args->depth >= QCOW2_MAX_CHAIN_DEPTH) {
@@ -84,17 +90,28 @@ int qcow2_open_backing(struct qcow2_state *s,
                 name);
         return -ENOTSUP;
     }
-    char *bpath = qcow2_resolve_path(path, name);
+    char *bpath = io_link_name(path, name);
+    if (!bpath && errno == ENOENT) {
+        img_log("qcow2: %s: backing file '%s': an RBD image's backing "
+                "file must be an RBD image or a relative name", path, name);
+        return -ENOENT;
+    }
+    if (!bpath && errno == 0)
+        bpath = qcow2_resolve_path(path, name);
     if (!bpath)
         return -ENOMEM;
-    if (stat(bpath, &st) < 0) {
+    bool bremote = io_is_remote_name(bpath);
+    if (!bremote && stat(bpath, &st) < 0) {
         err = -errno;
         img_log("qcow2: %s: backing file '%s': %s", path, bpath,
                 strerror(errno));
         goto out_free;
     }
     for (unsigned i = 0; i <= args->depth; i++) {
-        if (chain[i].dev == st.st_dev && chain[i].ino == st.st_ino) {
+        if (bremote ? chain[i].remote && io_same_remote(chain[i].remote,
+                                                        bpath)
+                    : !chain[i].remote && chain[i].dev == st.st_dev &&
+                      chain[i].ino == st.st_ino) {
             img_log("qcow2: %s: backing file '%s' loops back to an image "
                     "already in the chain (level %u)", path, bpath, i);
             err = -ELOOP;

@@ -12,6 +12,9 @@
  * against the child's directory, '\' read as '/'), volume_path (a volume
  * GUID path: never resolvable here, skipped), absolute_win32_path (only
  * the part after "\\?\X:" is tried, as an absolute path on this system).
+ * A child in an RBD image (rbd:POOL/IMAGE) has its parent in the same
+ * pool: relative_path names it there (formats/io.c, io_link_name), with
+ * the child's conf and user.
  * It is opened through img_open as VHDX, read-only, one level deeper; its
  * current header's DataWriteGuid must equal parent_linkage or
  * parent_linkage2, and its virtual disk size must equal the child's.
@@ -40,6 +43,7 @@ static const struct vhdx_guid vhdx_locator_type = { {
 struct chain_link {
     dev_t dev;
     ino_t ino;
+    const char *remote;     /* an rbd: image's name: no device or inode */
 };
 
 static __thread struct chain_link chain[VHDX_MAX_CHAIN_DEPTH + 1];
@@ -342,6 +346,23 @@ static char *find_parent(struct vhdx_state *s, struct stat *st)
     char *rel = NULL, *abs = NULL;
     int rel_errno = 0;
 
+    if (io_is_remote_name(path)) {
+        /* An RBD child's parent is an RBD image: relative_path names it
+         * in the child's pool; the open says whether it exists. */
+        if (!s->relative_path) {
+            img_log("vhdx: %s: parent not found: an RBD image's parent "
+                    "needs a relative_path", path);
+            errno = ENOENT;
+            return NULL;
+        }
+        char *name = resolve_relative("", s->relative_path);
+        rel = name ? io_link_name(path, name) : NULL;
+        if (!rel && errno == ENOENT)
+            img_log("vhdx: %s: parent not found: relative_path '%.200s' "
+                    "is absolute", path, s->relative_path);
+        free(name);
+        return rel;
+    }
     if (s->relative_path) {
         rel = resolve_relative(path, s->relative_path);
         if (!rel)
@@ -412,12 +433,14 @@ int vhdx_open_parent(struct vhdx_state *s, const struct img_open_args *args)
     char *ppath;
     int err;
 
-    if (fstat(s->fd, &st) < 0)
+    bool remote = io_is_remote_name(path);
+
+    if (!remote && fstat(s->fd, &st) < 0)
         return -errno;
-    if (args->depth <= VHDX_MAX_CHAIN_DEPTH) {
-        chain[args->depth].dev = st.st_dev;
-        chain[args->depth].ino = st.st_ino;
-    }
+    if (args->depth <= VHDX_MAX_CHAIN_DEPTH)
+        chain[args->depth] = remote ? (struct chain_link){ .remote = path }
+                                    : (struct chain_link){ st.st_dev,
+                                                           st.st_ino, NULL };
     if (!s->has_parent)
         return 0;
     if (args->depth >= VHDX_MAX_CHAIN_DEPTH) {
@@ -428,8 +451,12 @@ int vhdx_open_parent(struct vhdx_state *s, const struct img_open_args *args)
     ppath = find_parent(s, &st);
     if (!ppath)
         return errno ? -errno : -ENOENT;
+    bool premote = io_is_remote_name(ppath);
     for (unsigned i = 0; i <= args->depth; i++) {
-        if (chain[i].dev == st.st_dev && chain[i].ino == st.st_ino) {
+        if (premote ? chain[i].remote && io_same_remote(chain[i].remote,
+                                                        ppath)
+                    : !chain[i].remote && chain[i].dev == st.st_dev &&
+                      chain[i].ino == st.st_ino) {
             img_log("vhdx: %s: parent '%s' loops back to a file already in "
                     "the chain (level %u)", path, ppath, i);
             err = -ELOOP;

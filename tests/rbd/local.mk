@@ -11,6 +11,7 @@ RBD_TESTS = \
 	tests/rbd/rbd-second-writer-and-bad-names-fail-with-one-line.sh \
 	tests/rbd/rbd-snapshot-changes-export-as-dirty-bitmaps.sh \
 	tests/rbd/qcow2-over-rbd-killed-mid-write-keeps-flushed-data.sh \
-	tests/rbd/osd-killed-mid-workload-requests-wait-others-served.sh
+	tests/rbd/osd-killed-mid-workload-requests-wait-others-served.sh \
+	tests/rbd/backing-files-and-vhdx-parents-in-rbd.sh
 TESTS += $(RBD_TESTS)
 EXTRA_DIST += $(RBD_TESTS)
