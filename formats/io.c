@@ -217,9 +217,10 @@ nomem:
 
 bool io_same_remote(const char *a, const char *b)
 {
+    if (!io_is_remote_name(a) || !io_is_remote_name(b))
+        return false;
     size_t n = (size_t)(remote_options(a) - a);
-    return io_is_remote_name(a) && io_is_remote_name(b) &&
-           n == (size_t)(remote_options(b) - b) && memcmp(a, b, n) == 0;
+    return n == (size_t)(remote_options(b) - b) && memcmp(a, b, n) == 0;
 }
 
 /* Give a remote device a handle; the handle or -errno (dev closed). */

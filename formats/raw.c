@@ -118,8 +118,11 @@ static int raw_open(const struct img_open_args *args, struct image **out)
          * cost 1/512 of it.  Only a file without holes: touching a
          * hole of a tmpfs file through a mapping allocates it, so the
          * map is left alone from the first hole punched or range
-         * zeroed on (map_off; a read racing that very punch may fill
-         * a page of it back with zeros). */
+         * zeroed on (map_off).  A read already answered from the map
+         * whose reply is still queued when a punch lands on its range
+         * (a read and a trim of the same bytes in flight at once) fills
+         * the pages it covers back in, as zeros: the data stays right,
+         * the space comes back. */
         r->img.nowait_reads = 1;
         r->img.nowait_writes = 1;
         if (st.st_size > 0 && (uint64_t)st.st_size <= MAP_MAX &&

@@ -116,18 +116,31 @@ static int check_bitmap_options(struct export *e)
 }
 
 /* -l SNAP (snapshot = SNAP) on an RBD image names an RBD snapshot,
- * unless the export is qcow2 (then it is one of the qcow2 file's own):
- * e->image_path becomes rbd:POOL/IMAGE@SNAP[:OPTIONS].  0 or -errno. */
+ * unless the export is qcow2, given or probed (then it is one of the
+ * qcow2 file's own): e->image_path becomes rbd:POOL/IMAGE@SNAP[:OPTIONS].
+ * 0 or -errno. */
 static int rbd_snapshot_path(struct export *e)
 {
     if (!e->snapshot || !io_is_remote_name(e->image_path) ||
         (e->format && strcmp(e->format, "qcow2") == 0))
         return 0;
     const char *path = e->image_path;
+    if (!e->format) {
+        const struct img_ops *ops = img_probe_file(path);
+        if (ops && strcmp(ops->name, "qcow2") == 0)
+            return 0;
+        /* Otherwise an RBD snapshot; a failed probe is reported by the
+         * open that follows. */
+    }
     size_t head = strcspn(path + 4, ":") + 4;   /* after "rbd:" */
     if (memchr(path, '@', head)) {
         fprintf(stderr, "diskserve: %s: a snapshot in the name and -l %s: "
                 "give one\n", path, e->snapshot);
+        return -EINVAL;
+    }
+    if (!*e->snapshot || strpbrk(e->snapshot, ":@/")) {
+        fprintf(stderr, "diskserve: %s: -l '%s': an RBD snapshot name "
+                "without ':', '@' or '/'\n", path, e->snapshot);
         return -EINVAL;
     }
     size_t len = strlen(path) + strlen(e->snapshot) + 2;

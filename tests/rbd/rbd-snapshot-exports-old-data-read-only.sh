@@ -4,7 +4,8 @@
 # image did when the snapshot was taken although the image was written
 # since, it is advertised read-only and refuses writes, its block status
 # matches `rbd diff` of the snapshot, and the live export beside it reads
-# the new data.  `-l SNAP` with the image's name does the same.
+# the new data.  `-l SNAP` with the image's name does the same; on a
+# qcow2 image in RBD, -l keeps naming a qcow2 internal snapshot.
 . "$abs_top_srcdir/tests/functions.sh"
 . "$abs_top_srcdir/tests/rbd/rbd-functions.sh"
 
@@ -97,5 +98,24 @@ rc=0
     grep -q "a snapshot in the name and -l before" "$T/twice.log" || {
     cat "$T/twice.log" >&2
     fail "a snapshot named twice: exit $rc"
+}
+
+# A qcow2 image in RBD: without -f, -l still names one of the qcow2
+# file's internal snapshots (the format is probed first).
+q="rbd:rbd/q:conf=$CEPH_CONF"
+qemu-img create -q -f qcow2 "$q" 4M || fail "qemu-img create in RBD"
+qemu-io -f qcow2 -c "write -P 0x71 0 1M" "$q" >/dev/null || fail "qcow2 write"
+qemu-img snapshot -c inside "$q" || fail "qemu-img snapshot -c"
+qemu-io -f qcow2 -c "write -P 0x72 0 1M" "$q" >/dev/null || fail "qcow2 write 2"
+ds_start qsnap -l inside "$q"
+qemu-io -r -f raw -c "read -P 0x71 0 1M" "$DS_URI" >/dev/null ||
+    fail "-l on a qcow2 in RBD did not export its internal snapshot"
+ds_stop "$DS_PID" || fail "the qcow2 snapshot server exited with an error"
+rc=0
+"$DISKSERVE" -k "$T/colon.sock" -f raw -l a:b rbd:rbd/img >"$T/colon.log" 2>&1 ||
+    rc=$?
+[ $rc = 1 ] && grep -q "an RBD snapshot name without" "$T/colon.log" || {
+    cat "$T/colon.log" >&2
+    fail "-l a:b on an RBD image: exit $rc"
 }
 echo ok
