@@ -40,6 +40,7 @@ struct info {
     const char *format;
     uint64_t virtual_size;
     uint64_t actual_size;
+    bool actual_size_unknown;   /* an RBD image: not a file's blocks */
     bool is_qcow2;
     /* qcow2 only: */
     uint32_t cluster_size;
@@ -172,7 +173,10 @@ static void print_human(const struct info *in)
     char vs[32], ds[32];
 
     tool_format_size(in->virtual_size, vs, sizeof vs);
-    tool_format_size(in->actual_size, ds, sizeof ds);
+    if (in->actual_size_unknown)
+        snprintf(ds, sizeof ds, "unavailable");
+    else
+        tool_format_size(in->actual_size, ds, sizeof ds);
     printf("image: %s\nfile format: %s\nvirtual size: %s (%" PRIu64
            " bytes)\ndisk size: %s\n", in->path, in->format, vs,
            in->virtual_size, ds);
@@ -262,7 +266,8 @@ static void print_json(const struct info *in)
     if (in->is_qcow2)
         add_int(o, "cluster-size", in->cluster_size);
     add_str(o, "format", in->format);
-    add_int(o, "actual-size", in->actual_size);
+    if (!in->actual_size_unknown)
+        add_int(o, "actual-size", in->actual_size);
     if (in->encrypted)
         add_bool(o, "encrypted", true);
     if (in->is_qcow2) {
@@ -350,9 +355,12 @@ int tool_cmd_info(int argc, char **argv)
     if (!in.format)
         return 1;
     struct stat st;
-    if (stat(in.path, &st) < 0)
+    if (io_is_remote_name(in.path))
+        in.actual_size_unknown = true;  /* as qemu-img: "unavailable" */
+    else if (stat(in.path, &st) < 0)
         return tool_error("%s: %s", in.path, strerror(errno));
-    in.actual_size = (uint64_t)st.st_blocks * 512;
+    else
+        in.actual_size = (uint64_t)st.st_blocks * 512;
 
     int rc = 0;
     if (!strcmp(in.format, "qcow2")) {

@@ -535,6 +535,9 @@ int tool_cmd_map(int argc, char **argv)
     args.path = argv[optind];
     if (args.format && !img_find_driver(args.format))
         return tool_usage_error("map: unknown format '%.64s'", args.format);
+    if (io_is_remote_name(args.path))
+        return tool_error("%s: map: RBD images are not supported (serve "
+                          "the image and run nbdinfo --map)", args.path);
 
     struct image *img;
     int err = img_open(&args, &img);

@@ -606,11 +606,10 @@ static void walk_refblocks(struct ck *c)
 static int calculate(struct ck *c, bool stats)
 {
     struct qcow2_state *s = c->s;
-    struct stat st;
+    int err = io_size(c->rfd, &s->file_size);
 
-    if (fstat(c->rfd, &st) < 0)
-        return -errno;
-    s->file_size = (uint64_t)st.st_size;
+    if (err)
+        return err;
     c->nb_clusters = (s->file_size + c->cs - 1) >> c->cbits;
     if (c->nb_clusters > INT32_MAX) {
         ck_say(c, "file too large to check (%" PRIu64 " clusters)",
@@ -1119,14 +1118,13 @@ int qcow2_check_open(const char *path, bool writable,
         err = -ENOMEM;
         goto out_close;
     }
-    s->fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    s->fd = io_open(path, writable);     /* a file or an rbd: image */
     if (s->fd < 0) {
-        err = -errno;
-        img_log("qcow2: %s: %s", path, strerror(errno));
+        err = s->fd;
+        if (!io_is_remote_name(path))   /* the backend said why */
+            img_log("qcow2: %s: %s", path, strerror(-err));
         goto out_close;
     }
-    if (writable)
-        io_register(s->fd, path);
     err = qcow2_read_header(s, true);
     if (err)
         goto out_close;
@@ -1169,7 +1167,7 @@ void qcow2_check_close(struct qcow2_state *s)
     qcow2_header_free(&s->h);
     free(s->l1);
     if (s->fd >= 0)
-        close(s->fd);
+        io_close(s->fd);
     free(s->img.path);
     free(s);
 }
