@@ -215,12 +215,43 @@ nomem:
     return NULL;
 }
 
-bool io_same_remote(const char *a, const char *b)
+int io_identity_fd(int fd, const char *name, struct io_identity *id)
 {
-    if (!io_is_remote_name(a) || !io_is_remote_name(b))
-        return false;
-    size_t n = (size_t)(remote_options(a) - a);
-    return n == (size_t)(remote_options(b) - b) && memcmp(a, b, n) == 0;
+    struct stat st;
+
+    if (remote_of(fd)) {
+        *id = (struct io_identity){ .remote = name };
+        return 0;
+    }
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    *id = (struct io_identity){ st.st_dev, st.st_ino, NULL };
+    return 0;
+}
+
+int io_identity_name(const char *name, struct io_identity *id)
+{
+    struct stat st;
+
+    if (io_is_remote_name(name)) {
+        *id = (struct io_identity){ .remote = name };
+        return 0;
+    }
+    if (stat(name, &st) < 0)
+        return -errno;
+    *id = (struct io_identity){ st.st_dev, st.st_ino, NULL };
+    return 0;
+}
+
+bool io_identity_same(const struct io_identity *a,
+                      const struct io_identity *b)
+{
+    if (!a->remote || !b->remote)
+        return !a->remote && !b->remote && a->dev == b->dev &&
+               a->ino == b->ino;
+    size_t n = (size_t)(remote_options(a->remote) - a->remote);
+    return n == (size_t)(remote_options(b->remote) - b->remote) &&
+           memcmp(a->remote, b->remote, n) == 0;
 }
 
 /* Give a remote device a handle; the handle or -errno (dev closed). */

@@ -79,8 +79,25 @@ bool io_is_snapshot_name(const char *name);
  * ENOENT for an absolute local path named by a remote image. */
 char *io_link_name(const char *image, const char *name);
 
-/* Whether two remote names open the same image (options aside). */
-bool io_same_remote(const char *a, const char *b);
+/* What a chain of images (qcow2 backing files, VHDX parents) tells its
+ * members apart by, to find loops: a file's device and inode, a remote
+ * image's name (options aside; remote handles have no inode of their
+ * own).  remote points into the name given, which must outlive it. */
+struct io_identity {
+    dev_t dev;
+    ino_t ino;
+    const char *remote;
+};
+
+/* The identity of the image open as fd (from io_open) under name; 0 or
+ * -errno. */
+int io_identity_fd(int fd, const char *name, struct io_identity *id);
+/* The identity of the image called name, not open: 0, or -errno with
+ * errno set (no such file).  A remote name is not looked up. */
+int io_identity_name(const char *name, struct io_identity *id);
+/* Whether two identities are one image. */
+bool io_identity_same(const struct io_identity *a,
+                      const struct io_identity *b);
 
 /* The size in bytes of a file, block device or remote image; 0 or
  * -errno. */

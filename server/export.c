@@ -143,11 +143,10 @@ static int rbd_snapshot_path(struct export *e)
                 "without ':', '@' or '/'\n", path, e->snapshot);
         return -EINVAL;
     }
-    size_t len = strlen(path) + strlen(e->snapshot) + 2;
-    char *p = malloc(len);
-    if (!p)
+    char *p;
+    if (asprintf(&p, "%.*s@%s%s", (int)head, path, e->snapshot,
+                 path + head) < 0)
         return -ENOMEM;
-    snprintf(p, len, "%.*s@%s%s", (int)head, path, e->snapshot, path + head);
     free(e->image_path);
     e->image_path = p;
     free(e->snapshot);

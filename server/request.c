@@ -246,15 +246,14 @@ static void req_done(struct srv_work *w)
     req_reply(r);
 }
 
-/* Read [off, off + left) into p from the ranges map_nowait gives, all
- * in memory; false as soon as one would block or needs the driver. */
+/* Read [off, off + left) into p from the ranges map_nowait gives, m
+ * being the first of them, all in memory; false as soon as one would
+ * block or needs the driver. */
 static bool read_mapped(struct image *img, uint8_t *p, uint64_t left,
-                        uint64_t off)
+                        uint64_t off, struct img_map m)
 {
-    while (left > 0) {
-        struct img_map m = { .mem = NULL };
-        if (img->ops->map_nowait(img, left, off, &m) < 0 ||
-            m.length == 0 || m.length > left)
+    for (;;) {
+        if (m.length == 0 || m.length > left)
             return false;
         if (m.kind == IMG_MAP_ZERO) {
             memset(p, 0, m.length);
@@ -275,27 +274,31 @@ static bool read_mapped(struct image *img, uint8_t *p, uint64_t left,
         p += m.length;
         off += m.length;
         left -= m.length;
+        if (left == 0)
+            return true;
+        m = (struct img_map){ .mem = NULL };
+        if (img->ops->map_nowait(img, left, off, &m) < 0)
+            return false;
     }
-    return true;
 }
 
 /* Serve a read on the loop thread when every byte is mapped by cached
  * metadata and already in memory; false means "use a worker".  Either
- * way the driver hears that the mapped ranges are no longer in use. */
+ * way the driver hears that the mapped ranges are no longer in use.
+ * Data the image has in memory in one piece is sent from there: the
+ * socket write is then its only copy. */
 static bool read_inline(struct request *r, struct image *img)
 {
     if (!img->ops->map_nowait || r->hdr.length > INLINE_MAX)
         return false;
-    /* Data the image has in memory in one piece is sent from there:
-     * the socket write is then its only copy. */
     struct img_map m = { .mem = NULL };
     bool done = img->ops->map_nowait(img, r->hdr.length, r->hdr.offset,
-                                     &m) == 0 && m.mem &&
-                m.kind == IMG_MAP_DATA && m.length == r->hdr.length;
-    if (done)
+                                     &m) == 0;
+    if (done && m.mem && m.kind == IMG_MAP_DATA &&
+        m.length == r->hdr.length)
         r->data = m.mem;
-    else
-        done = read_mapped(img, r->buf, r->hdr.length, r->hdr.offset);
+    else if (done)
+        done = read_mapped(img, r->buf, r->hdr.length, r->hdr.offset, m);
     if (img->ops->map_done)
         img->ops->map_done(img);
     if (done)

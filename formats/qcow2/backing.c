@@ -4,15 +4,15 @@
  * A relative name is resolved against the directory of the image that
  * names it, as qemu does for backing files (for an image in RBD: an
  * image of that name in the same pool, formats/io.c io_link_name; an
- * rbd: name is opened as it is, and remote links are told apart by
- * name); a relative data file name
+ * rbd: name is opened as it is); a relative data file name
  * that is not there is tried in the working directory, where qemu 7.2
  * looks for it.  The backing image is opened through img_open
  * (read-only, one level deeper), so it can be qcow2 or raw, with the
  * format from the backing format extension or probed.  Loops are found
- * by file identity: the images being opened on this thread's chain are
- * remembered by device and inode, one per depth level, since a chain is
- * opened recursively on one thread.
+ * by file identity (formats/io.c io_identity: device and inode, or an
+ * RBD image's name): the images being opened on this thread's chain are
+ * remembered one per depth level, since a chain is opened recursively
+ * on one thread.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,13 +24,7 @@
 
 #include "qcow2.h"
 
-struct chain_link {
-    dev_t dev;
-    ino_t ino;
-    const char *remote;     /* an rbd: image's name: no device or inode */
-};
-
-static __thread struct chain_link chain[QCOW2_MAX_CHAIN_DEPTH + 1];
+static __thread struct io_identity chain[QCOW2_MAX_CHAIN_DEPTH + 1];
 
 char *qcow2_resolve_path(const char *image_path, const char *name)
 {
@@ -67,17 +61,13 @@ int qcow2_open_backing(struct qcow2_state *s,
 {
     const char *path = s->img.path;
     const char *name = s->h.backing_file;
-    struct stat st;
-    int err;
+    struct io_identity id;
+    int err = io_identity_fd(s->fd, path, &id);
 
-    bool remote = io_is_remote_name(path);
-
-    if (!remote && fstat(s->fd, &st) < 0)
-        return -errno;
+    if (err)
+        return err;
     if (args->depth <= QCOW2_MAX_CHAIN_DEPTH)
-        chain[args->depth] = remote ? (struct chain_link){ .remote = path }
-                                    : (struct chain_link){ st.st_dev,
-                                                           st.st_ino, NULL };
+        chain[args->depth] = id;
     if (!name)
         return 0;
     if (args->depth >= QCOW2_MAX_CHAIN_DEPTH) {
@@ -100,18 +90,14 @@ int qcow2_open_backing(struct qcow2_state *s,
         bpath = qcow2_resolve_path(path, name);
     if (!bpath)
         return -ENOMEM;
-    bool bremote = io_is_remote_name(bpath);
-    if (!bremote && stat(bpath, &st) < 0) {
-        err = -errno;
+    err = io_identity_name(bpath, &id);
+    if (err) {
         img_log("qcow2: %s: backing file '%s': %s", path, bpath,
-                strerror(errno));
+                strerror(-err));
         goto out_free;
     }
     for (unsigned i = 0; i <= args->depth; i++) {
-        if (bremote ? chain[i].remote && io_same_remote(chain[i].remote,
-                                                        bpath)
-                    : !chain[i].remote && chain[i].dev == st.st_dev &&
-                      chain[i].ino == st.st_ino) {
+        if (io_identity_same(&chain[i], &id)) {
             img_log("qcow2: %s: backing file '%s' loops back to an image "
                     "already in the chain (level %u)", path, bpath, i);
             err = -ELOOP;

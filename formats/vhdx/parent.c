@@ -19,8 +19,9 @@
  * current header's DataWriteGuid must equal parent_linkage or
  * parent_linkage2, and its virtual disk size must equal the child's.
  *
- * Loops are found by file identity: the files on this thread's chain
- * are remembered by device and inode, one per depth level (a chain is
+ * Loops are found by file identity (formats/io.c io_identity: device
+ * and inode, or an RBD image's name): the files on this thread's chain
+ * are remembered one per depth level (a chain is
  * opened recursively on one thread), and a parent that is already one of
  * them is refused before it is opened.
  */
@@ -28,7 +29,6 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "vhdx.h"
 
@@ -40,13 +40,7 @@ static const struct vhdx_guid vhdx_locator_type = { {
 #define LOCATOR_HEADER_SIZE 20u
 #define LOCATOR_ENTRY_SIZE  12u
 
-struct chain_link {
-    dev_t dev;
-    ino_t ino;
-    const char *remote;     /* an rbd: image's name: no device or inode */
-};
-
-static __thread struct chain_link chain[VHDX_MAX_CHAIN_DEPTH + 1];
+static __thread struct io_identity chain[VHDX_MAX_CHAIN_DEPTH + 1];
 
 /* UTF-16LE (len bytes, even) to a new NUL-terminated UTF-8 string; NULL
  * with errno EILSEQ on a NUL character or an unpaired surrogate. */
@@ -338,9 +332,9 @@ static char *resolve_absolute(const char *name)
     return p;
 }
 
-/* The first locator path naming an existing file, its stat in *st;
- * NULL with one line logged when none does (errno set). */
-static char *find_parent(struct vhdx_state *s, struct stat *st)
+/* The first locator path naming an existing file, its identity in
+ * *id; NULL with one line logged when none does (errno set). */
+static char *find_parent(struct vhdx_state *s, struct io_identity *id)
 {
     const char *path = s->img.path;
     char *rel = NULL, *abs = NULL;
@@ -361,19 +355,21 @@ static char *find_parent(struct vhdx_state *s, struct stat *st)
             img_log("vhdx: %s: parent not found: relative_path '%.200s' "
                     "is absolute", path, s->relative_path);
         free(name);
+        if (rel)
+            io_identity_name(rel, id);      /* a remote name: no lookup */
         return rel;
     }
     if (s->relative_path) {
         rel = resolve_relative(path, s->relative_path);
         if (!rel)
             return NULL;
-        if (stat(rel, st) == 0)
+        if (io_identity_name(rel, id) == 0)
             return rel;
         rel_errno = errno;
     }
     if (s->absolute_win32_path) {
         abs = resolve_absolute(s->absolute_win32_path);
-        if (abs && stat(abs, st) == 0) {
+        if (abs && io_identity_name(abs, id) == 0) {
             free(rel);
             return abs;
         }
@@ -429,18 +425,14 @@ static int check_parent(struct vhdx_state *s, const char *ppath)
 int vhdx_open_parent(struct vhdx_state *s, const struct img_open_args *args)
 {
     const char *path = s->img.path;
-    struct stat st;
+    struct io_identity id;
     char *ppath;
-    int err;
+    int err = io_identity_fd(s->fd, path, &id);
 
-    bool remote = io_is_remote_name(path);
-
-    if (!remote && fstat(s->fd, &st) < 0)
-        return -errno;
+    if (err)
+        return err;
     if (args->depth <= VHDX_MAX_CHAIN_DEPTH)
-        chain[args->depth] = remote ? (struct chain_link){ .remote = path }
-                                    : (struct chain_link){ st.st_dev,
-                                                           st.st_ino, NULL };
+        chain[args->depth] = id;
     if (!s->has_parent)
         return 0;
     if (args->depth >= VHDX_MAX_CHAIN_DEPTH) {
@@ -448,15 +440,11 @@ int vhdx_open_parent(struct vhdx_state *s, const struct img_open_args *args)
                 path, VHDX_MAX_CHAIN_DEPTH);
         return -ELOOP;
     }
-    ppath = find_parent(s, &st);
+    ppath = find_parent(s, &id);
     if (!ppath)
         return errno ? -errno : -ENOENT;
-    bool premote = io_is_remote_name(ppath);
     for (unsigned i = 0; i <= args->depth; i++) {
-        if (premote ? chain[i].remote && io_same_remote(chain[i].remote,
-                                                        ppath)
-                    : !chain[i].remote && chain[i].dev == st.st_dev &&
-                      chain[i].ino == st.st_ino) {
+        if (io_identity_same(&chain[i], &id)) {
             img_log("vhdx: %s: parent '%s' loops back to a file already in "
                     "the chain (level %u)", path, ppath, i);
             err = -ELOOP;
